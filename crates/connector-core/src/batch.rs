@@ -1,0 +1,676 @@
+use std::fmt;
+use std::sync::Arc;
+
+/// The type of a column in a connector's [`Schema`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ColumnType {
+    /// Unix time in milliseconds (`i64`).
+    Timestamp,
+    /// UTF-8 text.
+    String,
+    /// A 64-bit float. Sinks store NaN and ±Inf as null, so write those with
+    /// [`RowWriter::null`].
+    Real,
+    /// A JSON value (the Prometheus connector writes a label map). Stored as JSON
+    /// text, which is what SQLite and PostgreSQL sinks bind directly.
+    Dynamic,
+}
+
+impl ColumnType {
+    /// The lowercase name used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::String => "string",
+            ColumnType::Real => "real",
+            ColumnType::Dynamic => "dynamic",
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One named, typed column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Column {
+    name: String,
+    ty: ColumnType,
+}
+
+impl Column {
+    /// The column's name, as sinks use it for the table column.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The column's type.
+    pub fn ty(&self) -> ColumnType {
+        self.ty
+    }
+}
+
+/// The ordered columns of the rows a connector emits. Every column may hold null.
+///
+/// ```
+/// use connector_core::{ColumnType, Schema};
+///
+/// let schema = Schema::new([("timestamp", ColumnType::Timestamp), ("name", ColumnType::String)]);
+/// assert_eq!(schema.len(), 2);
+/// assert_eq!(schema.index_of("name"), Some(1));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Schema {
+    columns: Vec<Column>,
+}
+
+impl Schema {
+    /// A schema from `(name, type)` pairs in column order.
+    pub fn new<N: Into<String>>(columns: impl IntoIterator<Item = (N, ColumnType)>) -> Self {
+        Schema {
+            columns: columns
+                .into_iter()
+                .map(|(name, ty)| Column {
+                    name: name.into(),
+                    ty,
+                })
+                .collect(),
+        }
+    }
+
+    /// The columns in order.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True when there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// The position of the column called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// Why a row could not be appended to a [`Batch`]. The row is rolled back; rows
+/// appended before it stay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// A value of the wrong type was written to a column.
+    #[error("column `{column}` is {expected}, but a {got} value was written to it")]
+    TypeMismatch {
+        /// The column's name.
+        column: String,
+        /// The column's type.
+        expected: ColumnType,
+        /// The type of the value written.
+        got: ColumnType,
+    },
+    /// More values were written than the schema has columns.
+    #[error("the row has more values than the schema's {columns} columns")]
+    TooManyValues {
+        /// The number of columns in the schema.
+        columns: usize,
+    },
+    /// [`RowWriter::finish`] was called before every column had a value.
+    #[error("the row has no value for column `{column}` (write null explicitly)")]
+    MissingValue {
+        /// The first column without a value.
+        column: String,
+    },
+}
+
+impl From<BatchError> for crate::ConnectorError {
+    fn from(err: BatchError) -> Self {
+        crate::ConnectorError::permanent("row does not match the connector's schema")
+            .with_source(err)
+    }
+}
+
+/// Text of many rows in one buffer: appending never allocates per row.
+#[derive(Debug, Clone, Default)]
+struct TextColumn {
+    text: String,
+    ends: Vec<usize>,
+    nulls: Vec<bool>,
+}
+
+impl TextColumn {
+    fn get(&self, row: usize) -> Option<&str> {
+        if self.nulls[row] {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        Some(&self.text[start..self.ends[row]])
+    }
+
+    fn close_row(&mut self, null: bool) {
+        self.ends.push(self.text.len());
+        self.nulls.push(null);
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        let end = if rows == 0 { 0 } else { self.ends[rows - 1] };
+        self.text.truncate(end);
+        self.ends.truncate(rows);
+        self.nulls.truncate(rows);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ColumnData {
+    Timestamp(Vec<Option<i64>>),
+    String(TextColumn),
+    Real(Vec<Option<f64>>),
+    Dynamic(TextColumn),
+}
+
+impl ColumnData {
+    fn new(ty: ColumnType, rows: usize) -> Self {
+        match ty {
+            ColumnType::Timestamp => ColumnData::Timestamp(Vec::with_capacity(rows)),
+            ColumnType::String => ColumnData::String(TextColumn::default()),
+            ColumnType::Real => ColumnData::Real(Vec::with_capacity(rows)),
+            ColumnType::Dynamic => ColumnData::Dynamic(TextColumn::default()),
+        }
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        match self {
+            ColumnData::Timestamp(v) => v.truncate(rows),
+            ColumnData::Real(v) => v.truncate(rows),
+            ColumnData::String(t) | ColumnData::Dynamic(t) => t.truncate(rows),
+        }
+    }
+
+    fn get(&self, row: usize) -> Value<'_> {
+        match self {
+            ColumnData::Timestamp(v) => v[row].map_or(Value::Null, Value::Timestamp),
+            ColumnData::Real(v) => v[row].map_or(Value::Null, Value::Real),
+            ColumnData::String(t) => t.get(row).map_or(Value::Null, Value::String),
+            ColumnData::Dynamic(t) => t.get(row).map_or(Value::Null, Value::Dynamic),
+        }
+    }
+
+    fn payload_bytes(&self) -> usize {
+        match self {
+            ColumnData::Timestamp(v) => v.len() * 8,
+            ColumnData::Real(v) => v.len() * 8,
+            ColumnData::String(t) | ColumnData::Dynamic(t) => t.text.len(),
+        }
+    }
+}
+
+/// One value read back from a [`Batch`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// No value.
+    Null,
+    /// Unix time in milliseconds.
+    Timestamp(i64),
+    /// Text.
+    String(&'a str),
+    /// A float (never NaN or ±Inf when written by a well-behaved connector).
+    Real(f64),
+    /// JSON text.
+    Dynamic(&'a str),
+}
+
+/// The rows of one tick, stored by column for throughput.
+///
+/// Strings and dynamic values of all rows share one buffer per column, so appending
+/// a row copies its bytes but allocates nothing per row: a connector can append
+/// values borrowed straight from the bytes it fetched.
+///
+/// ```
+/// use std::sync::Arc;
+/// use connector_core::{Batch, ColumnType, Schema, Value};
+///
+/// let schema = Arc::new(Schema::new([
+///     ("timestamp", ColumnType::Timestamp),
+///     ("name", ColumnType::String),
+///     ("value", ColumnType::Real),
+///     ("labels", ColumnType::Dynamic),
+/// ]));
+/// let mut batch = Batch::new(schema);
+/// batch.row()
+///     .timestamp(1_700_000_000_000)
+///     .string("up")
+///     .real(1.0)
+///     .map([("job", "node")])
+///     .finish()?;
+/// assert_eq!(batch.len(), 1);
+/// assert_eq!(batch.get(0, 3), Value::Dynamic(r#"{"job":"node"}"#));
+/// # Ok::<(), connector_core::BatchError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Batch {
+    schema: Arc<Schema>,
+    columns: Vec<ColumnData>,
+    rows: usize,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new(schema: Arc<Schema>) -> Self {
+        Self::with_capacity(schema, 0)
+    }
+
+    /// An empty batch with room for `rows` rows in its fixed-width columns.
+    pub fn with_capacity(schema: Arc<Schema>, rows: usize) -> Self {
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| ColumnData::new(c.ty, rows))
+            .collect();
+        Batch {
+            schema,
+            columns,
+            rows: 0,
+        }
+    }
+
+    /// The schema the rows follow.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The number of complete rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when the batch has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Starts a row. Write one value per column in schema order, then call
+    /// [`RowWriter::finish`]; a row dropped before `finish` is rolled back.
+    pub fn row(&mut self) -> RowWriter<'_> {
+        RowWriter {
+            batch: self,
+            next: 0,
+            error: None,
+            finished: false,
+        }
+    }
+
+    /// The value at `row`, `column`.
+    ///
+    /// # Panics
+    ///
+    /// When `row >= self.len()` or `column >= self.schema().len()`.
+    pub fn get(&self, row: usize, column: usize) -> Value<'_> {
+        assert!(
+            row < self.rows,
+            "row {row} out of range for a batch of {} rows",
+            self.rows
+        );
+        self.columns[column].get(row)
+    }
+
+    /// The rows in order.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Row<'_>> + '_ {
+        (0..self.rows).map(move |index| Row { batch: self, index })
+    }
+
+    /// Bytes of payload held (text bytes plus 8 per fixed-width value): what a sink
+    /// is about to write, for metrics.
+    pub fn payload_bytes(&self) -> usize {
+        self.columns.iter().map(ColumnData::payload_bytes).sum()
+    }
+
+    fn rollback(&mut self) {
+        let rows = self.rows;
+        for column in &mut self.columns {
+            column.truncate(rows);
+        }
+    }
+}
+
+/// A view of one row of a [`Batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    batch: &'a Batch,
+    index: usize,
+}
+
+impl<'a> Row<'a> {
+    /// The value in column `column` (by position).
+    pub fn at(&self, column: usize) -> Value<'a> {
+        self.batch.columns[column].get(self.index)
+    }
+
+    /// The value in the column called `name`, if there is one.
+    pub fn get(&self, name: &str) -> Option<Value<'a>> {
+        self.batch.schema.index_of(name).map(|c| self.at(c))
+    }
+
+    /// The row's position in the batch.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+/// Appends one row to a [`Batch`]; see [`Batch::row`].
+///
+/// Each method writes the next column. A type mismatch is remembered and reported by
+/// [`finish`](RowWriter::finish), which then rolls the row back.
+#[derive(Debug)]
+#[must_use = "a row is only kept when `finish` is called"]
+pub struct RowWriter<'b> {
+    batch: &'b mut Batch,
+    next: usize,
+    error: Option<BatchError>,
+    finished: bool,
+}
+
+impl RowWriter<'_> {
+    fn slot(&mut self, got: ColumnType) -> Option<&mut ColumnData> {
+        if self.error.is_some() {
+            return None;
+        }
+        let Some(column) = self.batch.schema.columns.get(self.next) else {
+            self.error = Some(BatchError::TooManyValues {
+                columns: self.batch.schema.len(),
+            });
+            return None;
+        };
+        if column.ty != got {
+            self.error = Some(BatchError::TypeMismatch {
+                column: column.name.clone(),
+                expected: column.ty,
+                got,
+            });
+            return None;
+        }
+        self.next += 1;
+        Some(&mut self.batch.columns[self.next - 1])
+    }
+
+    /// Writes a timestamp (Unix milliseconds).
+    pub fn timestamp(mut self, unix_ms: i64) -> Self {
+        if let Some(ColumnData::Timestamp(v)) = self.slot(ColumnType::Timestamp) {
+            v.push(Some(unix_ms));
+        }
+        self
+    }
+
+    /// Writes a string; its bytes are copied into the column's shared buffer.
+    pub fn string(mut self, value: &str) -> Self {
+        if let Some(ColumnData::String(t)) = self.slot(ColumnType::String) {
+            t.text.push_str(value);
+            t.close_row(false);
+        }
+        self
+    }
+
+    /// Writes a float.
+    pub fn real(mut self, value: f64) -> Self {
+        if let Some(ColumnData::Real(v)) = self.slot(ColumnType::Real) {
+            v.push(Some(value));
+        }
+        self
+    }
+
+    /// Writes a JSON object of string keys and string values, escaping as JSON needs,
+    /// straight into the column's buffer.
+    pub fn map<K: AsRef<str>, V: AsRef<str>>(
+        mut self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        if let Some(ColumnData::Dynamic(t)) = self.slot(ColumnType::Dynamic) {
+            t.text.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    t.text.push(',');
+                }
+                push_json_string(&mut t.text, k.as_ref());
+                t.text.push(':');
+                push_json_string(&mut t.text, v.as_ref());
+            }
+            t.text.push('}');
+            t.close_row(false);
+        }
+        self
+    }
+
+    /// Writes any JSON value.
+    pub fn json(mut self, value: &serde_json::Value) -> Self {
+        if let Some(ColumnData::Dynamic(t)) = self.slot(ColumnType::Dynamic) {
+            t.text.push_str(&value.to_string());
+            t.close_row(false);
+        }
+        self
+    }
+
+    /// Writes null to the next column, whatever its type.
+    pub fn null(mut self) -> Self {
+        if self.error.is_some() {
+            return self;
+        }
+        let Some(ty) = self.batch.schema.columns.get(self.next).map(|c| c.ty) else {
+            self.error = Some(BatchError::TooManyValues {
+                columns: self.batch.schema.len(),
+            });
+            return self;
+        };
+        match self.slot(ty) {
+            Some(ColumnData::Timestamp(v)) => v.push(None),
+            Some(ColumnData::Real(v)) => v.push(None),
+            Some(ColumnData::String(t) | ColumnData::Dynamic(t)) => t.close_row(true),
+            None => {}
+        }
+        self
+    }
+
+    /// Keeps the row if every column got a value of its type; otherwise rolls it back.
+    pub fn finish(mut self) -> Result<(), BatchError> {
+        self.finished = true;
+        let error = match self.error.take() {
+            Some(error) => Some(error),
+            None => self
+                .batch
+                .schema
+                .columns
+                .get(self.next)
+                .map(|c| BatchError::MissingValue {
+                    column: c.name.clone(),
+                }),
+        };
+        match error {
+            Some(error) => {
+                self.batch.rollback();
+                Err(error)
+            }
+            None => {
+                self.batch.rows += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for RowWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.batch.rollback();
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut clean_from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[clean_from..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        clean_from = i + 1;
+    }
+    out.push_str(&s[clean_from..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+            ("value", ColumnType::Real),
+            ("labels", ColumnType::Dynamic),
+        ]))
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let mut batch = Batch::new(schema());
+        batch
+            .row()
+            .timestamp(5)
+            .string("a")
+            .real(1.5)
+            .map([("k", "v")])
+            .finish()
+            .unwrap();
+        batch
+            .row()
+            .timestamp(6)
+            .string("")
+            .null()
+            .map::<&str, &str>([])
+            .finish()
+            .unwrap();
+        assert_eq!(batch.len(), 2);
+        let rows: Vec<_> = batch.rows().collect();
+        assert_eq!(rows[0].get("name"), Some(Value::String("a")));
+        assert_eq!(rows[1].at(1), Value::String(""));
+        assert_eq!(rows[1].at(2), Value::Null);
+        assert_eq!(rows[1].at(3), Value::Dynamic("{}"));
+        assert_eq!(rows[0].get("missing"), None);
+    }
+
+    #[test]
+    fn mismatched_row_rolls_back_and_keeps_earlier_rows() {
+        let mut batch = Batch::new(schema());
+        batch
+            .row()
+            .timestamp(1)
+            .string("kept")
+            .real(1.0)
+            .map([("a", "b")])
+            .finish()
+            .unwrap();
+        let err = batch
+            .row()
+            .timestamp(2)
+            .string("dropped")
+            .string("oops")
+            .finish()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column `value` is real, but a string value was written to it"
+        );
+        let err = batch
+            .row()
+            .timestamp(3)
+            .string("short")
+            .finish()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BatchError::MissingValue {
+                column: "value".into()
+            }
+        );
+        let err = batch
+            .row()
+            .timestamp(3)
+            .string("long")
+            .real(1.0)
+            .map([("a", "b")])
+            .null()
+            .finish()
+            .unwrap_err();
+        assert_eq!(err, BatchError::TooManyValues { columns: 4 });
+        {
+            let _abandoned = batch.row().timestamp(9).string("abandoned");
+        }
+        assert_eq!(batch.len(), 1);
+        batch
+            .row()
+            .timestamp(4)
+            .string("next")
+            .real(2.0)
+            .map([("c", "d")])
+            .finish()
+            .unwrap();
+        assert_eq!(batch.get(1, 1), Value::String("next"));
+        assert_eq!(batch.get(1, 3), Value::Dynamic(r#"{"c":"d"}"#));
+        assert_eq!(batch.get(0, 1), Value::String("kept"));
+    }
+
+    #[test]
+    fn map_escapes_json() {
+        let mut batch = Batch::new(schema());
+        batch
+            .row()
+            .null()
+            .null()
+            .null()
+            .map([("q\"", "line\nnext\\\u{1}é")])
+            .finish()
+            .unwrap();
+        let Value::Dynamic(text) = batch.get(0, 3) else {
+            panic!("not dynamic")
+        };
+        assert_eq!(text, r#"{"q\"":"line\nnext\\\u0001é"}"#);
+        let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parsed["q\""], "line\nnext\\\u{1}é");
+    }
+
+    #[test]
+    fn json_values_and_payload_bytes() {
+        let mut batch = Batch::new(schema());
+        batch
+            .row()
+            .timestamp(1)
+            .string("abc")
+            .real(0.5)
+            .json(&serde_json::json!({"n": [1, 2]}))
+            .finish()
+            .unwrap();
+        assert_eq!(batch.get(0, 3), Value::Dynamic(r#"{"n":[1,2]}"#));
+        assert_eq!(batch.payload_bytes(), 8 + 3 + 8 + 11);
+    }
+}

@@ -1,0 +1,205 @@
+//! The author-facing API of the connector framework.
+//!
+//! A connector brings one kind of source into the platform. Its author implements
+//! [`Connector`]: a pure [`validate_config`](Connector::validate_config) that turns
+//! the raw JSON config into a typed one (so operator typos fail when the connector is
+//! created), and a [`tick`](Connector::tick) that does one unit of work for one
+//! scheduled bucket and returns a [`Batch`] of rows, or a [`ConnectorError`] whose
+//! [`ErrorKind`] tells the runner what to do next.
+//!
+//! The daemon never sees concrete connector types: it looks them up by type id in a
+//! [`Registry`]. Authors test without a daemon through the `testing` feature.
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod registry;
+mod secret;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+pub use async_trait::async_trait;
+pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
+pub use error::{ConnectorError, ErrorKind};
+pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
+pub use secret::{
+    EnvSecrets, MapSecrets, Secret, SecretError, SecretRef, SecretRefError, SecretSource,
+};
+
+/// How the runner drives a connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Drive {
+    /// One [`tick`](Connector::tick) per scheduled bucket of `schedule_ms`.
+    Periodic,
+}
+
+/// What a tick knows about the run it belongs to.
+#[derive(Debug, Clone)]
+pub struct TickContext {
+    connector_id: String,
+    scheduled_for_ms: i64,
+    secrets: Arc<dyn SecretSource>,
+}
+
+impl TickContext {
+    /// A context for the bucket starting at `scheduled_for_ms` (Unix milliseconds),
+    /// resolving secrets from the process environment.
+    pub fn new(connector_id: impl Into<String>, scheduled_for_ms: i64) -> Self {
+        TickContext {
+            connector_id: connector_id.into(),
+            scheduled_for_ms,
+            secrets: Arc::new(EnvSecrets),
+        }
+    }
+
+    /// Resolves secrets from `secrets` instead of the environment.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The id of the connector being ticked.
+    pub fn connector_id(&self) -> &str {
+        &self.connector_id
+    }
+
+    /// The start of the bucket this tick is for, in Unix milliseconds. Rows that
+    /// carry a time should carry this one, so a bucket's rows are the same whenever
+    /// the tick actually ran.
+    pub fn scheduled_for_ms(&self) -> i64 {
+        self.scheduled_for_ms
+    }
+
+    /// Resolves a secret reference. Call it in `tick`, never in `validate_config`,
+    /// and keep the value only as long as the request that needs it.
+    pub fn resolve(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
+        self.secrets.resolve(secret)
+    }
+}
+
+/// Deserializes a connector's config type from its raw JSON, turning a serde error into
+/// a [`ErrorKind::Config`] error whose message is serde's text verbatim (for example
+/// ``unknown field `endpiont`, expected one of `endpoint`, `auth` ``).
+///
+/// Put `#[serde(deny_unknown_fields)]` on the config type so typos fail here.
+pub fn config_from_json<T: serde::de::DeserializeOwned>(
+    raw: &serde_json::Value,
+) -> Result<T, ConnectorError> {
+    T::deserialize(raw).map_err(|e| ConnectorError::config(e.to_string()))
+}
+
+/// A source of rows. Implement this to bring a new kind of source into the platform.
+///
+/// The runner calls [`validate_config`](Connector::validate_config) once when the
+/// connector is created or updated, keeps the typed config, and calls
+/// [`tick`](Connector::tick) once per scheduled bucket. A tick is all or nothing:
+/// the rows of a failed tick are never committed.
+///
+/// # Example
+///
+/// A complete connector that emits one row per tick with a counter it reads from
+/// its config, and a secret it checks at tick time:
+///
+/// ```
+/// use std::sync::{Arc, LazyLock};
+/// use connector_core::{
+///     async_trait, config_from_json, Batch, ColumnType, Connector, ConnectorError,
+///     Schema, SecretRef, TickContext, Value,
+/// };
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct CounterConfig {
+///     start: i64,
+///     token_ref: SecretRef,
+/// }
+///
+/// struct Counter;
+///
+/// static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
+///     Arc::new(Schema::new([("timestamp", ColumnType::Timestamp), ("value", ColumnType::Real)]))
+/// });
+///
+/// #[async_trait]
+/// impl Connector for Counter {
+///     const TYPE_ID: &'static str = "counter";
+///     type Config = CounterConfig;
+///
+///     fn schema(&self) -> Arc<Schema> {
+///         SCHEMA.clone()
+///     }
+///
+///     fn validate_config(&self, raw: &serde_json::Value) -> Result<CounterConfig, ConnectorError> {
+///         let config: CounterConfig = config_from_json(raw)?;
+///         if config.start < 0 {
+///             return Err(ConnectorError::config(format!("start: {} is negative", config.start)));
+///         }
+///         Ok(config)
+///     }
+///
+///     async fn tick(&self, ctx: &TickContext, config: &CounterConfig) -> Result<Batch, ConnectorError> {
+///         let _token = ctx
+///             .resolve(&config.token_ref)
+///             .map_err(|e| ConnectorError::from(e).context("token resolve"))?;
+///         let mut batch = Batch::new(self.schema());
+///         batch.row().timestamp(ctx.scheduled_for_ms()).real(config.start as f64).finish()?;
+///         Ok(batch)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let connector = Counter;
+/// let config = connector
+///     .validate_config(&serde_json::json!({"start": 7, "token_ref": "$env:COUNTER_TOKEN"}))
+///     .unwrap();
+/// let secrets = connector_core::MapSecrets::new().with("COUNTER_TOKEN", "t");
+/// let ctx = TickContext::new("c-1", 60_000).with_secrets(Arc::new(secrets));
+/// let batch = connector.tick(&ctx, &config).await.unwrap();
+/// assert_eq!(batch.get(0, 0), Value::Timestamp(60_000));
+/// assert_eq!(batch.get(0, 1), Value::Real(7.0));
+///
+/// // A typo fails at validation, with serde's own words.
+/// let err = connector
+///     .validate_config(&serde_json::json!({"strat": 7, "token_ref": "$env:X"}))
+///     .err()
+///     .unwrap();
+/// assert!(err.to_string().starts_with("unknown field `strat`"));
+///
+/// // A missing secret disables the connector with a reason naming the variable.
+/// let ctx = TickContext::new("c-1", 60_000).with_secrets(Arc::new(connector_core::MapSecrets::new()));
+/// let err = connector.tick(&ctx, &config).await.unwrap_err();
+/// assert_eq!(err.kind(), connector_core::ErrorKind::Config);
+/// assert_eq!(err.to_string(), "token resolve: environment variable `COUNTER_TOKEN` is not set");
+/// # }
+/// ```
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The connector's type id, as operators write it in `type` (`"prometheus"`).
+    const TYPE_ID: &'static str;
+
+    /// The validated, typed config. Keep secrets in it as [`SecretRef`]s.
+    type Config: Send + Sync + 'static;
+
+    /// How the runner drives this connector.
+    fn drive(&self) -> Drive {
+        Drive::Periodic
+    }
+
+    /// The columns of the rows [`tick`](Connector::tick) returns.
+    fn schema(&self) -> Arc<Schema>;
+
+    /// Checks a raw JSON config and turns it into [`Self::Config`].
+    ///
+    /// Must be pure: no I/O, no clock, no environment. Errors are
+    /// [`ErrorKind::Config`] and name the offending key.
+    fn validate_config(&self, raw: &serde_json::Value) -> Result<Self::Config, ConnectorError>;
+
+    /// Does one unit of work for the bucket starting at
+    /// [`ctx.scheduled_for_ms()`](TickContext::scheduled_for_ms).
+    async fn tick(&self, ctx: &TickContext, config: &Self::Config)
+    -> Result<Batch, ConnectorError>;
+}

@@ -1,0 +1,201 @@
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Batch, Connector, ConnectorError, Drive, Schema, TickContext};
+
+/// A config that a connector type has validated, with its concrete type erased.
+///
+/// Only the connector type that produced it can tick with it.
+#[derive(Clone)]
+pub struct ValidatedConfig {
+    connector_type: &'static str,
+    inner: Arc<dyn Any + Send + Sync>,
+}
+
+impl ValidatedConfig {
+    /// The type id of the connector that validated this config.
+    pub fn connector_type(&self) -> &'static str {
+        self.connector_type
+    }
+}
+
+impl fmt::Debug for ValidatedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The typed config may hold things that should not be printed; show only whose it is.
+        f.debug_struct("ValidatedConfig")
+            .field("connector_type", &self.connector_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Connector`] with its config type erased, so connectors of different types can
+/// live in one [`Registry`], which wraps each registered connector in one.
+#[async_trait]
+pub trait DynConnector: Send + Sync {
+    /// The connector's type id.
+    fn connector_type(&self) -> &'static str;
+
+    /// How the runner drives the connector.
+    fn drive(&self) -> Drive;
+
+    /// The columns of the rows the connector emits.
+    fn schema(&self) -> Arc<Schema>;
+
+    /// Validates a raw JSON config.
+    fn validate(&self, raw: &serde_json::Value) -> Result<ValidatedConfig, ConnectorError>;
+
+    /// Ticks with a config this connector type validated; a config of another type is a
+    /// [`Config`](crate::ErrorKind::Config) error.
+    async fn tick(
+        &self,
+        ctx: &TickContext,
+        config: &ValidatedConfig,
+    ) -> Result<Batch, ConnectorError>;
+}
+
+/// Wraps a connector rather than implementing [`DynConnector`] for every `Connector`,
+/// so the two traits' methods never clash when both are in scope.
+struct Erased<C>(C);
+
+#[async_trait]
+impl<C: Connector> DynConnector for Erased<C> {
+    fn connector_type(&self) -> &'static str {
+        C::TYPE_ID
+    }
+
+    fn drive(&self) -> Drive {
+        self.0.drive()
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.0.schema()
+    }
+
+    fn validate(&self, raw: &serde_json::Value) -> Result<ValidatedConfig, ConnectorError> {
+        let config = self.0.validate_config(raw)?;
+        Ok(ValidatedConfig {
+            connector_type: C::TYPE_ID,
+            inner: Arc::new(config),
+        })
+    }
+
+    async fn tick(
+        &self,
+        ctx: &TickContext,
+        config: &ValidatedConfig,
+    ) -> Result<Batch, ConnectorError> {
+        let Some(typed) = config.inner.downcast_ref::<C::Config>() else {
+            return Err(ConnectorError::config(format!(
+                "config was validated by connector type `{}`, not `{}`",
+                config.connector_type,
+                C::TYPE_ID
+            )));
+        };
+        self.0.tick(ctx, typed).await
+    }
+}
+
+/// Why a connector could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Another connector already has this type id.
+    #[error("connector type `{0}` is already registered")]
+    Duplicate(&'static str),
+}
+
+/// Connector types by type id.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use connector_core::*;
+/// # struct Noop;
+/// # #[async_trait]
+/// # impl Connector for Noop {
+/// #     const TYPE_ID: &'static str = "noop";
+/// #     type Config = ();
+/// #     fn schema(&self) -> Arc<Schema> { Arc::new(Schema::new::<&str>([])) }
+/// #     fn validate_config(&self, raw: &serde_json::Value) -> Result<(), ConnectorError> { config_from_json(raw) }
+/// #     async fn tick(&self, _: &TickContext, _: &()) -> Result<Batch, ConnectorError> { Ok(Batch::new(self.schema())) }
+/// # }
+/// let mut registry = Registry::new();
+/// registry.register(Noop)?;
+/// assert!(registry.validate("noop", &serde_json::Value::Null).is_ok());
+/// let err = registry.validate("nope", &serde_json::Value::Null).unwrap_err();
+/// assert_eq!(err.to_string(), "unknown connector type `nope`; known types: noop");
+/// # Ok::<(), RegistryError>(())
+/// ```
+#[derive(Default, Clone)]
+pub struct Registry {
+    connectors: BTreeMap<&'static str, Arc<dyn DynConnector>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a connector type; a second connector with the same type id is refused.
+    pub fn register<C: Connector>(&mut self, connector: C) -> Result<(), RegistryError> {
+        if self.connectors.contains_key(C::TYPE_ID) {
+            return Err(RegistryError::Duplicate(C::TYPE_ID));
+        }
+        self.connectors
+            .insert(C::TYPE_ID, Arc::new(Erased(connector)));
+        Ok(())
+    }
+
+    /// The connector registered under `connector_type`.
+    pub fn get(&self, connector_type: &str) -> Option<&Arc<dyn DynConnector>> {
+        self.connectors.get(connector_type)
+    }
+
+    /// The registered type ids, sorted.
+    pub fn connector_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.connectors.keys().copied()
+    }
+
+    /// Validates `raw` as a config of `connector_type`. An unknown type is a
+    /// [`Config`](crate::ErrorKind::Config) error that lists the known types.
+    pub fn validate(
+        &self,
+        connector_type: &str,
+        raw: &serde_json::Value,
+    ) -> Result<ValidatedConfig, ConnectorError> {
+        self.lookup(connector_type)?.validate(raw)
+    }
+
+    /// Ticks the connector type that validated `config`.
+    pub async fn tick(
+        &self,
+        ctx: &TickContext,
+        config: &ValidatedConfig,
+    ) -> Result<Batch, ConnectorError> {
+        self.lookup(config.connector_type)?.tick(ctx, config).await
+    }
+
+    fn lookup(&self, connector_type: &str) -> Result<&Arc<dyn DynConnector>, ConnectorError> {
+        self.get(connector_type).ok_or_else(|| {
+            let known: Vec<_> = self.connector_types().collect();
+            ConnectorError::config(format!(
+                "unknown connector type `{connector_type}`; known types: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.connectors.keys()).finish()
+    }
+}
