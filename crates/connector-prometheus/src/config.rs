@@ -1,0 +1,227 @@
+//! The Prometheus connector's configuration.
+//!
+//! ```json
+//! { "endpoint": "http://node-exporter:9100/metrics", "auth": { "type": "none" }, "timeout_ms": 5000 }
+//! ```
+
+use connector_core::{ConnectorError, SecretRef, config_from_json};
+use serde::{Deserialize, Serialize};
+
+/// Bounds of `timeout_ms`, inclusive.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// `timeout_ms` when the config leaves it out.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+
+/// A validated Prometheus connector config. Build it with [`PrometheusConfig::from_json`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// The `http://` or `https://` URL to scrape.
+    pub endpoint: String,
+    /// How to authenticate; none by default.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Per-request timeout in milliseconds, within [`TIMEOUT_MS_RANGE`].
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// How a scrape authenticates. Secrets are references, resolved at tick time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Auth {
+    /// No `Authorization` header.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// Where the token comes from, `$env:NAME`.
+        token_ref: SecretRef,
+    },
+    /// `Authorization: Basic base64(username:password)`.
+    Basic {
+        /// The user name, sent as written.
+        username: String,
+        /// Where the password comes from, `$env:NAME`.
+        password_ref: SecretRef,
+    },
+}
+
+impl PrometheusConfig {
+    /// Deserializes and checks a raw config. Pure: no I/O and no environment lookups.
+    ///
+    /// Unknown keys fail with serde's message verbatim; other errors name the key.
+    pub fn from_json(raw: &serde_json::Value) -> Result<Self, ConnectorError> {
+        let config: PrometheusConfig = config_from_json(raw)?;
+        check_endpoint(&config.endpoint)?;
+        if !TIMEOUT_MS_RANGE.contains(&config.timeout_ms) {
+            return Err(ConnectorError::config(format!(
+                "timeout_ms: {} is out of range, expected {} to {}",
+                config.timeout_ms,
+                TIMEOUT_MS_RANGE.start(),
+                TIMEOUT_MS_RANGE.end()
+            )));
+        }
+        Ok(config)
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), ConnectorError> {
+    let uri: http::Uri = endpoint.parse().map_err(|e| {
+        ConnectorError::config(format!("endpoint: `{endpoint}` is not a valid URL")).with_source(e)
+    })?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => {
+            return Err(ConnectorError::config(format!(
+                "endpoint: scheme `{other}` is not supported, use http:// or https://"
+            )));
+        }
+        None => {
+            return Err(ConnectorError::config(format!(
+                "endpoint: `{endpoint}` has no scheme, use http:// or https://"
+            )));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ConnectorError::config(format!(
+            "endpoint: `{endpoint}` has no host"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use connector_core::ErrorKind;
+    use serde_json::json;
+
+    use super::*;
+
+    fn error_of(raw: serde_json::Value) -> String {
+        let err = PrometheusConfig::from_json(&raw).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn brief_example_is_valid() {
+        let config = PrometheusConfig::from_json(&json!({
+            "endpoint": "http://node-exporter:9100/metrics",
+            "auth": { "type": "none" },
+            "timeout_ms": 5000
+        }))
+        .unwrap();
+        assert_eq!(config.auth, Auth::None);
+        assert_eq!(config.timeout_ms, 5000);
+    }
+
+    #[test]
+    fn defaults_and_auth_shapes() {
+        let config =
+            PrometheusConfig::from_json(&json!({"endpoint": "https://h/metrics"})).unwrap();
+        assert_eq!(
+            (config.auth, config.timeout_ms),
+            (Auth::None, DEFAULT_TIMEOUT_MS)
+        );
+        let config = PrometheusConfig::from_json(&json!({
+            "endpoint": "https://h/metrics",
+            "auth": {"type": "bearer", "token_ref": "$env:TOKEN"}
+        }))
+        .unwrap();
+        assert_eq!(
+            config.auth,
+            Auth::Bearer {
+                token_ref: "$env:TOKEN".parse().unwrap()
+            }
+        );
+        let config = PrometheusConfig::from_json(&json!({
+            "endpoint": "http://h:1/m",
+            "auth": {"type": "basic", "username": "u", "password_ref": "$env:PW"}
+        }))
+        .unwrap();
+        assert!(matches!(config.auth, Auth::Basic { ref username, .. } if username == "u"));
+    }
+
+    #[test]
+    fn bad_scheme() {
+        assert_eq!(
+            error_of(json!({"endpoint": "ftp://h/metrics"})),
+            "endpoint: scheme `ftp` is not supported, use http:// or https://"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "node-exporter:9100/metrics"})),
+            "endpoint: `node-exporter:9100/metrics` is not a valid URL: invalid format"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "/metrics"})),
+            "endpoint: `/metrics` has no scheme, use http:// or https://"
+        );
+        assert!(
+            error_of(json!({"endpoint": "http://bad host/"}))
+                .starts_with("endpoint: `http://bad host/` is not a valid URL")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_serde_text_verbatim() {
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "timeout": 5})),
+            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "auth": {"type": "bearer", "token": "x"}})),
+            "unknown field `token`, expected `token_ref`"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "auth": {"type": "digest"}})),
+            "unknown variant `digest`, expected one of `none`, `bearer`, `basic`"
+        );
+        assert_eq!(error_of(json!({})), "missing field `endpoint`");
+    }
+
+    #[test]
+    fn timeout_bounds() {
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "timeout_ms": 99})),
+            "timeout_ms: 99 is out of range, expected 100 to 60000"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "timeout_ms": 60001})),
+            "timeout_ms: 60001 is out of range, expected 100 to 60000"
+        );
+        for ok in [100, 60_000] {
+            PrometheusConfig::from_json(&json!({"endpoint": "http://h/", "timeout_ms": ok}))
+                .unwrap();
+        }
+        assert!(
+            error_of(json!({"endpoint": "http://h/", "timeout_ms": -1}))
+                .starts_with("invalid value: integer `-1`")
+        );
+    }
+
+    #[test]
+    fn malformed_secret_reference() {
+        let err = error_of(json!({
+            "endpoint": "http://h/",
+            "auth": {"type": "bearer", "token_ref": "my-plain-token"}
+        }));
+        assert_eq!(
+            err,
+            "invalid secret reference (14 characters, not shown): expected `$env:NAME`, for example `$env:SCRAPE_TOKEN`"
+        );
+        let err = error_of(json!({
+            "endpoint": "http://h/",
+            "auth": {"type": "basic", "username": "u", "password_ref": "$env:1X"}
+        }));
+        assert!(
+            err.starts_with("invalid secret reference `$env:1X`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! Token-level grammar, written with nom over bytes. Everything nom-specific stays in
+//! this module: callers get offsets and a static description of what was expected.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+use nom::bytes::complete::{take_till1, take_while, take_while1};
+use nom::{IResult, Parser};
+
+/// Where a token failed and what the grammar wanted there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expected<'a> {
+    pub(crate) at: &'a [u8],
+    pub(crate) what: &'static str,
+}
+
+impl<'a> nom::error::ParseError<&'a [u8]> for Expected<'a> {
+    fn from_error_kind(at: &'a [u8], _kind: nom::error::ErrorKind) -> Self {
+        Expected {
+            at,
+            what: "valid syntax",
+        }
+    }
+
+    fn append(_: &'a [u8], _: nom::error::ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+pub(crate) type Res<'a, O> = IResult<&'a [u8], O, Expected<'a>>;
+
+/// Unwraps nom's `Err` wrapper: all our parsers are complete, so there is no `Incomplete`.
+pub(crate) fn failure(err: nom::Err<Expected<'_>>) -> Expected<'_> {
+    match err {
+        nom::Err::Error(e) | nom::Err::Failure(e) => e,
+        nom::Err::Incomplete(_) => Expected {
+            at: &[],
+            what: "more input",
+        },
+    }
+}
+
+/// Runs `parser`; on failure reports `what` at the position where it started.
+pub(crate) fn expect<'a, O>(
+    what: &'static str,
+    mut parser: impl Parser<&'a [u8], Output = O, Error = Expected<'a>>,
+) -> impl FnMut(&'a [u8]) -> Res<'a, O> {
+    move |input| {
+        parser
+            .parse(input)
+            .map_err(|e| e.map(|_| Expected { at: input, what }))
+    }
+}
+
+pub(crate) fn fail<'a, O>(at: &'a [u8], what: &'static str) -> Res<'a, O> {
+    Err(nom::Err::Error(Expected { at, what }))
+}
+
+fn is_metric_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+fn is_label_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+pub(crate) fn metric_name(input: &[u8]) -> Res<'_, &[u8]> {
+    let (rest, name) = expect("a metric name", take_while1(is_metric_name_char)).parse(input)?;
+    if name[0].is_ascii_digit() {
+        return fail(input, "a metric name (names cannot start with a digit)");
+    }
+    Ok((rest, name))
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`
+pub(crate) fn label_name(input: &[u8]) -> Res<'_, &[u8]> {
+    let (rest, name) = expect("a label name", take_while1(is_label_name_char)).parse(input)?;
+    if name[0].is_ascii_digit() {
+        return fail(input, "a label name (names cannot start with a digit)");
+    }
+    Ok((rest, name))
+}
+
+/// Zero or more blanks (Prometheus text separates tokens with spaces or tabs).
+pub(crate) fn blanks(input: &[u8]) -> Res<'_, &[u8]> {
+    take_while(is_blank).parse(input)
+}
+
+/// One or more blanks.
+pub(crate) fn blanks1(input: &[u8]) -> Res<'_, &[u8]> {
+    take_while1(is_blank).parse(input)
+}
+
+/// Exactly one space (OpenMetrics separates tokens with one SP).
+pub(crate) fn space(input: &[u8]) -> Res<'_, &[u8]> {
+    nom::bytes::complete::tag(&b" "[..]).parse(input)
+}
+
+/// A run of bytes up to the next blank or the end of the line.
+pub(crate) fn token(input: &[u8]) -> Res<'_, &[u8]> {
+    take_till1(is_blank).parse(input)
+}
+
+/// A quoted label value: returns the bytes between the quotes and whether any
+/// backslash escape occurs in them, so callers copy only when they must.
+pub(crate) fn quoted(input: &[u8]) -> Res<'_, (&[u8], bool)> {
+    let Some(body) = input.strip_prefix(b"\"") else {
+        return fail(input, "`\"` to open the label value");
+    };
+    let mut escaped = false;
+    let mut at = 0;
+    loop {
+        match memchr2(b'"', b'\\', &body[at..]) {
+            Some(i) if body[at + i] == b'"' => {
+                let end = at + i;
+                return Ok((&body[end + 1..], (&body[..end], escaped)));
+            }
+            Some(i) => {
+                escaped = true;
+                // Skip the escaped byte too: `\"` does not close the value.
+                at += i + 2;
+                if at > body.len() {
+                    return fail(input, "a closing `\"` for this label value");
+                }
+            }
+            None => return fail(input, "a closing `\"` for this label value"),
+        }
+    }
+}
+
+/// Decodes `\\`, `\"` (when `quote_escape`) and `\n`; any other backslash is kept
+/// as written, as Prometheus and the OpenMetrics reference parser do.
+pub(crate) fn unescape(raw: &str, quote_escape: bool) -> Cow<'_, str> {
+    if !raw.as_bytes().contains(&b'\\') {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('"') if quote_escape => out.push('"'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Parses a sample value or OpenMetrics timestamp: decimal and exponent forms,
+/// `NaN`, `Inf`/`Infinity` with an optional sign, case-insensitive.
+pub(crate) fn number(token: &[u8]) -> Option<f64> {
+    // Most values in real scrapes are small integers: parse them without the general
+    // float path. Up to 15 digits is exact in an f64.
+    let (negative, digits) = match token.first() {
+        Some(b'-') => (true, &token[1..]),
+        _ => (false, token),
+    };
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        // Exact: n < 10^15 < 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        let v = n as f64;
+        return Some(if negative { -v } else { v });
+    }
+    let text = std::str::from_utf8(token).ok()?;
+    // Rust also accepts `nan` with a sign and bare `infinity`; Go's ParseFloat, which
+    // Prometheus uses, accepts the same set. Hex floats are not accepted by either grammar.
+    text.parse::<f64>().ok()
+}
+
+/// Parses a Prometheus text timestamp: a signed integer of milliseconds.
+pub(crate) fn integer(token: &[u8]) -> Option<i64> {
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// Walks a label set already checked by the parser. Never fails: the set's syntax was
+/// validated when the sample was parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct TrustedLabels<'a> {
+    pub(crate) rest: &'a str,
+}
+
+impl<'a> Iterator for TrustedLabels<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.rest.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() && (is_blank(bytes[i]) || bytes[i] == b',') {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            self.rest = "";
+            return None;
+        }
+        let name_start = i;
+        while i < bytes.len() && is_label_name_char(bytes[i]) {
+            i += 1;
+        }
+        let name = &self.rest[name_start..i];
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += 1;
+        }
+        let value_start = i + 1;
+        let mut j = value_start;
+        while let Some(k) = memchr2(b'"', b'\\', &bytes[j.min(bytes.len())..]) {
+            if bytes[j + k] == b'"' {
+                j += k;
+                break;
+            }
+            j += k + 2;
+        }
+        let value = &self.rest[value_start..j];
+        self.rest = &self.rest[j + 1..];
+        Some((name, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for (text, want) in [
+            ("0", 0.0),
+            ("-12", -12.0),
+            ("1.5", 1.5),
+            ("1e3", 1000.0),
+            ("1E-3", 0.001),
+            (".5", 0.5),
+            ("0000000000000000000000000000000000000000001.2e-1", 0.12),
+            ("9223372036854775808", 9_223_372_036_854_775_808.0),
+            ("+Inf", f64::INFINITY),
+            ("-Inf", f64::NEG_INFINITY),
+            ("inf", f64::INFINITY),
+            ("Infinity", f64::INFINITY),
+        ] {
+            assert_eq!(number(text.as_bytes()), Some(want), "{text}");
+        }
+        assert!(number(b"NaN").is_some_and(f64::is_nan));
+        for bad in ["", "-", "1.2.3", "abc", "0x10", "1_000", "--1"] {
+            assert_eq!(number(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn quoted_values() {
+        let (rest, (v, esc)) = quoted(br#""a\"b\\" x"#).unwrap();
+        assert_eq!((v, esc, rest), (&br#"a\"b\\"#[..], true, &b" x"[..]));
+        let (_, (v, esc)) = quoted(br#""plain""#).unwrap();
+        assert_eq!((v, esc), (&b"plain"[..], false));
+        assert!(quoted(br#""open"#).is_err());
+        assert!(quoted(br#""ends with \"#).is_err());
+    }
+
+    #[test]
+    fn unescape_keeps_unknown_escapes() {
+        assert_eq!(unescape(r#"b\"a\nr"#, true), "b\"a\nr");
+        assert_eq!(unescape(r"b\\a\z", true), "b\\a\\z");
+        assert_eq!(unescape(r#"x\""#, false), "x\\\"");
+        assert!(matches!(unescape("plain", true), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn trusted_labels_walk() {
+        let labels: Vec<_> = TrustedLabels {
+            rest: r#" a="1" , b="x\"y",c="",  "#,
+        }
+        .collect();
+        assert_eq!(labels, [("a", "1"), ("b", r#"x\"y"#), ("c", "")]);
+    }
+}
