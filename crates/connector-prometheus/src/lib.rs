@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod exposition;
+pub mod fixtures;
 
 pub use config::{Auth, PrometheusConfig};

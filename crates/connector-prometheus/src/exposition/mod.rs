@@ -28,7 +28,7 @@ use std::fmt;
 use memchr::memchr;
 use nom::Parser as _;
 
-pub use json::write_sample_json;
+pub use json::{render_jsonl, write_sample_json};
 use syntax::{Expected, Res, TrustedLabels, expect};
 
 /// Which text format to parse.

@@ -1,0 +1,163 @@
+//! `connectord parse` as an operator runs it: a real process, real files and pipes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/exposition")
+}
+
+fn connectord(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connectord"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn prints_the_golden_json_lines_for_a_real_fixture() {
+    let input = fixtures().join("upstream-node_exporter.e2e-output.prom.txt");
+    let out = connectord(&["parse", input.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let golden = std::fs::read_to_string(
+        fixtures().join("upstream-node_exporter.e2e-output.prom.txt.golden"),
+    )
+    .unwrap();
+    assert_eq!(text(&out.stdout), golden);
+    let first: serde_json::Value = serde_json::from_str(golden.lines().next().unwrap()).unwrap();
+    assert!(first["name"].is_string() && first["labels"].is_object());
+}
+
+#[test]
+fn reads_standard_input_and_keeps_input_order() {
+    let out = connectord(
+        &["parse", "--format", "prometheus", "-"],
+        Some(b"b{x=\"1\"} NaN\na 2 1700000000000\n"),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "{\"name\":\"b\",\"labels\":{\"x\":\"1\"},\"value\":null,\"timestamp_ms\":null}\n\
+         {\"name\":\"a\",\"labels\":{},\"value\":2.0,\"timestamp_ms\":1700000000000}\n"
+    );
+}
+
+#[test]
+fn count_prints_samples_and_bytes_only() {
+    let input = fixtures().join("upstream-alltypes.237mfs.prom.txt");
+    let out = connectord(&["parse", "--count", input.to_str().unwrap()], None);
+    assert!(out.status.success());
+    let size = std::fs::metadata(&input).unwrap().len();
+    assert_eq!(text(&out.stdout), format!("samples=1857 bytes={size}\n"));
+}
+
+#[test]
+fn a_parse_error_prints_nothing_on_stdout_and_one_line_on_stderr() {
+    let out = connectord(
+        &["parse", "-"],
+        Some(b"ok 1\nok 2\nbroken{a=\"1\" 3\nok 4\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout must stay empty: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "error: line 3, column 14 (byte 23): expected `,` or `}` after the label value, found `3`\n"
+    );
+    let out = connectord(&["parse", "--count", "-"], Some(b"ok 1\n<html>\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn format_flag_forces_openmetrics_framing() {
+    let out = connectord(&["parse", "--format", "openmetrics", "-"], Some(b"a 1\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: line 2, column 1 (byte 4): missing `# EOF`"));
+    let out = connectord(
+        &["parse", "--format", "openmetrics", "-"],
+        Some(b"a 1 2.5\n# EOF"),
+    );
+    assert!(out.status.success());
+    assert!(text(&out.stdout).ends_with("\"timestamp_ms\":2500}\n"));
+}
+
+#[test]
+fn invalid_utf8_is_a_parse_error_with_a_position() {
+    let out = connectord(&["parse", "-"], Some(b"a 1\nb{x=\"\xff\"} 2\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: line 2, column 6 (byte 9): invalid UTF-8: exposition text must be UTF-8\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(connectord(&["parse"], None).status.code(), Some(2));
+    assert_eq!(
+        connectord(&["parse", "--format", "xml", "-"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+    let out = connectord(&["parse", "/nonexistent/metrics.txt"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("error: cannot read `/nonexistent/metrics.txt`"));
+}
+
+#[test]
+fn good_conformance_cases_parse_through_the_binary() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/openmetrics");
+    if !dir.is_dir() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must have ../shared"
+        );
+        return;
+    }
+    let mut good = 0;
+    for case in std::fs::read_dir(&dir).unwrap() {
+        let case = case.unwrap().path();
+        let spec = std::fs::read_to_string(case.join("test.json")).unwrap();
+        if !spec.contains("\"shouldParse\": true") {
+            continue;
+        }
+        let metrics = case.join("metrics");
+        let out = connectord(
+            &[
+                "parse",
+                "--format",
+                "openmetrics",
+                "--count",
+                metrics.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            case.display(),
+            text(&out.stderr)
+        );
+        good += 1;
+    }
+    assert_eq!(good, 44);
+}
