@@ -203,3 +203,8 @@ pub trait Connector: Send + Sync + 'static {
     async fn tick(&self, ctx: &TickContext, config: &Self::Config)
     -> Result<Batch, ConnectorError>;
 }
+
+/// The README's connector example, compiled as a doc-test so it stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
