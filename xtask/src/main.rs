@@ -48,7 +48,8 @@ fn root() -> PathBuf {
 }
 
 fn cargo(args: &[&str]) -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // The rustup proxy, not $CARGO, so rust-toolchain.toml picks the pinned toolchain.
+    let mut cmd = Command::new("cargo");
     cmd.args(args).current_dir(root());
     cmd
 }
