@@ -759,6 +759,9 @@ fn label_set<'a>(input: &'a [u8], line: &'a str, om: bool) -> Res<'a, Labels<'a>
     }
 }
 
+const EXPECTED_SAMPLE_VALUE: &str =
+    "a number for the sample value (like `1`, `2.5e3`, `NaN`, `+Inf`)";
+
 fn value_token<'a>(input: &'a [u8], what: &'static str) -> Res<'a, f64> {
     let (rest, tok) = expect(what, syntax::token).parse(input)?;
     match syntax::number(tok) {
@@ -777,10 +780,7 @@ fn prometheus_sample<'a>(line: &'a str, b: &'a [u8]) -> Result<Sample<'a>, Expec
             (i, Labels::default())
         };
         let (i, _) = expect("a blank before the value", syntax::blanks1).parse(i)?;
-        let (i, value) = value_token(
-            i,
-            "a number for the sample value (like `1`, `2.5e3`, `NaN`, `+Inf`)",
-        )?;
+        let (i, value) = value_token(i, EXPECTED_SAMPLE_VALUE)?;
         let (i, _) = syntax::blanks(i)?;
         let (i, timestamp_ms) = if i.is_empty() {
             (i, None)
@@ -825,10 +825,7 @@ fn openmetrics_sample(line: &str) -> Result<Sample<'_>, Expected<'_>> {
             (i, Labels::default())
         };
         let (i, _) = expect("a space before the value", syntax::space).parse(i)?;
-        let (i, value) = value_token(
-            i,
-            "a number for the sample value (like `1`, `2.5e3`, `NaN`, `+Inf`)",
-        )?;
+        let (i, value) = value_token(i, EXPECTED_SAMPLE_VALUE)?;
         let (i, timestamp_ms) = om_timestamp(i)?;
         let (i, exemplar) = if i.is_empty() {
             (i, None)
