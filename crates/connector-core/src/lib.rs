@@ -19,6 +19,7 @@ mod secret;
 pub mod testing;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
@@ -36,12 +37,14 @@ pub enum Drive {
     Periodic,
 }
 
-/// What a tick knows about the run it belongs to.
+/// What a tick knows about the run it belongs to, and what it reports back besides
+/// its rows. Clones share the reported figures, so the runner keeps a clone to read them.
 #[derive(Debug, Clone)]
 pub struct TickContext {
     connector_id: String,
     scheduled_for_ms: i64,
     secrets: Arc<dyn SecretSource>,
+    source_bytes: Arc<AtomicU64>,
 }
 
 impl TickContext {
@@ -52,6 +55,7 @@ impl TickContext {
             connector_id: connector_id.into(),
             scheduled_for_ms,
             secrets: Arc::new(EnvSecrets),
+            source_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -77,6 +81,17 @@ impl TickContext {
     /// and keep the value only as long as the request that needs it.
     pub fn resolve(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
         self.secrets.resolve(secret)
+    }
+
+    /// Counts `bytes` read from the source (as they came over the wire, before any
+    /// decompression), for the daemon's metrics. Call it for failed attempts too.
+    pub fn record_source_bytes(&self, bytes: u64) {
+        self.source_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes recorded so far by this tick and its clones.
+    pub fn source_bytes(&self) -> u64 {
+        self.source_bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -1,0 +1,20 @@
+//! Runs connectors: bucketed scheduling, leases, tick execution and outcome handling.
+//!
+//! The runner defines what it needs from storage as two traits, [`StateStore`]
+//! (connectors, leases, tick history) and [`Sink`] (rows, at most once per bucket),
+//! and knows nothing of HTTP servers, TOML or any particular database.
+
+mod runner;
+pub mod schedule;
+mod spec;
+mod store;
+
+pub use runner::{Runner, RunnerConfig, RunnerHandle};
+pub use spec::{
+    ConnectorRecord, ConnectorSpec, ConnectorState, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, Origin,
+    SCHEDULE_MS_RANGE, SpecError,
+};
+pub use store::{
+    CommitReport, Lease, Sink, StateStore, StatusChange, StoreError, StoreErrorKind, Target,
+    TickOutcome, TickRecord,
+};

@@ -1,0 +1,523 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use connector_core::{EnvSecrets, ErrorKind, Registry, SecretSource, TickContext, ValidatedConfig};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use crate::schedule::{bucket_start, phase_ms};
+use crate::spec::{ConnectorRecord, ConnectorState};
+use crate::store::{
+    Sink, StateStore, StatusChange, StoreErrorKind, Target, TickOutcome, TickRecord,
+};
+
+/// How a [`Runner`] behaves.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// This runner's id in leases and tick history; unique per process.
+    pub runner_id: String,
+    /// A tick that runs longer is stopped and counted as `timeout`.
+    pub tick_timeout: Duration,
+    /// The runner stops trusting a lease this long before it expires, so clock skew and
+    /// a slow commit cannot make two runners commit one bucket.
+    pub lease_margin: Duration,
+    /// How often the runner re-reads connectors from the state store.
+    pub refresh_interval: Duration,
+    /// Where `$env:NAME` references resolve.
+    pub secrets: Arc<dyn SecretSource>,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            runner_id: uuid::Uuid::new_v4().to_string(),
+            tick_timeout: Duration::from_secs(60),
+            lease_margin: Duration::from_secs(2),
+            refresh_interval: Duration::from_secs(1),
+            secrets: Arc::new(EnvSecrets),
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// The lease taken per bucket: long enough for a tick that runs to its timeout and
+    /// then commits, with the safety margin on both sides.
+    pub fn lease_duration(&self) -> Duration {
+        self.tick_timeout + self.lease_margin * 4
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Refresh,
+    Trigger(String),
+}
+
+/// Sends commands to a running [`Runner`].
+#[derive(Debug, Clone)]
+pub struct RunnerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RunnerHandle {
+    /// Re-reads connectors from the state store now rather than at the next refresh.
+    pub fn refresh(&self) {
+        let _ = self.commands.send(Command::Refresh);
+    }
+
+    /// Runs one tick of the connector now, for `scheduled_for` = now.
+    pub fn trigger(&self, connector_id: impl Into<String>) {
+        let _ = self.commands.send(Command::Trigger(connector_id.into()));
+    }
+}
+
+struct Shared {
+    store: Arc<dyn StateStore>,
+    sink: Arc<dyn Sink>,
+    registry: Arc<Registry>,
+    config: RunnerConfig,
+}
+
+struct Slot {
+    record: ConnectorRecord,
+    config: ValidatedConfig,
+    phase_ms: i64,
+    next_due_ms: i64,
+    in_flight: bool,
+    triggered: bool,
+}
+
+/// Schedules and runs the ticks of every enabled connector in a state store.
+pub struct Runner {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    handle: RunnerHandle,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("runner_id", &self.shared.config.runner_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Runner {
+    /// A runner over `store`, committing to `sink`, with the connector types of `registry`.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        sink: Arc<dyn Sink>,
+        registry: Arc<Registry>,
+        config: RunnerConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Runner {
+            shared: Arc::new(Shared {
+                store,
+                sink,
+                registry,
+                config,
+            }),
+            commands: rx,
+            handle: RunnerHandle { commands: tx },
+        }
+    }
+
+    /// A handle to trigger ticks and refreshes while [`Runner::run`] runs.
+    pub fn handle(&self) -> RunnerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until `shutdown` completes, then waits for ticks in flight (up to the tick
+    /// timeout). Every commit is one transaction, so stopping never leaves a bucket
+    /// half-committed.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        let mut ticks: JoinSet<String> = JoinSet::new();
+        let refresh_every = self.shared.config.refresh_interval;
+        let mut next_refresh = Instant::now();
+        tokio::pin!(shutdown);
+        loop {
+            if Instant::now() >= next_refresh {
+                self.refresh(&mut slots).await;
+                next_refresh = Instant::now() + refresh_every;
+            }
+            let now = wall_ms();
+            for (id, slot) in &mut slots {
+                if slot.in_flight {
+                    continue;
+                }
+                let scheduled_for = if slot.triggered {
+                    slot.triggered = false;
+                    now
+                } else if now >= slot.next_due_ms {
+                    // The newest due bucket: buckets missed while down are not replayed.
+                    let bucket = bucket_start(now, slot.record.spec.schedule_ms, slot.phase_ms);
+                    slot.next_due_ms = bucket + schedule_i64(slot.record.spec.schedule_ms);
+                    bucket
+                } else {
+                    continue;
+                };
+                slot.in_flight = true;
+                let shared = Arc::clone(&self.shared);
+                let record = slot.record.clone();
+                let config = slot.config.clone();
+                let id = id.clone();
+                ticks.spawn(async move {
+                    execute_tick(&shared, &record, &config, scheduled_for).await;
+                    id
+                });
+            }
+            let next_due = slots
+                .values()
+                .filter(|s| !s.in_flight)
+                .map(|s| s.next_due_ms)
+                .min()
+                .unwrap_or(i64::MAX);
+            let until_due = Duration::from_millis(
+                u64::try_from(next_due.saturating_sub(wall_ms())).unwrap_or(0),
+            );
+            let sleep = until_due.min(next_refresh.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(sleep) => {}
+                Some(done) = ticks.join_next() => {
+                    if let Ok(id) = done
+                        && let Some(slot) = slots.get_mut(&id)
+                    {
+                        slot.in_flight = false;
+                    }
+                }
+                Some(command) = self.commands.recv() => match command {
+                    Command::Refresh => next_refresh = Instant::now(),
+                    Command::Trigger(id) => {
+                        if let Some(slot) = slots.get_mut(&id) {
+                            slot.triggered = true;
+                        } else {
+                            tracing::warn!(connector_id = %id, "trigger ignored: the connector is not enabled on this runner");
+                        }
+                    }
+                },
+            }
+        }
+        let in_flight = ticks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "stopping: waiting for ticks in flight");
+        }
+        let grace = self.shared.config.tick_timeout + self.shared.config.lease_margin;
+        if tokio::time::timeout(grace, async { while ticks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "stopping: ticks still running after the grace period were aborted before committing"
+            );
+            ticks.abort_all();
+        }
+        tracing::info!("runner stopped");
+    }
+
+    async fn refresh(&self, slots: &mut HashMap<String, Slot>) {
+        let records = match self.shared.store.list_connectors().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read connectors from the state store");
+                return;
+            }
+        };
+        let mut seen = Vec::with_capacity(records.len());
+        for record in records {
+            if record.state != ConnectorState::Enabled {
+                continue;
+            }
+            seen.push(record.id.clone());
+            if slots
+                .get(&record.id)
+                .is_some_and(|s| s.record.spec == record.spec)
+            {
+                if let Some(slot) = slots.get_mut(&record.id) {
+                    slot.record = record;
+                }
+                continue;
+            }
+            let config = match record.spec.validate(&self.shared.registry) {
+                Ok(config) => config,
+                Err(e) => {
+                    let reason = e.to_string();
+                    tracing::warn!(connector_id = %record.id, connector = %record.spec.name, %reason, "disabling connector: its spec does not validate");
+                    if let Err(e) = self
+                        .shared
+                        .store
+                        .set_status(&record.id, StatusChange::Disabled(reason))
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot record the disabled state");
+                    }
+                    continue;
+                }
+            };
+            let phase = phase_ms(&record.id, record.spec.schedule_ms);
+            let next_due_ms = bucket_start(wall_ms(), record.spec.schedule_ms, phase)
+                + schedule_i64(record.spec.schedule_ms);
+            let in_flight = slots.get(&record.id).is_some_and(|s| s.in_flight);
+            slots.insert(
+                record.id.clone(),
+                Slot {
+                    record,
+                    config,
+                    phase_ms: phase,
+                    next_due_ms,
+                    in_flight,
+                    triggered: false,
+                },
+            );
+        }
+        // A tick in flight finishes even if its connector was paused meanwhile.
+        slots.retain(|id, slot| seen.contains(id) || slot.in_flight);
+        for slot in slots.values_mut() {
+            if !seen.contains(&slot.record.id) {
+                slot.next_due_ms = i64::MAX;
+            }
+        }
+    }
+}
+
+fn schedule_i64(schedule_ms: u64) -> i64 {
+    i64::try_from(schedule_ms).unwrap_or(i64::MAX)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Claims the bucket, runs the tick, commits, and records the outcome everywhere.
+async fn execute_tick(
+    shared: &Shared,
+    record: &ConnectorRecord,
+    config: &ValidatedConfig,
+    scheduled_for: i64,
+) {
+    let span = tracing::info_span!(
+        "tick",
+        connector_id = %record.id,
+        connector = %record.spec.name,
+        scheduled_for = scheduled_for,
+    );
+    run_tick(shared, record, config, scheduled_for)
+        .instrument(span)
+        .await;
+}
+
+async fn run_tick(
+    shared: &Shared,
+    record: &ConnectorRecord,
+    config: &ValidatedConfig,
+    scheduled_for: i64,
+) {
+    let id = record.id.as_str();
+    let labels = [
+        ("connector_id", record.id.clone()),
+        ("connector_type_id", record.spec.connector_type.clone()),
+    ];
+    let runner_id = &shared.config.runner_id;
+    let lease = match shared
+        .store
+        .claim_task(id, scheduled_for, runner_id, shared.config.lease_duration())
+        .await
+    {
+        Ok(Some(lease)) => {
+            metrics::counter!(
+                "connectord_lease_claims_total",
+                &with(&labels, "result", "won")
+            )
+            .increment(1);
+            lease
+        }
+        Ok(None) => {
+            metrics::counter!(
+                "connectord_lease_claims_total",
+                &with(&labels, "result", "lost")
+            )
+            .increment(1);
+            tracing::debug!("bucket taken by another runner");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot claim the bucket");
+            return;
+        }
+    };
+
+    let started = Instant::now();
+    let started_at_ms = wall_ms();
+    let ctx = TickContext::new(id, scheduled_for).with_secrets(Arc::clone(&shared.config.secrets));
+    let tick = {
+        let registry = Arc::clone(&shared.registry);
+        let ctx = ctx.clone();
+        let config = config.clone();
+        // A task of its own, so a panicking connector fails this tick only.
+        tokio::spawn(async move { registry.tick(&ctx, &config).await })
+    };
+    let abort = tick.abort_handle();
+    let (mut outcome, mut error, mut rows, mut sink_bytes) = (TickOutcome::Ok, None, 0, 0);
+    // `None` leaves the connector's status as it was.
+    let mut status = Some(StatusChange::Succeeded);
+    match tokio::time::timeout(shared.config.tick_timeout, tick).await {
+        Err(_) => {
+            abort.abort();
+            outcome = TickOutcome::Timeout;
+            let message = format!(
+                "tick timed out after {} ms",
+                shared.config.tick_timeout.as_millis()
+            );
+            status = Some(StatusChange::Failed(message.clone()));
+            error = Some(message);
+        }
+        Ok(Err(join)) => {
+            outcome = TickOutcome::Panic;
+            let message = if join.is_panic() {
+                format!("connector panicked: {}", panic_message(&*join.into_panic()))
+            } else {
+                "tick was cancelled".to_owned()
+            };
+            status = Some(StatusChange::Failed(message.clone()));
+            error = Some(message);
+        }
+        Ok(Ok(Err(e))) => {
+            let message = e.to_string();
+            (outcome, status) = match e.kind() {
+                ErrorKind::Transient => (
+                    TickOutcome::Transient,
+                    Some(StatusChange::Failed(message.clone())),
+                ),
+                ErrorKind::Config => (
+                    TickOutcome::Config,
+                    Some(StatusChange::Disabled(message.clone())),
+                ),
+                _ => (
+                    TickOutcome::Permanent,
+                    Some(StatusChange::Failed(message.clone())),
+                ),
+            };
+            error = Some(message);
+        }
+        Ok(Ok(Ok(batch))) => {
+            let trusted_until = lease.expires_at_ms
+                - i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(0);
+            let target = Target {
+                connector_id: record.id.clone(),
+                database: record.spec.target_database.clone(),
+                table: record.spec.target_table.clone(),
+            };
+            let now = shared.store.now_ms().await.unwrap_or(i64::MAX);
+            let committed = if now >= trusted_until {
+                Err((
+                    TickOutcome::Fenced,
+                    "lease expired before the commit; nothing committed".to_owned(),
+                ))
+            } else {
+                shared
+                    .sink
+                    .commit(&target, &lease, batch)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced => {
+                            (TickOutcome::Fenced, format!("commit refused: {e}"))
+                        }
+                        _ => (TickOutcome::SinkError, format!("commit failed: {e}")),
+                    })
+            };
+            match committed {
+                Ok(report) => {
+                    rows = report.rows;
+                    sink_bytes = report.bytes;
+                    if let Err(e) = shared.store.finish_task(&lease).await {
+                        tracing::warn!(error = %e, "cannot mark the bucket done; its ledger row still prevents a second commit");
+                    }
+                }
+                Err((o, message)) => {
+                    outcome = o;
+                    // Losing a race is not the connector's fault: its status stays as it was.
+                    status =
+                        (o != TickOutcome::Fenced).then(|| StatusChange::Failed(message.clone()));
+                    error = Some(message);
+                }
+            }
+        }
+    }
+    let duration = started.elapsed();
+    let source_bytes = ctx.source_bytes();
+
+    metrics::counter!(
+        "connectord_ticks_total",
+        &with(&labels, "outcome", outcome.as_str())
+    )
+    .increment(1);
+    metrics::histogram!("connectord_tick_duration_seconds", &labels).record(duration.as_secs_f64());
+    metrics::counter!("connectord_source_bytes_total", &labels).increment(source_bytes);
+    metrics::counter!("connectord_rows_emitted_total", &labels).increment(rows);
+    metrics::counter!("connectord_sink_bytes_total", &labels).increment(sink_bytes);
+    if outcome == TickOutcome::Ok {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("connectord_last_success_timestamp_seconds", &labels)
+            .set(wall_ms() as f64 / 1000.0);
+        tracing::info!(
+            rows,
+            source_bytes,
+            duration_ms = duration.as_millis() as u64,
+            "tick committed"
+        );
+    } else {
+        tracing::warn!(
+            outcome = outcome.as_str(),
+            error = error.as_deref().unwrap_or(""),
+            "tick failed"
+        );
+    }
+
+    if let Some(status) = status
+        && let Err(e) = shared.store.set_status(id, status).await
+    {
+        tracing::error!(error = %e, "cannot record the connector's status");
+    }
+    let history = TickRecord {
+        connector_id: record.id.clone(),
+        scheduled_for_ms: scheduled_for,
+        started_at_ms,
+        outcome,
+        rows,
+        source_bytes,
+        sink_bytes,
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        error,
+        runner_id: runner_id.clone(),
+    };
+    if let Err(e) = shared.store.record_tick(&history).await {
+        tracing::error!(error = %e, "cannot record the tick in the history");
+    }
+}
+
+fn with(
+    labels: &[(&'static str, String); 2],
+    key: &'static str,
+    value: &str,
+) -> [(&'static str, String); 3] {
+    [
+        labels[0].clone(),
+        labels[1].clone(),
+        (key, value.to_owned()),
+    ]
+}

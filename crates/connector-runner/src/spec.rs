@@ -1,0 +1,239 @@
+use std::fmt;
+
+use connector_core::{Registry, ValidatedConfig};
+use serde::{Deserialize, Serialize};
+
+/// Bounds of `schedule_ms`, inclusive: from 100 ms to one day.
+pub const SCHEDULE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=86_400_000;
+
+/// Longest connector name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest database or table name accepted (PostgreSQL's identifier limit).
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// What an operator declares about a connector, in TOML or over the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    /// Unique, human-chosen name.
+    pub name: String,
+    /// The connector type id (`prometheus`).
+    #[serde(rename = "type")]
+    pub connector_type: String,
+    /// Where rows land: a SQLite file or a PostgreSQL schema.
+    pub target_database: String,
+    /// The table in `target_database`.
+    pub target_table: String,
+    /// The bucket length in milliseconds.
+    pub schedule_ms: u64,
+    /// The connector's own config, checked by its `validate_config`.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// A field of a [`ConnectorSpec`] that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The field (`schedule_ms`, `config`, ...).
+    pub field: &'static str,
+    /// What is wrong with it; for `config`, the connector's own message verbatim.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        SpecError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl ConnectorSpec {
+    /// Checks every field and the connector's own config. Pure: no I/O.
+    pub fn validate(&self, registry: &Registry) -> Result<ValidatedConfig, SpecError> {
+        if self.name.trim().is_empty()
+            || self.name.len() > MAX_NAME_LEN
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(SpecError::new(
+                "name",
+                format!("must be 1 to {MAX_NAME_LEN} characters without control characters"),
+            ));
+        }
+        check_identifier("target_database", &self.target_database)?;
+        check_identifier("target_table", &self.target_table)?;
+        if !SCHEDULE_MS_RANGE.contains(&self.schedule_ms) {
+            return Err(SpecError::new(
+                "schedule_ms",
+                format!(
+                    "{} is out of range, expected {} to {}",
+                    self.schedule_ms,
+                    SCHEDULE_MS_RANGE.start(),
+                    SCHEDULE_MS_RANGE.end()
+                ),
+            ));
+        }
+        if registry.get(&self.connector_type).is_none() {
+            let known: Vec<_> = registry.connector_types().collect();
+            return Err(SpecError::new(
+                "type",
+                format!(
+                    "unknown connector type `{}`; known types: {}",
+                    self.connector_type,
+                    known.join(", ")
+                ),
+            ));
+        }
+        registry
+            .validate(&self.connector_type, &self.config)
+            .map_err(|e| SpecError::new("config", e.to_string()))
+    }
+}
+
+/// Database and table names become file names and SQL identifiers, so they are kept
+/// to a set that is safe for both without quoting tricks.
+fn check_identifier(field: &'static str, name: &str) -> Result<(), SpecError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_IDENTIFIER_LEN;
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!(
+                "`{name}` is not a valid name: use up to {MAX_IDENTIFIER_LEN} ASCII letters, digits and `_`, starting with a letter"
+            ),
+        ))
+    }
+}
+
+/// Where a connector was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// In connectord's TOML file; created or updated at every start.
+    File,
+    /// Over the REST API.
+    Api,
+}
+
+/// Whether a connector ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorState {
+    /// Ticks on schedule.
+    Enabled,
+    /// Paused by an operator.
+    Paused,
+    /// Disabled by a `Config` error until an operator resumes it.
+    Disabled,
+}
+
+impl ConnectorState {
+    /// The lowercase name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorState::Enabled => "enabled",
+            ConnectorState::Paused => "paused",
+            ConnectorState::Disabled => "disabled",
+        }
+    }
+
+    /// Parses [`ConnectorState::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enabled" => Some(ConnectorState::Enabled),
+            "paused" => Some(ConnectorState::Paused),
+            "disabled" => Some(ConnectorState::Disabled),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectorState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connector as the state store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorRecord {
+    /// A UUID assigned at creation.
+    pub id: String,
+    /// What was declared.
+    pub spec: ConnectorSpec,
+    /// Where it was declared.
+    pub origin: Origin,
+    /// Whether it ticks.
+    pub state: ConnectorState,
+    /// Why it is disabled, when it is.
+    pub disabled_reason: Option<String>,
+    /// The error of the last failed tick, cleared by a successful one.
+    pub last_error: Option<String>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// Last change of the spec, Unix ms.
+    pub updated_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ConnectorSpec {
+        ConnectorSpec {
+            name: "node".into(),
+            connector_type: "none".into(),
+            target_database: "metrics".into(),
+            target_table: "node_1".into(),
+            schedule_ms: 1000,
+            config: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn fields_are_checked_and_named() {
+        let registry = Registry::new();
+        let err = |f: fn(&mut ConnectorSpec)| {
+            let mut s = spec();
+            f(&mut s);
+            s.validate(&registry).unwrap_err().to_string()
+        };
+        assert_eq!(
+            err(|s| s.target_table = "a-b".into()),
+            "target_table: `a-b` is not a valid name: use up to 63 ASCII letters, digits and `_`, starting with a letter"
+        );
+        assert!(
+            err(|s| s.target_database = "../etc".into()).starts_with("target_database: `../etc`")
+        );
+        assert!(err(|s| s.target_database = "_x".into()).starts_with("target_database: `_x`"));
+        assert_eq!(
+            err(|s| s.schedule_ms = 99),
+            "schedule_ms: 99 is out of range, expected 100 to 86400000"
+        );
+        assert!(err(|s| s.name = " ".into()).starts_with("name: must be"));
+        assert_eq!(
+            err(|_| {}),
+            "type: unknown connector type `none`; known types: "
+        );
+    }
+
+    #[test]
+    fn spec_rejects_unknown_keys() {
+        let err = serde_json::from_value::<ConnectorSpec>(serde_json::json!({
+            "name": "n", "type": "t", "target_database": "d", "target_table": "t",
+            "schedule_ms": 1000, "config": {}, "schedule": 5
+        }))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("unknown field `schedule`"),
+            "{err}"
+        );
+    }
+}

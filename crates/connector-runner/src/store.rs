@@ -1,0 +1,266 @@
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use connector_core::Batch;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{ConnectorRecord, ConnectorSpec, Origin};
+
+/// What went wrong in a state store or sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// No such connector.
+    NotFound,
+    /// The change conflicts with existing data (a duplicate name).
+    Conflict,
+    /// The bucket's rows were committed before: this commit wrote nothing.
+    AlreadyCommitted,
+    /// Another runner claimed the bucket since this lease was taken: this commit wrote nothing.
+    Fenced,
+    /// The data cannot be stored as given (a table whose columns do not match).
+    Invalid,
+    /// The database failed (I/O, locking, a broken connection).
+    Backend,
+}
+
+/// An error of a [`StateStore`] or [`Sink`], with its kind as data and the source kept.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl StoreError {
+    /// An error of `kind`.
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`StoreErrorKind::Backend`] error caused by `source`.
+    pub fn backend(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Backend,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// The right to tick one (connector, bucket), until `expires_at_ms` on the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The connector.
+    pub connector_id: String,
+    /// The bucket start.
+    pub scheduled_for_ms: i64,
+    /// The runner holding it.
+    pub runner_id: String,
+    /// Increases with every claim of this connector: a commit carrying an older token
+    /// than the bucket's current one is refused.
+    pub token: i64,
+    /// When the lease ends, on the store's clock.
+    pub expires_at_ms: i64,
+}
+
+/// How a tick ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TickOutcome {
+    /// Rows committed.
+    Ok,
+    /// A `Transient` error.
+    Transient,
+    /// A `Permanent` error.
+    Permanent,
+    /// A `Config` error: the connector was disabled.
+    Config,
+    /// The tick ran past the runner's tick timeout.
+    Timeout,
+    /// The connector panicked.
+    Panic,
+    /// The lease ran out before the commit, or another runner took the bucket: nothing committed.
+    Fenced,
+    /// The sink failed: nothing committed.
+    SinkError,
+}
+
+impl TickOutcome {
+    /// The snake_case name used in the store, the API and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickOutcome::Ok => "ok",
+            TickOutcome::Transient => "transient",
+            TickOutcome::Permanent => "permanent",
+            TickOutcome::Config => "config",
+            TickOutcome::Timeout => "timeout",
+            TickOutcome::Panic => "panic",
+            TickOutcome::Fenced => "fenced",
+            TickOutcome::SinkError => "sink_error",
+        }
+    }
+
+    /// Parses [`TickOutcome::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            TickOutcome::Ok,
+            TickOutcome::Transient,
+            TickOutcome::Permanent,
+            TickOutcome::Config,
+            TickOutcome::Timeout,
+            TickOutcome::Panic,
+            TickOutcome::Fenced,
+            TickOutcome::SinkError,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// One line of a connector's tick history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TickRecord {
+    /// The connector.
+    pub connector_id: String,
+    /// The bucket start.
+    pub scheduled_for_ms: i64,
+    /// When the tick started, Unix ms.
+    pub started_at_ms: i64,
+    /// How it ended.
+    pub outcome: TickOutcome,
+    /// Rows committed (0 unless `Ok`).
+    pub rows: u64,
+    /// Bytes read from the source.
+    pub source_bytes: u64,
+    /// Bytes written to the sink.
+    pub sink_bytes: u64,
+    /// Wall time of the tick and commit.
+    pub duration_ms: u64,
+    /// The error, for failed ticks.
+    pub error: Option<String>,
+    /// The runner that ran it.
+    pub runner_id: String,
+}
+
+/// A change of a connector's status after a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    /// A tick committed: clear `last_error`.
+    Succeeded,
+    /// A tick failed: set `last_error`.
+    Failed(String),
+    /// A `Config` error: disable the connector with this reason (also its `last_error`).
+    Disabled(String),
+}
+
+/// Where a connector's rows go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The connector committing.
+    pub connector_id: String,
+    /// A SQLite file or PostgreSQL schema.
+    pub database: String,
+    /// The table.
+    pub table: String,
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitReport {
+    /// Rows inserted.
+    pub rows: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
+}
+
+/// Connectors, leases and tick history.
+#[async_trait]
+pub trait StateStore: Send + Sync + fmt::Debug {
+    /// Creates the connector called `spec.name`, or updates its spec. An update that
+    /// changes the spec re-enables a connector disabled by a `Config` error.
+    async fn upsert_connector(
+        &self,
+        spec: &ConnectorSpec,
+        origin: Origin,
+    ) -> Result<ConnectorRecord, StoreError>;
+
+    /// Every connector.
+    async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError>;
+
+    /// One connector.
+    async fn get_connector(&self, id: &str) -> Result<Option<ConnectorRecord>, StoreError>;
+
+    /// Records a tick's effect on the connector's status.
+    async fn set_status(&self, id: &str, change: StatusChange) -> Result<(), StoreError>;
+
+    /// Claims (connector, bucket) for `runner_id` for `lease`, on the store's clock.
+    /// `None` when another runner holds an unexpired lease or the bucket is done.
+    async fn claim_task(
+        &self,
+        connector_id: &str,
+        scheduled_for_ms: i64,
+        runner_id: &str,
+        lease: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Marks the bucket done, so nobody claims it again.
+    async fn finish_task(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Appends to the tick history.
+    async fn record_tick(&self, tick: &TickRecord) -> Result<(), StoreError>;
+
+    /// The newest `limit` ticks of a connector, newest first.
+    async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError>;
+
+    /// The store's clock, Unix ms: leases are measured against it.
+    async fn now_ms(&self) -> Result<i64, StoreError>;
+}
+
+/// Commits batches, at most once per (connector, bucket).
+#[async_trait]
+pub trait Sink: Send + Sync + fmt::Debug {
+    /// Writes the rows of `batch` and a ledger row for (connector, bucket) in one
+    /// transaction. Refuses with [`StoreErrorKind::AlreadyCommitted`] when the ledger
+    /// has the bucket, and [`StoreErrorKind::Fenced`] when `lease.token` is no longer
+    /// the bucket's current one; either way nothing is written.
+    /// Takes the batch by value so a blocking database driver can own it on another thread.
+    async fn commit(
+        &self,
+        target: &Target,
+        lease: &Lease,
+        batch: Batch,
+    ) -> Result<CommitReport, StoreError>;
+}
