@@ -13,6 +13,9 @@ pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// `timeout_ms` when the config leaves it out.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 
+/// `body_size_limit_bytes` when the config leaves it out: 64 MiB.
+pub const DEFAULT_BODY_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A validated Prometheus connector config. Build it with [`PrometheusConfig::from_json`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,10 +28,34 @@ pub struct PrometheusConfig {
     /// Per-request timeout in milliseconds, within [`TIMEOUT_MS_RANGE`].
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The largest body accepted, before and after gzip decoding; a larger one fails
+    /// the tick as `Permanent`. 64 MiB by default.
+    #[serde(default = "default_body_size_limit_bytes")]
+    pub body_size_limit_bytes: u64,
+    /// The most samples one scrape may return (as Prometheus's `sample_limit`); a
+    /// scrape with more fails as `Permanent` and commits nothing. No limit by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_limit: Option<u64>,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings for `https://` endpoints. Without them the web PKI roots are trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates to trust instead of the web PKI roots, for
+    /// exporters with a private CA. Read at tick time.
+    pub ca_file: String,
 }
 
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
+}
+
+fn default_body_size_limit_bytes() -> u64 {
+    DEFAULT_BODY_SIZE_LIMIT_BYTES
 }
 
 /// How a scrape authenticates. Secrets are references, resolved at tick time.
@@ -66,6 +93,23 @@ impl PrometheusConfig {
                 TIMEOUT_MS_RANGE.start(),
                 TIMEOUT_MS_RANGE.end()
             )));
+        }
+        if config.body_size_limit_bytes == 0 {
+            return Err(ConnectorError::config(
+                "body_size_limit_bytes: must be at least 1",
+            ));
+        }
+        if config.sample_limit == Some(0) {
+            return Err(ConnectorError::config(
+                "sample_limit: must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.ca_file.trim().is_empty())
+        {
+            return Err(ConnectorError::config("tls.ca_file: must name a PEM file"));
         }
         Ok(config)
     }
@@ -172,7 +216,7 @@ mod tests {
     fn unknown_key_is_serde_text_verbatim() {
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "timeout": 5})),
-            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`"
+            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "auth": {"type": "bearer", "token": "x"}})),
@@ -183,6 +227,38 @@ mod tests {
             "unknown variant `digest`, expected one of `none`, `bearer`, `basic`"
         );
         assert_eq!(error_of(json!({})), "missing field `endpoint`");
+    }
+
+    #[test]
+    fn optional_limits_and_tls() {
+        let config = PrometheusConfig::from_json(&json!({"endpoint": "http://h/"})).unwrap();
+        assert_eq!(config.body_size_limit_bytes, 64 * 1024 * 1024);
+        assert_eq!((config.sample_limit, config.tls), (None, None));
+        let config = PrometheusConfig::from_json(&json!({
+            "endpoint": "https://h/", "body_size_limit_bytes": 1024, "sample_limit": 10,
+            "tls": {"ca_file": "/etc/ca.pem"}
+        }))
+        .unwrap();
+        assert_eq!(
+            (config.body_size_limit_bytes, config.sample_limit),
+            (1024, Some(10))
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "sample_limit": 0})),
+            "sample_limit: must be at least 1 (leave it out for no limit)"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "body_size_limit_bytes": 0})),
+            "body_size_limit_bytes: must be at least 1"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "tls": {"ca": "x"}})),
+            "unknown field `ca`, expected `ca_file`"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://user:pw@h/"})),
+            "endpoint: credentials in the URL are not allowed, use `auth` with a `$env:` reference"
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The reference connector: scrapes Prometheus and OpenMetrics endpoints.
 //!
-//! [`exposition`] is the parser, usable on its own; [`config`] is the connector's
-//! validated configuration.
+//! [`PrometheusConnector`] is the connector; [`exposition`] is the parser, usable on
+//! its own; [`config`] is the connector's validated configuration.
 
 pub mod config;
 pub mod exposition;
 pub mod fixtures;
+mod scrape;
 
-pub use config::{Auth, PrometheusConfig};
+pub use config::{Auth, PrometheusConfig, TlsConfig};
+pub use scrape::{ACCEPT_HEADER, BACKOFF_BASE, MAX_RETRIES, PrometheusConnector};

@@ -1,0 +1,234 @@
+//! Test support shared by the workspace's integration tests and benchmarks: an
+//! exposition server on 127.0.0.1 (port 0) whose every reply is scripted, over HTTP or
+//! HTTPS with a throwaway CA. Never used outside tests and benches.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// One scripted response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// How long to wait before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// 200 with `body` as Prometheus text.
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Reply {
+            status: 200,
+            headers: vec![(
+                "content-type".into(),
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            )],
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// An empty response with `status`.
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Replaces (or adds) a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Answers after `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The request path and query.
+    pub path: String,
+    /// The request headers.
+    pub headers: http::HeaderMap,
+}
+
+type Handler = dyn Fn(usize) -> Reply + Send + Sync;
+
+/// A scriptable exposition server; stops when dropped.
+#[derive(Debug)]
+pub struct ExpositionServer {
+    addr: SocketAddr,
+    scheme: &'static str,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+    ca_dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ExpositionServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ExpositionServer {
+    /// Serves HTTP on 127.0.0.1; `handler(n)` scripts the reply to the n-th request (from 0).
+    pub async fn start(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::spawn(Arc::new(handler), None).await
+    }
+
+    /// Serves HTTPS on 127.0.0.1 with a certificate for `127.0.0.1` and `localhost`
+    /// signed by a fresh CA, whose PEM file is at [`ExpositionServer::ca_file`].
+    pub async fn start_tls(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        let (config, ca_pem) = tls_config();
+        let dir = tempfile::tempdir().expect("a temporary folder for the CA");
+        std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("the CA file is written");
+        let mut server = Self::spawn(Arc::new(handler), Some(Arc::new(config))).await;
+        server.ca_dir = Some(dir);
+        server
+    }
+
+    async fn spawn(handler: Arc<Handler>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("a bound address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let state = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = Arc::clone(&handler);
+                let seen = Arc::clone(&state);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let handler = Arc::clone(&handler);
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let n = {
+                                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                                seen.push(Seen {
+                                    path: req
+                                        .uri()
+                                        .path_and_query()
+                                        .map(ToString::to_string)
+                                        .unwrap_or_default(),
+                                    headers: req.headers().clone(),
+                                });
+                                seen.len() - 1
+                            };
+                            let reply = handler(n);
+                            tokio::time::sleep(reply.delay).await;
+                            let mut response = hyper::Response::builder().status(reply.status);
+                            for (name, value) in &reply.headers {
+                                response = response.header(name, value);
+                            }
+                            response.body(Full::new(reply.body))
+                        }
+                    });
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        ExpositionServer {
+            addr,
+            scheme,
+            seen,
+            task,
+            ca_dir: None,
+        }
+    }
+
+    /// `http(s)://127.0.0.1:PORT/metrics`.
+    pub fn url(&self) -> String {
+        format!("{}://127.0.0.1:{}/metrics", self.scheme, self.addr.port())
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA file to trust for an HTTPS server.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.ca_dir.as_ref().map(|d| d.path().join("ca.pem"))
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many requests arrived.
+    pub fn count(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+fn tls_config() -> (rustls::ServerConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca_params = CertificateParams::new(Vec::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("a CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().expect("a server key");
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server parameters")
+        .signed_by(&leaf_key, &issuer)
+        .expect("a server certificate");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("a DER key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .expect("a server TLS configuration");
+    (config, ca_cert.pem())
+}
