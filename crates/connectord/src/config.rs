@@ -1,0 +1,207 @@
+//! connectord's TOML file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use connector_core::Registry;
+use connector_runner::ConnectorSpec;
+use serde::Deserialize;
+
+/// The whole file. Unknown keys anywhere are errors, so typos fail at start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub runner: RunnerSection,
+    #[serde(default)]
+    pub connectors: Vec<ConnectorSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where `/metrics` and `/healthz` listen. Port 0 picks a free port (logged at start).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The folder of the SQLite files, relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSection {
+    /// A tick running longer is stopped and counted as `timeout`.
+    #[serde(default = "default_tick_timeout_ms")]
+    pub tick_timeout_ms: u64,
+}
+
+impl Default for RunnerSection {
+    fn default() -> Self {
+        RunnerSection {
+            tick_timeout_ms: default_tick_timeout_ms(),
+        }
+    }
+}
+
+fn default_tick_timeout_ms() -> u64 {
+    // Long enough for a scrape at the largest timeout_ms with all its retries.
+    300_000
+}
+
+/// Reads and checks the whole file: TOML syntax and keys, then every connector's spec
+/// and its own `validate_config`. Errors name the connector and the key.
+pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if !(1_000..=3_600_000).contains(&config.runner.tick_timeout_ms) {
+        bail!(
+            "{}: runner.tick_timeout_ms: {} is out of range, expected 1000 to 3600000",
+            path.display(),
+            config.runner.tick_timeout_ms
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, spec) in config.connectors.iter().enumerate() {
+        if !names.insert(spec.name.as_str()) {
+            bail!(
+                "{}: connectors[{i}] `{}`: name: another connector in this file has the same name",
+                path.display(),
+                spec.name
+            );
+        }
+        spec.validate(registry).map_err(|e| {
+            anyhow::anyhow!("{}: connectors[{i}] `{}`: {e}", path.display(), spec.name)
+        })?;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(connector_prometheus::PrometheusConnector::new())
+            .unwrap();
+        r
+    }
+
+    fn load_str(text: &str) -> Result<FileConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&path, &registry()).map_err(|e| {
+            anyhow::anyhow!(e.to_string().replace(&path.display().to_string(), "FILE"))
+        })
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+data_dir = "/tmp/x"
+[[connectors]]
+name = "node"
+type = "prometheus"
+target_database = "metrics"
+target_table = "node"
+schedule_ms = 15000
+[connectors.config]
+endpoint = "http://127.0.0.1:9100/metrics"
+auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
+"#;
+
+    #[test]
+    fn a_good_file_loads_with_defaults() {
+        let config = load_str(GOOD).unwrap();
+        assert_eq!(config.connectors.len(), 1);
+        assert_eq!(
+            config.connectors[0].config["auth"]["token_ref"],
+            "$env:NODE_TOKEN"
+        );
+        assert_eq!(config.runner.tick_timeout_ms, 300_000);
+        let empty = load_str("").unwrap();
+        assert_eq!(empty.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(empty.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn errors_name_the_connector_and_the_key() {
+        let err = load_str(&GOOD.replace("endpoint =", "endpiont ="))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`"
+        );
+        let err =
+            load_str(&GOOD.replace("schedule_ms = 15000", "schedule_ms = 15000\nschedul = 1"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown field `schedul`"), "{err}");
+        assert!(err.contains("line 12"), "{err}");
+        let err = load_str(&GOOD.replace("[server]", "[sever]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sever`"), "{err}");
+        let err = load_str(&GOOD.replace("type = \"prometheus\"", "type = \"prom\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FILE: connectors[0] `node`: type: unknown connector type `prom`; known types: prometheus"
+        );
+        let twice = format!("{GOOD}{}", &GOOD[GOOD.find("[[connectors]]").unwrap()..]);
+        let err = load_str(&twice).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "FILE: connectors[1] `node`: name: another connector in this file has the same name"
+        );
+        let err = load_str(&GOOD.replace("\"$env:NODE_TOKEN\"", "\"plain\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("FILE: connectors[0] `node`: config: invalid secret reference"),
+            "{err}"
+        );
+    }
+}

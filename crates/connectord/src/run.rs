@@ -1,0 +1,219 @@
+//! `connectord run`, `validate` and `rows`: the daemon's wiring.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use connector_core::Registry;
+use connector_prometheus::PrometheusConnector;
+use connector_runner::{Origin, Runner, RunnerConfig, StateStore as _};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use store_sqlite::SqliteStore;
+use tokio::sync::watch;
+
+use crate::LogFormat;
+use crate::config::{self, FileConfig};
+
+/// Every connector type this build knows.
+pub fn registry() -> Result<Registry> {
+    let mut registry = Registry::new();
+    registry.register(PrometheusConnector::new())?;
+    Ok(registry)
+}
+
+pub fn validate(path: &Path) -> Result<()> {
+    let config = config::load(path, &registry()?)?;
+    let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
+    println!("ok: {} connectors ({})", names.len(), names.join(", "));
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}
+
+fn install_metrics() -> Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(connector_runner::TICK_DURATION_METRIC.to_owned()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )
+        .context("cannot configure the tick duration histogram")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    connector_runner::describe_metrics();
+    Ok(handle)
+}
+
+pub fn run(path: &Path, log_format: LogFormat) -> Result<()> {
+    init_logging(log_format);
+    let registry = Arc::new(registry()?);
+    let config = config::load(path, &registry)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config, registry))
+}
+
+async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
+    let store = Arc::new(
+        SqliteStore::open(&config.storage.data_dir).with_context(|| {
+            format!(
+                "cannot open the data folder {}",
+                config.storage.data_dir.display()
+            )
+        })?,
+    );
+    for spec in &config.connectors {
+        let record = store
+            .upsert_connector(spec, Origin::File)
+            .await
+            .with_context(|| format!("cannot store connector `{}`", spec.name))?;
+        tracing::info!(connector_id = %record.id, connector = %spec.name, state = %record.state, "connector declared in the config file");
+    }
+    let metrics = install_metrics()?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(data_dir = %config.storage.data_dir.display(), "listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stop requested: finishing ticks in flight");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        // Histograms are drained into their buckets by upkeep, not by render.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    let runner_config = RunnerConfig {
+        tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
+        ..RunnerConfig::default()
+    };
+    tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
+    let runner = Runner::new(store.clone(), store, registry, runner_config);
+    runner.run(stopped(stop_rx)).await;
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e).context("the HTTP server failed"),
+        Err(e) => Err(e).context("the HTTP server task failed"),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops connectord");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub fn rows(path: &Path, connector: &str, limit: u32) -> Result<()> {
+    let config = config::load(path, &registry()?)?;
+    let Some(spec) = config.connectors.iter().find(|c| c.name == connector) else {
+        let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "no connector `{connector}` in {}; it has: {}",
+            path.display(),
+            names.join(", ")
+        );
+    };
+    let file = config
+        .storage
+        .data_dir
+        .join(format!("{}.sqlite", spec.target_database));
+    if !file.exists() {
+        bail!(
+            "{} does not exist yet: has `connectord run` landed a tick?",
+            file.display()
+        );
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", file.display()))?;
+    let sql = format!(
+        "SELECT timestamp, name, value, labels FROM \"{}\" ORDER BY rowid DESC LIMIT ?1",
+        spec.target_table
+    );
+    let mut stmt = conn.prepare(&sql).with_context(|| {
+        format!(
+            "cannot read table `{}` in {}",
+            spec.target_table,
+            file.display()
+        )
+    })?;
+    let mut rows = stmt.query([limit])?;
+    while let Some(row) = rows.next()? {
+        let labels: String = row.get(3)?;
+        let line = serde_json::json!({
+            "timestamp": row.get::<_, i64>(0)?,
+            "name": row.get::<_, String>(1)?,
+            "value": row.get::<_, Option<f64>>(2)?,
+            "labels": serde_json::from_str::<serde_json::Value>(&labels).unwrap_or(serde_json::Value::String(labels)),
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
