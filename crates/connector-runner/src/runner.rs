@@ -142,7 +142,7 @@ impl Runner {
     /// half-committed.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut slots: HashMap<String, Slot> = HashMap::new();
-        let mut ticks: JoinSet<String> = JoinSet::new();
+        let mut ticks: JoinSet<(String, Option<TickOutcome>)> = JoinSet::new();
         let refresh_every = self.shared.config.refresh_interval;
         let mut next_refresh = Instant::now();
         tokio::pin!(shutdown);
@@ -173,8 +173,8 @@ impl Runner {
                 let config = slot.config.clone();
                 let id = id.clone();
                 ticks.spawn(async move {
-                    execute_tick(&shared, &record, &config, scheduled_for).await;
-                    id
+                    let outcome = execute_tick(&shared, &record, &config, scheduled_for).await;
+                    (id, outcome)
                 });
             }
             let next_due = slots
@@ -191,10 +191,13 @@ impl Runner {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(sleep) => {}
                 Some(done) = ticks.join_next() => {
-                    if let Ok(id) = done
-                        && let Some(slot) = slots.get_mut(&id)
-                    {
-                        slot.in_flight = false;
+                    if let Ok((id, outcome)) = done {
+                        if outcome == Some(TickOutcome::Config) {
+                            // Disabled in the store already: stop now, not at the next refresh.
+                            slots.remove(&id);
+                        } else if let Some(slot) = slots.get_mut(&id) {
+                            slot.in_flight = false;
+                        }
                     }
                 }
                 Some(command) = self.commands.recv() => match command {
@@ -309,7 +312,7 @@ async fn execute_tick(
     record: &ConnectorRecord,
     config: &ValidatedConfig,
     scheduled_for: i64,
-) {
+) -> Option<TickOutcome> {
     let span = tracing::info_span!(
         "tick",
         connector_id = %record.id,
@@ -318,7 +321,7 @@ async fn execute_tick(
     );
     run_tick(shared, record, config, scheduled_for)
         .instrument(span)
-        .await;
+        .await
 }
 
 async fn run_tick(
@@ -326,7 +329,7 @@ async fn run_tick(
     record: &ConnectorRecord,
     config: &ValidatedConfig,
     scheduled_for: i64,
-) {
+) -> Option<TickOutcome> {
     let id = record.id.as_str();
     let labels = [
         ("connector_id", record.id.clone()),
@@ -353,11 +356,11 @@ async fn run_tick(
             )
             .increment(1);
             tracing::debug!("bucket taken by another runner");
-            return;
+            return None;
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot claim the bucket");
-            return;
+            return None;
         }
     };
 
@@ -508,6 +511,7 @@ async fn run_tick(
     if let Err(e) = shared.store.record_tick(&history).await {
         tracing::error!(error = %e, "cannot record the tick in the history");
     }
+    Some(outcome)
 }
 
 fn with(

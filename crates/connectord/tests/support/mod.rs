@@ -1,0 +1,306 @@
+//! Running connectord as an operator would: a real process, a real TOML file, real
+//! SQLite files, and exposition servers on 127.0.0.1.
+#![allow(dead_code, clippy::unwrap_used)] // shared by several test files; each uses a part
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A connector block for the TOML file.
+pub struct Declared<'a> {
+    pub name: &'a str,
+    pub table: &'a str,
+    pub schedule_ms: u64,
+    /// The `[connectors.config]` body, as TOML lines.
+    pub config: String,
+}
+
+pub fn write_config(dir: &Path, connectors: &[Declared<'_>]) -> PathBuf {
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\ndata_dir = \"{}\"\n",
+        dir.join("data").display()
+    );
+    for c in connectors {
+        text.push_str(&format!(
+            "\n[[connectors]]\nname = \"{}\"\ntype = \"prometheus\"\ntarget_database = \"metrics\"\n\
+             target_table = \"{}\"\nschedule_ms = {}\n\n[connectors.config]\n{}\n",
+            c.name, c.table, c.schedule_ms, c.config
+        ));
+    }
+    let path = dir.join("connectord.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `connectord run`.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_connectord"));
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("connectord did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Daemon { child, addr, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// GET a path on connectord's listen address.
+    pub fn get(&self, path: &str) -> String {
+        http_get(self.addr, path)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain the pipe.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "connectord did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn open(dir: &Path, file: &str) -> Option<rusqlite::Connection> {
+    let path = dir.join("data").join(file);
+    path.exists().then(|| {
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+    })
+}
+
+pub fn query_i64(dir: &Path, file: &str, sql: &str) -> i64 {
+    let Some(conn) = open(dir, file) else {
+        return 0;
+    };
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+/// (name, value, labels JSON text) of the rows of one bucket, in insert order.
+pub fn bucket_rows(
+    dir: &Path,
+    table: &str,
+    scheduled_for: i64,
+) -> Vec<(String, Option<f64>, String)> {
+    let conn = open(dir, "metrics.sqlite").unwrap();
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT name, value, labels FROM {table} WHERE timestamp = ?1 ORDER BY rowid"
+        ))
+        .unwrap();
+    stmt.query_map([scheduled_for], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The buckets the ledger says were committed, for one connector, oldest first.
+pub fn ledger(dir: &Path, connector_id: &str) -> Vec<(i64, i64)> {
+    let Some(conn) = open(dir, "metrics.sqlite") else {
+        return Vec::new();
+    };
+    // The file may exist before connectord has created its tables.
+    let Ok(mut stmt) = conn
+        .prepare("SELECT scheduled_for_ms, rows FROM _connectord_ledger WHERE connector_id = ?1 ORDER BY scheduled_for_ms")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([connector_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap_or_default()
+}
+
+/// (id, state, disabled_reason, last_error) of a connector by name.
+pub fn connector(
+    dir: &Path,
+    name: &str,
+) -> Option<(String, String, Option<String>, Option<String>)> {
+    let conn = open(dir, "connectord-state.sqlite")?;
+    conn.query_row(
+        "SELECT id, state, disabled_reason, last_error FROM connectors WHERE name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .ok()
+}
+
+/// (outcome, scheduled_for, rows, error) of a connector's ticks, oldest first.
+pub fn ticks(dir: &Path, connector_id: &str) -> Vec<(String, i64, i64, Option<String>)> {
+    let Some(conn) = open(dir, "connectord-state.sqlite") else {
+        return Vec::new();
+    };
+    let mut stmt = conn
+        .prepare("SELECT outcome, scheduled_for_ms, rows, error FROM ticks WHERE connector_id = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([connector_id], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap_or_default()
+}
+
+/// What the rows of a bucket must be for `body`: its parse, in order.
+pub fn expected_rows(body: &str) -> Vec<(String, Option<f64>, String)> {
+    use connector_prometheus::exposition::{Format, parse};
+    parse(body, Format::Prometheus)
+        .unwrap()
+        .iter()
+        .map(|s| {
+            // Labels keep the order the source wrote them in.
+            let labels: Vec<String> = s
+                .labels
+                .iter_decoded()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::from(k),
+                        serde_json::Value::from(v.into_owned())
+                    )
+                })
+                .collect();
+            (
+                s.name.to_owned(),
+                s.value.is_finite().then_some(s.value),
+                format!("{{{}}}", labels.join(",")),
+            )
+        })
+        .collect()
+}
+
+/// Every bucket of `table` holds exactly the rows of `body`, and every bucket with
+/// rows is in the ledger: nothing partial, nothing twice. Returns the bucket count.
+pub fn assert_exactly_once(dir: &Path, connector_id: &str, table: &str, body: &str) -> usize {
+    let expected = expected_rows(body);
+    let ledger = ledger(dir, connector_id);
+    for &(bucket, rows) in &ledger {
+        assert_eq!(
+            rows as usize,
+            expected.len(),
+            "ledger rows of bucket {bucket}"
+        );
+        let got = bucket_rows(dir, table, bucket);
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "bucket {bucket}: partial or duplicated"
+        );
+        assert_eq!(
+            got, expected,
+            "bucket {bucket}: rows differ from the body served"
+        );
+    }
+    let conn = open(dir, "metrics.sqlite").unwrap();
+    let orphans: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM {table} WHERE timestamp NOT IN \
+                 (SELECT scheduled_for_ms FROM _connectord_ledger WHERE connector_id = ?1)"
+            ),
+            [connector_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0, "rows without a ledger row");
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    ledger.len()
+}
