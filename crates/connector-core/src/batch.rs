@@ -514,25 +514,25 @@ impl Drop for RowWriter<'_> {
 
 /// Appends `s` as a JSON string literal.
 fn push_json_string(out: &mut String, s: &str) {
+    fn needs_escape(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
+    }
     out.push('"');
+    let bytes = s.as_bytes();
     let mut clean_from = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[clean_from..i]);
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
-        } else {
-            out.push_str(escape);
+    // Most label names and values need no escape: copy runs between escapes whole.
+    while let Some(offset) = bytes[clean_from..].iter().position(|&b| needs_escape(b)) {
+        let at = clean_from + offset;
+        out.push_str(&s[clean_from..at]);
+        match bytes[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b => out.push_str(&format!("\\u{b:04x}")),
         }
-        clean_from = i + 1;
+        clean_from = at + 1;
     }
     out.push_str(&s[clean_from..]);
     out.push('"');

@@ -137,6 +137,13 @@ fn check_endpoint(endpoint: &str) -> Result<(), ConnectorError> {
             "endpoint: `{endpoint}` has no host"
         )));
     }
+    let authority = uri.authority().map_or("", http::uri::Authority::as_str);
+    if authority.contains('@') {
+        // Credentials in a URL end up in logs and API responses; secrets belong in `auth`.
+        return Err(ConnectorError::config(
+            "endpoint: credentials in the URL are not allowed, use `auth` with a `$env:` reference",
+        ));
+    }
     Ok(())
 }
 

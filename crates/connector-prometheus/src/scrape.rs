@@ -251,12 +251,11 @@ async fn attempt(
             "body exceeds body_size_limit_bytes ({limit} bytes)"
         )))
     };
-    if let Some(length) = response
+    let length = response
         .headers()
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && length > limit
-    {
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
     let content_type = response
@@ -269,7 +268,7 @@ async fn attempt(
         .get(CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let mut body = response.into_body();
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(usize::try_from(length.unwrap_or(0)).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             AttemptError::Retry(format!("reading the body failed: {}", error_chain(&e)))

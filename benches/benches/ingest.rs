@@ -1,0 +1,185 @@
+//! Ingest throughput in samples per second, on one core (a current-thread runtime):
+//!
+//! - `http_to_sqlite`: the real path of one tick: claim a lease, HTTP GET from a server
+//!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
+//!   (WAL, synchronous=NORMAL) in one transaction.
+//! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
+//! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
+//! - `sqlite_insert_floor`: the peer: the same rows, already decoded, inserted with one
+//!   prepared statement in one transaction, the least any SQLite sink can pay.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use benches::generate_exposition;
+use connector_core::{Batch, Connector as _, TickContext, Value};
+use connector_prometheus::PrometheusConnector;
+use connector_prometheus::exposition::{Format, parse};
+use connector_runner::{Sink as _, StateStore as _, Target};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use store_sqlite::SqliteStore;
+use testkit::{ExpositionServer, Reply};
+
+const BODY_BYTES: usize = 2 * 1024 * 1024;
+
+fn ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let body = generate_exposition(BODY_BYTES);
+    let samples = parse(&body, Format::Prometheus)
+        .expect("the generated body parses")
+        .len();
+    let served = body.clone();
+    let server = runtime.block_on(ExpositionServer::start(move |_| Reply::ok(served.clone())));
+    let connector = PrometheusConnector::new();
+    let config = connector
+        .validate_config(&serde_json::json!({"endpoint": server.url()}))
+        .expect("a valid config");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = SqliteStore::open(dir.path()).expect("the store opens");
+    let target = Target {
+        connector_id: "bench".into(),
+        database: "metrics".into(),
+        table: "samples".into(),
+    };
+    let bucket = AtomicI64::new(0);
+
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(samples as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    group.bench_function("http_to_sqlite", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
+            let lease = store
+                .claim_task(
+                    "bench",
+                    scheduled_for,
+                    "bench-runner",
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("claim")
+                .expect("a free bucket");
+            let ctx = TickContext::new("bench", scheduled_for);
+            let batch = connector
+                .tick(&ctx, &config)
+                .await
+                .expect("the tick succeeds");
+            let report = store
+                .commit(&target, &lease, batch)
+                .await
+                .expect("the commit succeeds");
+            assert_eq!(report.rows as usize, samples);
+        });
+    });
+
+    let prebuilt = {
+        let mut batch = Batch::with_capacity(connector.schema(), samples);
+        for s in parse(&body, Format::Prometheus).expect("parses") {
+            batch
+                .row()
+                .timestamp(0)
+                .string(s.name)
+                .real(s.value)
+                .map(s.labels.iter_decoded())
+                .finish()
+                .expect("fits");
+        }
+        batch
+    };
+    group.bench_function("commit_only", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
+            let lease = store
+                .claim_task(
+                    "bench",
+                    scheduled_for,
+                    "bench-runner",
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("claim")
+                .expect("a free bucket");
+            store
+                .commit(&target, &lease, prebuilt.clone())
+                .await
+                .expect("the commit succeeds");
+        });
+    });
+    group.bench_function("parse_to_batch", |b| {
+        b.iter(|| {
+            let mut batch = Batch::with_capacity(connector.schema(), samples);
+            for sample in
+                connector_prometheus::exposition::Parser::new(black_box(&body), Format::Prometheus)
+            {
+                let sample = sample.expect("parses");
+                let row = batch.row().timestamp(0).string(sample.name);
+                let row = if sample.value.is_finite() {
+                    row.real(sample.value)
+                } else {
+                    row.null()
+                };
+                row.map(sample.labels.iter_decoded())
+                    .finish()
+                    .expect("fits the schema");
+            }
+            black_box(batch.len())
+        });
+    });
+
+    let rows: Vec<(String, Option<f64>, String)> = {
+        let mut batch = Batch::new(connector.schema());
+        for s in parse(&body, Format::Prometheus).expect("parses") {
+            batch
+                .row()
+                .timestamp(0)
+                .string(s.name)
+                .real(s.value)
+                .map(s.labels.iter_decoded())
+                .finish()
+                .expect("fits");
+        }
+        batch
+            .rows()
+            .map(|r| match (r.at(1), r.at(2), r.at(3)) {
+                (Value::String(n), Value::Real(v), Value::Dynamic(l)) => {
+                    (n.to_owned(), Some(v), l.to_owned())
+                }
+                other => panic!("unexpected row {other:?}"),
+            })
+            .collect()
+    };
+    let mut conn = rusqlite::Connection::open(dir.path().join("floor.sqlite")).expect("opens");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("WAL");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("sync");
+    conn.execute_batch(
+        "CREATE TABLE samples (timestamp INTEGER, name TEXT, value REAL, labels TEXT)",
+    )
+    .expect("table");
+    group.bench_function("sqlite_insert_floor", |b| {
+        b.iter(|| {
+            let tx = conn.transaction().expect("tx");
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO samples VALUES (?1, ?2, ?3, ?4)")
+                    .expect("prepare");
+                for (name, value, labels) in &rows {
+                    insert
+                        .execute(rusqlite::params![0i64, name, value, labels])
+                        .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);
