@@ -425,6 +425,81 @@ async fn kill_9_mid_tick_then_restart_leaves_no_bucket_twice_or_partial() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_tick_span() {
+    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &[Declared {
+            name: "json",
+            table: "json",
+            schedule_ms: 200,
+            config: endpoint(&server),
+        }],
+    );
+    let daemon = Daemon::start_with(&config, &[], &["--log-format", "json"]);
+    let (id, ..) = wait_for("the connector", Duration::from_secs(10), || {
+        connector(dir.path(), "json")
+    })
+    .await;
+    wait_for("a committed bucket", Duration::from_secs(20), || {
+        (!ledger(dir.path(), &id).is_empty()).then_some(())
+    })
+    .await;
+    let (status, log) = daemon.stop();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let committed = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "tick committed")
+        .unwrap_or_else(|| panic!("no tick line in {log}"));
+    assert_eq!(committed["span"]["name"], "tick");
+    assert_eq!(committed["span"]["connector_id"], id.as_str());
+    assert_eq!(committed["span"]["connector"], "json");
+    assert!(committed["span"]["scheduled_for"].is_u64(), "{committed}");
+    assert_eq!(committed["fields"]["rows"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_in_the_file_are_updated_by_name_at_start() {
+    let first = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let second = ExpositionServer::start(|_| Reply::ok("up 1\n")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let declare = |server: &ExpositionServer| Declared {
+        name: "moving",
+        table: "moving",
+        schedule_ms: 200,
+        config: endpoint(server),
+    };
+    let config = write_config(dir.path(), &[declare(&first)]);
+    let daemon = Daemon::start(&config, &[]);
+    let (id, ..) = wait_for("the connector", Duration::from_secs(10), || {
+        connector(dir.path(), "moving")
+    })
+    .await;
+    wait_for("a committed bucket", Duration::from_secs(20), || {
+        (!ledger(dir.path(), &id).is_empty()).then_some(())
+    })
+    .await;
+    daemon.stop();
+
+    write_config(dir.path(), &[declare(&second)]);
+    let daemon = Daemon::start(&config, &[]);
+    wait_for(
+        "a scrape of the new endpoint",
+        Duration::from_secs(20),
+        || (second.count() > 0).then_some(()),
+    )
+    .await;
+    daemon.stop();
+    let (same_id, state, ..) = connector(dir.path(), "moving").unwrap();
+    assert_eq!((same_id, state.as_str()), (id, "enabled"));
+}
+
 #[test]
 fn validate_names_the_connector_and_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -230,5 +230,18 @@ fn tls_config() -> (rustls::ServerConfig, String) {
     .with_no_client_auth()
     .with_single_cert(vec![leaf.der().clone()], key)
     .expect("a server TLS configuration");
-    (config, ca_cert.pem())
+    (config, pem("CERTIFICATE", ca_cert.der()))
+}
+
+/// PEM-encodes DER, 64 base64 characters a line.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in encoded.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }

@@ -44,9 +44,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(config, env, &[])
+    }
+
+    pub fn start_with(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_connectord"));
         cmd.args(["run", "--config"])
             .arg(config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -65,8 +70,9 @@ impl Daemon {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("listening on http://") {
+                    // Text logs end the address at a space, JSON logs at a quote.
                     let addr = line[at + "listening on http://".len()..]
-                        .split_whitespace()
+                        .split([' ', '"'])
                         .next()
                         .unwrap_or_default()
                         .to_owned();
