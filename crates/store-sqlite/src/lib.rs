@@ -303,6 +303,92 @@ fn get_connector(conn: &Connection, id: &str) -> Result<Option<ConnectorRecord>,
     .map_err(backend("cannot read the connector"))
 }
 
+fn origin_text(origin: Origin) -> &'static str {
+    match origin {
+        Origin::File => "file",
+        Origin::Api => "api",
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn name_taken(name: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Conflict,
+        format!("a connector named `{name}` already exists"),
+    )
+}
+
+fn insert_connector(tx: &Connection, spec: &ConnectorSpec, origin: Origin) -> Result<String, StoreError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    tx.execute(
+        "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
+         origin, state, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9)",
+        params![
+            id,
+            spec.name,
+            spec.connector_type,
+            spec.target_database,
+            spec.target_table,
+            to_i64(spec.schedule_ms),
+            spec.config.to_string(),
+            origin_text(origin),
+            now_ms()
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            name_taken(&spec.name)
+        } else {
+            StoreError::backend("cannot create the connector", e)
+        }
+    })?;
+    Ok(id)
+}
+
+/// A changed spec is the operator's fix: a Config-disabled connector runs again.
+fn update_spec(tx: &Connection, id: &str, spec: &ConnectorSpec, origin: Origin) -> Result<(), StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE connectors SET name = ?2, type = ?3, target_database = ?4, target_table = ?5, schedule_ms = ?6, \
+             config = ?7, origin = ?8, updated_at_ms = ?9, \
+             state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, \
+             disabled_reason = NULL WHERE id = ?1",
+            params![
+                id,
+                spec.name,
+                spec.connector_type,
+                spec.target_database,
+                spec.target_table,
+                to_i64(spec.schedule_ms),
+                spec.config.to_string(),
+                origin_text(origin),
+                now_ms()
+            ],
+        )
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                name_taken(&spec.name)
+            } else {
+                StoreError::backend("cannot update the connector", e)
+            }
+        })?;
+    if changed == 0 {
+        return Err(not_found(id));
+    }
+    Ok(())
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::new(StoreErrorKind::NotFound, format!("no connector with id {id}"))
+}
+
+fn read_back(tx: &Connection, id: &str) -> Result<ConnectorRecord, StoreError> {
+    get_connector(tx, id)?.ok_or_else(|| not_found(id))
+}
+
 #[async_trait]
 impl StateStore for SqliteStore {
     async fn upsert_connector(
@@ -319,60 +405,89 @@ impl StateStore for SqliteStore {
                 .query_row(&format!("{SELECT_CONNECTOR} WHERE name = ?1"), [&spec.name], read_record)
                 .optional()
                 .map_err(backend("cannot read the connector"))?;
-            let now = now_ms();
-            let config = spec.config.to_string();
-            let origin_text = match origin {
-                Origin::File => "file",
-                Origin::Api => "api",
-            };
             let id = match existing {
-                None => {
-                    let id = uuid::Uuid::new_v4().to_string();
-                    tx.execute(
-                        "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
-                         origin, state, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9)",
-                        params![
-                            id,
-                            spec.name,
-                            spec.connector_type,
-                            spec.target_database,
-                            spec.target_table,
-                            to_i64(spec.schedule_ms),
-                            config,
-                            origin_text,
-                            now
-                        ],
-                    )
-                    .map_err(backend("cannot create the connector"))?;
-                    id
-                }
-                Some(record) if record.spec == spec => record.id,
+                None => insert_connector(&tx, &spec, origin)?,
+                Some(record) if record.spec == spec && record.origin == origin => record.id,
                 Some(record) => {
-                    // A changed spec is the operator's fix: a Config-disabled connector runs again.
-                    tx.execute(
-                        "UPDATE connectors SET type = ?2, target_database = ?3, target_table = ?4, schedule_ms = ?5, \
-                         config = ?6, origin = ?7, updated_at_ms = ?8, \
-                         state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, \
-                         disabled_reason = NULL WHERE id = ?1",
-                        params![
-                            record.id,
-                            spec.connector_type,
-                            spec.target_database,
-                            spec.target_table,
-                            to_i64(spec.schedule_ms),
-                            config,
-                            origin_text,
-                            now
-                        ],
-                    )
-                    .map_err(backend("cannot update the connector"))?;
+                    update_spec(&tx, &record.id, &spec, origin)?;
                     record.id
                 }
             };
-            let record = get_connector(&tx, &id)?
-                .ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, format!("connector {id} vanished")))?;
+            let record = read_back(&tx, &id)?;
             tx.commit().map_err(backend("cannot commit the connector"))?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn create_connector(&self, spec: &ConnectorSpec, origin: Origin) -> Result<ConnectorRecord, StoreError> {
+        let spec = spec.clone();
+        self.with_state(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("cannot start a transaction"))?;
+            let id = insert_connector(&tx, &spec, origin)?;
+            let record = read_back(&tx, &id)?;
+            tx.commit().map_err(backend("cannot commit the connector"))?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn update_connector(&self, id: &str, spec: &ConnectorSpec) -> Result<ConnectorRecord, StoreError> {
+        let (id, spec) = (id.to_owned(), spec.clone());
+        self.with_state(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("cannot start a transaction"))?;
+            let current = read_back(&tx, &id)?;
+            if current.spec != spec {
+                update_spec(&tx, &id, &spec, current.origin)?;
+            }
+            let record = read_back(&tx, &id)?;
+            tx.commit().map_err(backend("cannot commit the connector"))?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn delete_connector(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with_state(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend("cannot start a transaction"))?;
+            let deleted = tx
+                .execute("DELETE FROM connectors WHERE id = ?1", [&id])
+                .map_err(backend("cannot delete the connector"))?;
+            if deleted == 0 {
+                return Err(not_found(&id));
+            }
+            for sql in [
+                "DELETE FROM ticks WHERE connector_id = ?1",
+                "DELETE FROM leases WHERE connector_id = ?1",
+            ] {
+                tx.execute(sql, [&id]).map_err(backend("cannot delete the connector's history"))?;
+            }
+            tx.commit().map_err(backend("cannot commit the deletion"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_state(&self, id: &str, state: ConnectorState) -> Result<ConnectorRecord, StoreError> {
+        let id = id.to_owned();
+        self.with_state(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE connectors SET state = ?2, disabled_reason = NULL WHERE id = ?1",
+                    params![id, state.as_str()],
+                )
+                .map_err(backend("cannot change the connector's state"))?;
+            if changed == 0 {
+                return Err(not_found(&id));
+            }
+            read_back(conn, &id)
         })
         .await
     }
