@@ -218,18 +218,30 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     ) -> Result<ConnectorRecord, StoreError>;
 
     /// Creates a connector; a name already taken is [`StoreErrorKind::Conflict`].
-    async fn create_connector(&self, spec: &ConnectorSpec, origin: Origin) -> Result<ConnectorRecord, StoreError>;
+    async fn create_connector(
+        &self,
+        spec: &ConnectorSpec,
+        origin: Origin,
+    ) -> Result<ConnectorRecord, StoreError>;
 
     /// Replaces a connector's spec (its id, origin and history stay). A connector
     /// disabled by a `Config` error is re-enabled, since the operator changed it.
     /// Renaming onto a taken name is [`StoreErrorKind::Conflict`].
-    async fn update_connector(&self, id: &str, spec: &ConnectorSpec) -> Result<ConnectorRecord, StoreError>;
+    async fn update_connector(
+        &self,
+        id: &str,
+        spec: &ConnectorSpec,
+    ) -> Result<ConnectorRecord, StoreError>;
 
     /// Deletes a connector and its tick history; rows already landed stay.
     async fn delete_connector(&self, id: &str) -> Result<(), StoreError>;
 
     /// Sets enabled or paused, clearing `disabled_reason`.
-    async fn set_state(&self, id: &str, state: ConnectorState) -> Result<ConnectorRecord, StoreError>;
+    async fn set_state(
+        &self,
+        id: &str,
+        state: ConnectorState,
+    ) -> Result<ConnectorRecord, StoreError>;
 
     /// Every connector.
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError>;

@@ -26,17 +26,38 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Where `/metrics` and `/healthz` listen. Port 0 picks a free port (logged at start).
+    /// Where the API, `/metrics` and `/healthz` listen. Port 0 picks a free port (logged at start).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// API tokens. With none, the server only binds loopback unless
+    /// `allow_unauthenticated` says otherwise.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Serve without tokens on a non-loopback address. Say so explicitly or not at all.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            tokens: Vec::new(),
+            allow_unauthenticated: false,
         }
     }
+}
+
+/// One API token: `[[server.tokens]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in logs and 403 messages; never the token itself.
+    pub name: String,
+    /// Where the token comes from, `$env:NAME`; resolved once at start.
+    pub token_ref: connector_core::SecretRef,
+    /// What it may do.
+    pub scopes: Vec<crate::api::Scope>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -66,6 +87,10 @@ fn default_data_dir() -> PathBuf {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerSection {
+    /// `false` serves the API and `/metrics` but runs no ticks (maintenance, or an
+    /// API-only process in front of a shared store).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// A tick running longer is stopped and counted as `timeout`.
     #[serde(default = "default_tick_timeout_ms")]
     pub tick_timeout_ms: u64,
@@ -74,9 +99,14 @@ pub struct RunnerSection {
 impl Default for RunnerSection {
     fn default() -> Self {
         RunnerSection {
+            enabled: true,
             tick_timeout_ms: default_tick_timeout_ms(),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_tick_timeout_ms() -> u64 {
@@ -97,6 +127,34 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
             path.display(),
             config.runner.tick_timeout_ms
         );
+    }
+    if config.server.tokens.is_empty()
+        && !config.server.listen.ip().is_loopback()
+        && !config.server.allow_unauthenticated
+    {
+        bail!(
+            "{}: server.listen: {} is reachable from other machines but no [[server.tokens]] are configured; \
+             add tokens, listen on 127.0.0.1, or set server.allow_unauthenticated = true",
+            path.display(),
+            config.server.listen
+        );
+    }
+    let mut token_names = HashSet::new();
+    for (i, token) in config.server.tokens.iter().enumerate() {
+        if token.name.trim().is_empty() || !token_names.insert(token.name.as_str()) {
+            bail!(
+                "{}: server.tokens[{i}]: name: `{}` is empty or used twice",
+                path.display(),
+                token.name
+            );
+        }
+        if token.scopes.is_empty() {
+            bail!(
+                "{}: server.tokens[{i}] `{}`: scopes: give at least one of connectors:read, connectors:write, metrics:read",
+                path.display(),
+                token.name
+            );
+        }
     }
     let mut names = HashSet::new();
     for (i, spec) in config.connectors.iter().enumerate() {
@@ -162,6 +220,38 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
         let empty = load_str("").unwrap();
         assert_eq!(empty.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(empty.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn tokens_and_exposure() {
+        let open = GOOD.replace("127.0.0.1:0", "0.0.0.0:8080");
+        let err = load_str(&open).unwrap_err().to_string();
+        assert!(
+            err.starts_with("FILE: server.listen: 0.0.0.0:8080 is reachable from other machines"),
+            "{err}"
+        );
+        let allowed = open.replace("[storage]", "allow_unauthenticated = true\n[storage]");
+        assert!(load_str(&allowed).is_ok());
+        let with_token = open.replace(
+            "[storage]",
+            "[[server.tokens]]\nname = \"grafana\"\ntoken_ref = \"$env:GRAFANA_TOKEN\"\nscopes = [\"metrics:read\"]\n[storage]",
+        );
+        let config = load_str(&with_token).unwrap();
+        assert_eq!(
+            config.server.tokens[0].scopes,
+            [crate::api::Scope::MetricsRead]
+        );
+        let err = load_str(&with_token.replace("metrics:read", "metrics:write"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `metrics:write`"), "{err}");
+        let err = load_str(&with_token.replace("[\"metrics:read\"]", "[]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.tokens[0] `grafana`: scopes: give at least one"),
+            "{err}"
+        );
     }
 
     #[test]

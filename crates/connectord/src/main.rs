@@ -1,5 +1,6 @@
 //! `connectord`: runs connectors from a TOML file, and the tools around them.
 
+mod api;
 mod config;
 mod parse;
 mod run;

@@ -5,9 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use axum::Router;
-use axum::http::header::CONTENT_TYPE;
-use axum::routing::get;
 use connector_core::Registry;
 use connector_prometheus::PrometheusConnector;
 use connector_runner::{Origin, Runner, RunnerConfig, StateStore as _};
@@ -15,8 +12,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
 
-use crate::LogFormat;
 use crate::config::{self, FileConfig};
+use crate::{LogFormat, api};
 
 /// Every connector type this build knows.
 pub fn registry() -> Result<Registry> {
@@ -115,38 +112,75 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             upkeep.run_upkeep();
         }
     });
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move {
-                    (
-                        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                        metrics.render(),
-                    )
-                }
-            }),
+    let tokens = resolve_tokens(&config)?;
+    let runner = config.runner.enabled.then(|| {
+        let runner_config = RunnerConfig {
+            tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
+            ..RunnerConfig::default()
+        };
+        tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
+        Runner::new(
+            store.clone(),
+            store.clone(),
+            Arc::clone(&registry),
+            runner_config,
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+    });
+    if runner.is_none() {
+        tracing::warn!("[runner] enabled = false: serving the API only, no ticks will run");
+    }
+    let app = api::router(api::ApiState {
+        store: store.clone(),
+        registry,
+        runner: runner.as_ref().map(Runner::handle),
+        tokens: Arc::new(tokens),
+        metrics,
+    });
     let server = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
 
-    let runner_config = RunnerConfig {
-        tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
-        ..RunnerConfig::default()
-    };
-    tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
-    let runner = Runner::new(store.clone(), store, registry, runner_config);
-    runner.run(stopped(stop_rx)).await;
+    match runner {
+        Some(runner) => runner.run(stopped(stop_rx)).await,
+        None => stopped(stop_rx).await,
+    }
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e).context("the HTTP server failed"),
         Err(e) => Err(e).context("the HTTP server task failed"),
     }
+}
+
+/// Resolves every API token once, at start: a missing variable stops connectord here
+/// rather than locking everyone out later.
+fn resolve_tokens(config: &FileConfig) -> Result<Vec<api::Token>> {
+    use connector_core::SecretSource as _;
+    config
+        .server
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let secret = connector_core::EnvSecrets
+                .resolve(&t.token_ref)
+                .map_err(|e| {
+                    anyhow::anyhow!("server.tokens[{i}] `{}`: token resolve: {e}", t.name)
+                })?;
+            if secret.expose().len() < 16 {
+                bail!(
+                    "server.tokens[{i}] `{}`: the token is shorter than 16 characters",
+                    t.name
+                );
+            }
+            Ok(api::Token {
+                name: t.name.clone(),
+                secret,
+                scopes: t.scopes.clone(),
+            })
+        })
+        .collect()
 }
 
 async fn wait_for_signal() {

@@ -321,7 +321,11 @@ fn name_taken(name: &str) -> StoreError {
     )
 }
 
-fn insert_connector(tx: &Connection, spec: &ConnectorSpec, origin: Origin) -> Result<String, StoreError> {
+fn insert_connector(
+    tx: &Connection,
+    spec: &ConnectorSpec,
+    origin: Origin,
+) -> Result<String, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
     tx.execute(
         "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
@@ -349,7 +353,12 @@ fn insert_connector(tx: &Connection, spec: &ConnectorSpec, origin: Origin) -> Re
 }
 
 /// A changed spec is the operator's fix: a Config-disabled connector runs again.
-fn update_spec(tx: &Connection, id: &str, spec: &ConnectorSpec, origin: Origin) -> Result<(), StoreError> {
+fn update_spec(
+    tx: &Connection,
+    id: &str,
+    spec: &ConnectorSpec,
+    origin: Origin,
+) -> Result<(), StoreError> {
     let changed = tx
         .execute(
             "UPDATE connectors SET name = ?2, type = ?3, target_database = ?4, target_table = ?5, schedule_ms = ?6, \
@@ -382,7 +391,10 @@ fn update_spec(tx: &Connection, id: &str, spec: &ConnectorSpec, origin: Origin) 
 }
 
 fn not_found(id: &str) -> StoreError {
-    StoreError::new(StoreErrorKind::NotFound, format!("no connector with id {id}"))
+    StoreError::new(
+        StoreErrorKind::NotFound,
+        format!("no connector with id {id}"),
+    )
 }
 
 fn read_back(tx: &Connection, id: &str) -> Result<ConnectorRecord, StoreError> {
@@ -402,7 +414,11 @@ impl StateStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend("cannot start a transaction"))?;
             let existing = tx
-                .query_row(&format!("{SELECT_CONNECTOR} WHERE name = ?1"), [&spec.name], read_record)
+                .query_row(
+                    &format!("{SELECT_CONNECTOR} WHERE name = ?1"),
+                    [&spec.name],
+                    read_record,
+                )
                 .optional()
                 .map_err(backend("cannot read the connector"))?;
             let id = match existing {
@@ -414,13 +430,18 @@ impl StateStore for SqliteStore {
                 }
             };
             let record = read_back(&tx, &id)?;
-            tx.commit().map_err(backend("cannot commit the connector"))?;
+            tx.commit()
+                .map_err(backend("cannot commit the connector"))?;
             Ok(record)
         })
         .await
     }
 
-    async fn create_connector(&self, spec: &ConnectorSpec, origin: Origin) -> Result<ConnectorRecord, StoreError> {
+    async fn create_connector(
+        &self,
+        spec: &ConnectorSpec,
+        origin: Origin,
+    ) -> Result<ConnectorRecord, StoreError> {
         let spec = spec.clone();
         self.with_state(move |conn| {
             let tx = conn
@@ -428,13 +449,18 @@ impl StateStore for SqliteStore {
                 .map_err(backend("cannot start a transaction"))?;
             let id = insert_connector(&tx, &spec, origin)?;
             let record = read_back(&tx, &id)?;
-            tx.commit().map_err(backend("cannot commit the connector"))?;
+            tx.commit()
+                .map_err(backend("cannot commit the connector"))?;
             Ok(record)
         })
         .await
     }
 
-    async fn update_connector(&self, id: &str, spec: &ConnectorSpec) -> Result<ConnectorRecord, StoreError> {
+    async fn update_connector(
+        &self,
+        id: &str,
+        spec: &ConnectorSpec,
+    ) -> Result<ConnectorRecord, StoreError> {
         let (id, spec) = (id.to_owned(), spec.clone());
         self.with_state(move |conn| {
             let tx = conn
@@ -445,7 +471,8 @@ impl StateStore for SqliteStore {
                 update_spec(&tx, &id, &spec, current.origin)?;
             }
             let record = read_back(&tx, &id)?;
-            tx.commit().map_err(backend("cannot commit the connector"))?;
+            tx.commit()
+                .map_err(backend("cannot commit the connector"))?;
             Ok(record)
         })
         .await
@@ -467,7 +494,8 @@ impl StateStore for SqliteStore {
                 "DELETE FROM ticks WHERE connector_id = ?1",
                 "DELETE FROM leases WHERE connector_id = ?1",
             ] {
-                tx.execute(sql, [&id]).map_err(backend("cannot delete the connector's history"))?;
+                tx.execute(sql, [&id])
+                    .map_err(backend("cannot delete the connector's history"))?;
             }
             tx.commit().map_err(backend("cannot commit the deletion"))?;
             Ok(())
@@ -475,7 +503,11 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn set_state(&self, id: &str, state: ConnectorState) -> Result<ConnectorRecord, StoreError> {
+    async fn set_state(
+        &self,
+        id: &str,
+        state: ConnectorState,
+    ) -> Result<ConnectorRecord, StoreError> {
         let id = id.to_owned();
         self.with_state(move |conn| {
             let changed = conn

@@ -338,33 +338,84 @@ async fn tick_history_is_newest_first() {
 async fn create_update_delete_and_state_changes() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    let a = store.create_connector(&spec("a"), Origin::Api).await.unwrap();
+    let a = store
+        .create_connector(&spec("a"), Origin::Api)
+        .await
+        .unwrap();
     assert_eq!(a.origin, Origin::Api);
-    let err = store.create_connector(&spec("a"), Origin::Api).await.unwrap_err();
+    let err = store
+        .create_connector(&spec("a"), Origin::Api)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Conflict);
     assert_eq!(err.to_string(), "a connector named `a` already exists");
-    let b = store.create_connector(&spec("b"), Origin::Api).await.unwrap();
+    let b = store
+        .create_connector(&spec("b"), Origin::Api)
+        .await
+        .unwrap();
 
     let mut renamed = spec("b");
     renamed.name = "a".into();
-    assert_eq!(store.update_connector(&b.id, &renamed).await.unwrap_err().kind(), StoreErrorKind::Conflict);
+    assert_eq!(
+        store
+            .update_connector(&b.id, &renamed)
+            .await
+            .unwrap_err()
+            .kind(),
+        StoreErrorKind::Conflict
+    );
     let mut changed = spec("b");
     changed.schedule_ms = 5000;
-    store.set_status(&b.id, StatusChange::Disabled("token resolve: x".into())).await.unwrap();
+    store
+        .set_status(&b.id, StatusChange::Disabled("token resolve: x".into()))
+        .await
+        .unwrap();
     let updated = store.update_connector(&b.id, &changed).await.unwrap();
-    assert_eq!((updated.spec.schedule_ms, updated.state, updated.origin), (5000, ConnectorState::Enabled, Origin::Api));
+    assert_eq!(
+        (updated.spec.schedule_ms, updated.state, updated.origin),
+        (5000, ConnectorState::Enabled, Origin::Api)
+    );
     assert_eq!(updated.id, b.id);
 
-    let paused = store.set_state(&b.id, ConnectorState::Paused).await.unwrap();
+    let paused = store
+        .set_state(&b.id, ConnectorState::Paused)
+        .await
+        .unwrap();
     assert_eq!(paused.state, ConnectorState::Paused);
-    store.set_status(&a.id, StatusChange::Disabled("reason".into())).await.unwrap();
-    let resumed = store.set_state(&a.id, ConnectorState::Enabled).await.unwrap();
-    assert_eq!((resumed.state, resumed.disabled_reason), (ConnectorState::Enabled, None));
+    store
+        .set_status(&a.id, StatusChange::Disabled("reason".into()))
+        .await
+        .unwrap();
+    let resumed = store
+        .set_state(&a.id, ConnectorState::Enabled)
+        .await
+        .unwrap();
+    assert_eq!(
+        (resumed.state, resumed.disabled_reason),
+        (ConnectorState::Enabled, None)
+    );
 
     store.delete_connector(&a.id).await.unwrap();
     assert!(store.get_connector(&a.id).await.unwrap().is_none());
-    assert_eq!(store.delete_connector(&a.id).await.unwrap_err().kind(), StoreErrorKind::NotFound);
-    assert_eq!(store.set_state(&a.id, ConnectorState::Paused).await.unwrap_err().kind(), StoreErrorKind::NotFound);
-    assert_eq!(store.update_connector(&a.id, &spec("a")).await.unwrap_err().kind(), StoreErrorKind::NotFound);
+    assert_eq!(
+        store.delete_connector(&a.id).await.unwrap_err().kind(),
+        StoreErrorKind::NotFound
+    );
+    assert_eq!(
+        store
+            .set_state(&a.id, ConnectorState::Paused)
+            .await
+            .unwrap_err()
+            .kind(),
+        StoreErrorKind::NotFound
+    );
+    assert_eq!(
+        store
+            .update_connector(&a.id, &spec("a"))
+            .await
+            .unwrap_err()
+            .kind(),
+        StoreErrorKind::NotFound
+    );
     assert_eq!(store.list_connectors().await.unwrap().len(), 1);
 }

@@ -35,6 +35,15 @@ pub fn write_config(dir: &Path, connectors: &[Declared<'_>]) -> PathBuf {
     path
 }
 
+/// Writes a TOML file with extra text after `[server]` (tokens) and `[runner]`.
+pub fn write_config_with(dir: &Path, server_extra: &str, connectors: &[Declared<'_>]) -> PathBuf {
+    let path = write_config(dir, connectors);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("[storage]", &format!("{server_extra}\n[storage]"), 1);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A running `connectord run`.
 pub struct Daemon {
     pub child: Child,
@@ -136,6 +145,69 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A response: status, header block (lowercased names) and body.
+pub struct Response {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The `{"error":{"code","message"}}` body of an error response.
+    pub fn error(&self) -> (String, String) {
+        let v = self.json();
+        (
+            v["error"]["code"].as_str().unwrap().to_owned(),
+            v["error"]["message"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// One HTTP/1.0 request on a fresh connection.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    if let Some(body) = body {
+        // The server may answer (413) before reading it all; a broken pipe then is fine.
+        let _ = stream.write_all(body);
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Response {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.to_owned(),
     }
 }
 
