@@ -16,7 +16,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     /// What CI runs: fmt check, clippy with -D warnings, every test (doc-tests included),
-    /// docs with -D warnings, and cargo-deny (bans, licenses, sources).
+    /// docs with -D warnings, cargo-deny (bans, licenses, sources), promtool on the
+    /// alert rules, and schemathesis against a live connectord.
     Ci,
     /// Runs the criterion benchmarks (`cargo bench -p benches`); extra arguments go to criterion.
     Bench {
@@ -89,7 +90,108 @@ fn ci() -> Result<()> {
         "bans",
         "licenses",
         "sources",
-    ]))
+    ]))?;
+    check_alert_rules()?;
+    api_schemathesis()?;
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// True when `tool` runs; otherwise says so, and fails under CI=true, where `.ci/run`
+/// should have installed it.
+fn have(tool: &str, install: &str) -> Result<bool> {
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            bail!("{tool} is missing under CI=true; .ci/run installs it ({install})");
+        }
+        eprintln!("xtask: skipped: {tool} is not installed ({install})");
+    }
+    Ok(found)
+}
+
+fn check_alert_rules() -> Result<()> {
+    if !have("promtool", "apt-get install prometheus")? {
+        return Ok(());
+    }
+    let rules = root().join("deploy/prometheus");
+    let mut check = Command::new("promtool");
+    check.args(["check", "rules"]).arg(rules.join("alerts.yml"));
+    run(check)?;
+    let mut test = Command::new("promtool");
+    test.args(["test", "rules"])
+        .arg(rules.join("alerts_test.yml"));
+    run(test)
+}
+
+/// Runs schemathesis against a live connectord: zero 5xx and zero responses that
+/// break the OpenAPI document. The runner is off so generated connectors never scrape.
+fn api_schemathesis() -> Result<()> {
+    use std::io::BufRead as _;
+    if !have("schemathesis", "pip install schemathesis")? {
+        return Ok(());
+    }
+    run(cargo(&["build", "-p", "connectord"]))?;
+    let dir = std::env::temp_dir().join(format!("connectord-schemathesis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("connectord.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[runner]\nenabled = false\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let mut daemon = Command::new(root().join("target/debug/connectord"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start connectord")?;
+    let stderr = daemon
+        .stderr
+        .take()
+        .context("connectord has no stderr pipe")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(at) = line.find("listening on http://") {
+                let addr: String = line[at + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let result = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(addr) => {
+            let mut st = Command::new("schemathesis");
+            st.args(["run", &format!("http://{addr}/v1/openapi.json")])
+                .args([
+                    "--checks",
+                    "not_a_server_error,status_code_conformance,content_type_conformance,\
+                     response_headers_conformance,response_schema_conformance",
+                    "--max-examples",
+                    "50",
+                    "--seed",
+                    "20261122",
+                ])
+                .current_dir(&dir);
+            run(st)
+        }
+        Err(_) => Err(anyhow::anyhow!("connectord did not report its address")),
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn ensure_cargo_deny() -> Result<()> {

@@ -58,4 +58,13 @@ pub fn describe_metrics() {
         "connectord_lease_claims_total",
         "Bucket lease claims, by result (won, lost)."
     );
+    describe_gauge!(
+        "connectord_connector_state",
+        "1 for the connector's current state (enabled, paused, disabled), 0 for the others."
+    );
+    describe_gauge!(
+        "connectord_connector_schedule_seconds",
+        Unit::Seconds,
+        "The connector's schedule_ms, in seconds."
+    );
 }

@@ -239,6 +239,7 @@ impl Runner {
         };
         let mut seen = Vec::with_capacity(records.len());
         for record in records {
+            publish_state(&record);
             if record.state != ConnectorState::Enabled {
                 continue;
             }
@@ -292,6 +293,29 @@ impl Runner {
             }
         }
     }
+}
+
+/// One series per state (1 for the current one), so dashboards can count disabled
+/// connectors and alerts can tell enabled ones from paused ones.
+fn publish_state(record: &ConnectorRecord) {
+    let id = record.id.clone();
+    let ty = record.spec.connector_type.clone();
+    for state in [
+        ConnectorState::Enabled,
+        ConnectorState::Paused,
+        ConnectorState::Disabled,
+    ] {
+        metrics::gauge!(
+            "connectord_connector_state",
+            "connector_id" => id.clone(),
+            "connector_type_id" => ty.clone(),
+            "state" => state.as_str()
+        )
+        .set(if record.state == state { 1.0 } else { 0.0 });
+    }
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!("connectord_connector_schedule_seconds", "connector_id" => id, "connector_type_id" => ty)
+        .set(record.spec.schedule_ms as f64 / 1000.0);
 }
 
 fn schedule_i64(schedule_ms: u64) -> i64 {

@@ -1,0 +1,88 @@
+//! The operations pack in `deploy/` only uses metric names connectord really exports.
+#![allow(clippy::unwrap_used)] // helpers of a test file: a panic is the failure report
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use support::{Daemon, Declared, connector, ledger, wait_for, write_config};
+use testkit::{ExpositionServer, Reply};
+
+/// Every `connectord_*` identifier in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("connectord_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alerts_use_only_exported_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dashboard = std::fs::read_to_string(root.join("grafana/connectord.json")).unwrap();
+    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yml")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let variables: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert!(variables.contains(&"connector_id") && variables.contains(&"connector_type_id"));
+
+    let server = ExpositionServer::start(|_| Reply::ok("up 1\n")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &[Declared {
+            name: "watched",
+            table: "watched",
+            schedule_ms: 200,
+            config: format!("endpoint = \"{}\"", server.url()),
+        }],
+    );
+    let d = Daemon::start(&config, &[]);
+    let (id, ..) = wait_for("the connector", Duration::from_secs(10), || {
+        connector(dir.path(), "watched")
+    })
+    .await;
+    wait_for("a committed bucket", Duration::from_secs(20), || {
+        (!ledger(dir.path(), &id).is_empty()).then_some(())
+    })
+    .await;
+    // The state gauges come with the runner's next refresh.
+    let exported = wait_for("the state gauges", Duration::from_secs(5), || {
+        let metrics = d.get("/metrics");
+        metrics
+            .contains("connectord_connector_state{")
+            .then_some(metrics)
+    })
+    .await;
+    d.stop();
+
+    let exported_names: BTreeSet<String> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let used: BTreeSet<String> = metric_names(&dashboard)
+        .union(&metric_names(&alerts))
+        .cloned()
+        .collect();
+    assert!(used.len() >= 8, "{used:?}");
+    let missing: Vec<_> = used.difference(&exported_names).collect();
+    assert!(
+        missing.is_empty(),
+        "used but not exported: {missing:?}\nexported: {exported_names:?}"
+    );
+}
