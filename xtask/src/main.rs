@@ -27,7 +27,24 @@ enum Task {
     },
     /// Rewrites the goldens under fixtures/exposition from the current parser.
     Fixtures,
+    /// Starts (`up`) or stops (`down`) a throwaway PostgreSQL 15 on 127.0.0.1 for the
+    /// tests, installing Debian's package when missing. `up` prints
+    /// `export DATABASE_URL=...` on stdout: `eval "$(cargo xtask services up)"`.
+    Services {
+        #[arg(value_enum)]
+        action: ServicesAction,
+    },
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ServicesAction {
+    Up,
+    Down,
+}
+
+/// The port of the test cluster: away from a system PostgreSQL on 5432.
+const PG_PORT: u16 = 55432;
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn main() -> Result<()> {
     match Cli::parse().task {
@@ -38,6 +55,7 @@ fn main() -> Result<()> {
             run(cmd)
         }
         Task::Fixtures => fixtures(),
+        Task::Services { action } => services(action),
     }
 }
 
@@ -231,4 +249,101 @@ fn fixtures() -> Result<()> {
         inputs.len()
     );
     Ok(())
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--", program]);
+    cmd
+}
+
+fn services(action: ServicesAction) -> Result<()> {
+    let dir = root().join("target/services/postgres");
+    let data = dir.join("data");
+    let ctl = format!("{PG_BIN}/pg_ctl");
+    match action {
+        ServicesAction::Down => {
+            if data.join("postmaster.pid").exists() {
+                let mut stop = as_postgres(&ctl);
+                stop.args(["-D"])
+                    .arg(&data)
+                    .args(["-m", "fast", "-w", "stop"]);
+                run(stop)?;
+            }
+            Ok(())
+        }
+        ServicesAction::Up => {
+            if !Path::new(PG_BIN).join("initdb").exists() {
+                eprintln!("xtask: installing PostgreSQL 15 from Debian's packages");
+                let mut update = Command::new("apt-get");
+                update.args(["update", "-qq"]);
+                run(update)?;
+                let mut install = Command::new("apt-get");
+                install
+                    .args([
+                        "install",
+                        "-y",
+                        "-qq",
+                        "--no-install-recommends",
+                        "postgresql",
+                    ])
+                    .env("DEBIAN_FRONTEND", "noninteractive");
+                run(install)?;
+            }
+            let socket = dir.join("socket");
+            if !data.join("PG_VERSION").exists() {
+                std::fs::create_dir_all(&data)?;
+                std::fs::create_dir_all(&socket)?;
+                let mut chown = Command::new("chown");
+                chown.args(["-R", "postgres:postgres"]).arg(&dir);
+                run(chown)?;
+                let mut initdb = as_postgres(&format!("{PG_BIN}/initdb"));
+                // Trust on a loopback-only throwaway cluster: the tests need no password.
+                initdb
+                    .args(["-D"])
+                    .arg(&data)
+                    .args(["--auth=trust", "-U", "postgres", "-E", "UTF8"])
+                    .stdout(std::process::Stdio::null());
+                run(initdb)?;
+            }
+            let running = as_postgres(&ctl)
+                .args(["-D"])
+                .arg(&data)
+                .arg("status")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !running {
+                let mut start = as_postgres(&ctl);
+                start
+                    .args(["-D"])
+                    .arg(&data)
+                    .args(["-l"])
+                    .arg(dir.join("postgres.log"))
+                    .args([
+                        "-o",
+                        &format!(
+                            "-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {} -c max_connections=300",
+                            socket.display()
+                        ),
+                        "-w",
+                        "start",
+                    ])
+                    .stdout(std::process::Stdio::null());
+                run(start)?;
+            }
+            let exists = as_postgres("/usr/bin/psql")
+                .args(["-h", "127.0.0.1", "-p", &PG_PORT.to_string(), "-tAc"])
+                .arg("SELECT 1 FROM pg_database WHERE datname = 'connectord'")
+                .output()
+                .context("cannot run psql")?;
+            if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+                let mut create = as_postgres("/usr/bin/createdb");
+                create.args(["-h", "127.0.0.1", "-p", &PG_PORT.to_string(), "connectord"]);
+                run(create)?;
+            }
+            println!("export DATABASE_URL=postgres://postgres@127.0.0.1:{PG_PORT}/connectord");
+            Ok(())
+        }
+    }
 }

@@ -67,17 +67,36 @@ fn default_listen() -> SocketAddr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `sqlite` (the embedded default) or `postgres` (several processes, one database).
+    #[serde(default)]
+    pub kind: StorageKind,
     /// The folder of the SQLite files, relative to the working directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// For `postgres`: where the connection URL comes from, e.g. `$env:DATABASE_URL`.
+    #[serde(default)]
+    pub url_ref: Option<connector_core::SecretRef>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            kind: StorageKind::default(),
             data_dir: default_data_dir(),
+            url_ref: None,
         }
     }
+}
+
+/// Where state and rows live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// SQLite files under `data_dir`.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database at `url_ref`.
+    Postgres,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -138,6 +157,17 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
             path.display(),
             config.server.listen
         );
+    }
+    match (config.storage.kind, &config.storage.url_ref) {
+        (StorageKind::Postgres, None) => bail!(
+            "{}: storage.url_ref: kind = \"postgres\" needs url_ref = \"$env:DATABASE_URL\" (or another variable)",
+            path.display()
+        ),
+        (StorageKind::Sqlite, Some(_)) => bail!(
+            "{}: storage.url_ref: only kind = \"postgres\" uses a URL; SQLite lives in data_dir",
+            path.display()
+        ),
+        _ => {}
     }
     let mut token_names = HashSet::new();
     for (i, token) in config.server.tokens.iter().enumerate() {
@@ -220,6 +250,37 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
         let empty = load_str("").unwrap();
         assert_eq!(empty.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(empty.storage.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn storage_kinds() {
+        let pg = GOOD.replace(
+            "data_dir = \"/tmp/x\"",
+            "kind = \"postgres\"\nurl_ref = \"$env:DATABASE_URL\"",
+        );
+        let config = load_str(&pg).unwrap();
+        assert_eq!(config.storage.kind, StorageKind::Postgres);
+        let err = load_str(&GOOD.replace("data_dir = \"/tmp/x\"", "kind = \"postgres\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("FILE: storage.url_ref: kind = \"postgres\" needs url_ref"),
+            "{err}"
+        );
+        let err = load_str(&GOOD.replace("data_dir = \"/tmp/x\"", "kind = \"mysql\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown variant `mysql`, expected `sqlite` or `postgres`"),
+            "{err}"
+        );
+        let err = load_str(&GOOD.replace("data_dir = \"/tmp/x\"", "url_ref = \"$env:X\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("FILE: storage.url_ref: only kind = \"postgres\" uses a URL"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
 use connector_prometheus::PrometheusConnector;
-use connector_runner::{Origin, Runner, RunnerConfig, StateStore as _};
+use connector_runner::{Origin, Runner, RunnerConfig, Sink, StateStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
 
-use crate::config::{self, FileConfig};
+use crate::config::{self, FileConfig, StorageKind};
 use crate::{LogFormat, api};
 
 /// Every connector type this build knows.
@@ -70,14 +71,7 @@ pub fn run(path: &Path, log_format: LogFormat) -> Result<()> {
 }
 
 async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
-    let store = Arc::new(
-        SqliteStore::open(&config.storage.data_dir).with_context(|| {
-            format!(
-                "cannot open the data folder {}",
-                config.storage.data_dir.display()
-            )
-        })?,
-    );
+    let (store, sink) = open_storage(&config).await?;
     for spec in &config.connectors {
         let record = store
             .upsert_connector(spec, Origin::File)
@@ -119,12 +113,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             ..RunnerConfig::default()
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
-        Runner::new(
-            store.clone(),
-            store.clone(),
-            Arc::clone(&registry),
-            runner_config,
-        )
+        Runner::new(store.clone(), sink, Arc::clone(&registry), runner_config)
     });
     if runner.is_none() {
         tracing::warn!("[runner] enabled = false: serving the API only, no ticks will run");
@@ -150,6 +139,43 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e).context("the HTTP server failed"),
         Err(e) => Err(e).context("the HTTP server task failed"),
+    }
+}
+
+/// Opens the configured store: SQLite files, or one PostgreSQL database whose URL is
+/// resolved from its `$env:` reference here, at start.
+async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, Arc<dyn Sink>)> {
+    use connector_core::SecretSource as _;
+    match config.storage.kind {
+        StorageKind::Sqlite => {
+            let store = Arc::new(SqliteStore::open(&config.storage.data_dir).with_context(
+                || {
+                    format!(
+                        "cannot open the data folder {}",
+                        config.storage.data_dir.display()
+                    )
+                },
+            )?);
+            Ok((store.clone(), store))
+        }
+        StorageKind::Postgres => {
+            let url_ref = config
+                .storage
+                .url_ref
+                .as_ref()
+                .context("storage.url_ref is missing")?;
+            let url = connector_core::EnvSecrets
+                .resolve(url_ref)
+                .map_err(|e| anyhow::anyhow!("storage.url_ref: token resolve: {e}"))?;
+            // The URL may carry a password: name only the variable in errors.
+            let store = Arc::new(
+                PgStore::connect(url.expose(), 16)
+                    .await
+                    .with_context(|| format!("cannot open PostgreSQL from {url_ref}"))?,
+            );
+            tracing::info!("state and rows in PostgreSQL ({url_ref})");
+            Ok((store.clone(), store))
+        }
     }
 }
 
@@ -206,6 +232,11 @@ async fn wait_for_signal() {
 
 pub fn rows(path: &Path, connector: &str, limit: u32) -> Result<()> {
     let config = config::load(path, &registry()?)?;
+    if config.storage.kind == StorageKind::Postgres {
+        bail!(
+            "`rows` reads SQLite files; with PostgreSQL use psql: SELECT * FROM <target_database>.<target_table> ORDER BY timestamp DESC LIMIT {limit}"
+        );
+    }
     let Some(spec) = config.connectors.iter().find(|c| c.name == connector) else {
         let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
         bail!(

@@ -1,0 +1,184 @@
+//! Scale-out: several connectord processes on one PostgreSQL. `cargo xtask services up`
+//! starts a database and prints DATABASE_URL; under CI=true a missing one fails.
+#![allow(clippy::unwrap_used)] // helpers of a test file: a panic is the failure report
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Daemon, expected_rows};
+use testkit::{ExpositionServer, Reply};
+
+const BODY: &str = "# TYPE up gauge\nup{job=\"a\",q=\"x\\\"y\"} 1\nup{job=\"b\"} NaN\nrequests_total 42 1700000000000\n";
+
+fn database_url() -> Option<String> {
+    let url = std::env::var("DATABASE_URL").ok();
+    if url.is_none() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "DATABASE_URL is not set under CI=true"
+        );
+        eprintln!("skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
+    }
+    url
+}
+
+async fn client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &std::env::var("DATABASE_URL").unwrap(),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn config(dir: &std::path::Path, name: &str, schema: &str, endpoint: &str) -> std::path::PathBuf {
+    let path = dir.join("connectord.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\nkind = \"postgres\"\nurl_ref = \"$env:DATABASE_URL\"\n\n\
+             [[connectors]]\nname = \"{name}\"\ntype = \"prometheus\"\ntarget_database = \"{schema}\"\n\
+             target_table = \"samples\"\nschedule_ms = 200\n\n[connectors.config]\nendpoint = \"{endpoint}\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Every committed bucket holds exactly the rows of the body; no rows outside the ledger.
+async fn assert_exactly_once(id: &str, schema: &str) -> usize {
+    let db = client().await;
+    let ledger: Vec<(i64, i64)> = db
+        .query(
+            "SELECT scheduled_for_ms, rows FROM connectord.ledger WHERE connector_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = expected_rows(BODY);
+    for (bucket, rows) in &ledger {
+        assert_eq!(*rows as usize, expected.len());
+        let got: Vec<(String, Option<f64>, String)> = db
+            .query(
+                &format!(
+                    "SELECT name, value, labels::text FROM \"{schema}\".samples \
+                     WHERE timestamp = to_timestamp($1::bigint / 1000.0) ORDER BY ctid"
+                ),
+                &[bucket],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "bucket {bucket}: partial or duplicated"
+        );
+        for ((name, value, labels), (want_name, want_value, want_labels)) in
+            got.iter().zip(&expected)
+        {
+            assert_eq!((name, value), (want_name, want_value));
+            let got: serde_json::Value = serde_json::from_str(labels).unwrap();
+            let want: serde_json::Value = serde_json::from_str(want_labels).unwrap();
+            assert_eq!(got, want);
+        }
+    }
+    let orphans: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{schema}\".samples s WHERE NOT EXISTS (SELECT 1 FROM connectord.ledger l \
+                 WHERE l.connector_id = $1 AND to_timestamp(l.scheduled_for_ms / 1000.0) = s.timestamp)"
+            ),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+    ledger.len()
+}
+
+async fn connector_id(name: &str) -> Option<String> {
+    client()
+        .await
+        .query_opt(
+            "SELECT id FROM connectord.connectors WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+async fn ledger_len(id: &str) -> i64 {
+    client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM connectord.ledger WHERE connector_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_one_database_and_commit_each_bucket_once() {
+    let Some(url) = database_url() else { return };
+    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (name, schema) = (format!("shared_{suffix}"), format!("t_{suffix}"));
+    let config = config(dir.path(), &name, &schema, &server.url());
+    let env = [("DATABASE_URL", url.as_str())];
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&config, &env)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        if let Some(id) = connector_id(&name).await {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connector was not created"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while ledger_len(&id).await < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "20 buckets did not land"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lost: f64 = daemons
+        .iter()
+        .map(|d| d.get("/metrics"))
+        .flat_map(|m| {
+            m.lines()
+                .filter(|l| {
+                    l.starts_with("connectord_lease_claims_total{") && l.contains("result=\"lost\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    // One process killed hard mid-run, the others stopped cleanly.
+    let mut daemons = daemons.into_iter();
+    daemons.next().unwrap().kill9();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for d in daemons {
+        assert!(d.stop().0.success());
+    }
+    let buckets = assert_exactly_once(&id, &schema).await;
+    assert!(buckets >= 20);
+    assert!(lost >= 1.0, "three runners never raced");
+}
