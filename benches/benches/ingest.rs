@@ -3,6 +3,7 @@
 //! - `http_to_sqlite`: the real path of one tick: claim a lease, HTTP GET from a server
 //!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
 //!   (WAL, synchronous=NORMAL) in one transaction.
+//! - `http_to_postgres`: the same into PostgreSQL (binary COPY), when `DATABASE_URL` is set.
 //! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
 //! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
 //! - `sqlite_insert_floor`: the peer: the same rows, already decoded, inserted with one
@@ -110,6 +111,35 @@ fn ingest(c: &mut Criterion) {
                 .expect("the commit succeeds");
         });
     });
+    // The same tick into PostgreSQL (binary COPY), when a database is up:
+    // eval "$(cargo xtask services up)" first.
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let pg = runtime
+            .block_on(store_postgres::PgStore::connect(&url, 4))
+            .expect("PostgreSQL is reachable");
+        let pg_target = Target {
+            connector_id: format!("bench-{}", std::process::id()),
+            database: format!("bench_{}", std::process::id()),
+            table: "samples".into(),
+        };
+        group.bench_function("http_to_postgres", |b| {
+            b.to_async(&runtime).iter(|| async {
+                let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
+                let lease = pg
+                    .claim_task(&pg_target.connector_id, scheduled_for, "bench-runner", Duration::from_secs(60))
+                    .await
+                    .expect("claim")
+                    .expect("a free bucket");
+                let ctx = TickContext::new("bench", scheduled_for);
+                let batch = connector.tick(&ctx, &config).await.expect("the tick succeeds");
+                let report = pg.commit(&pg_target, &lease, batch).await.expect("the commit succeeds");
+                assert_eq!(report.rows as usize, samples);
+            });
+        });
+    } else {
+        eprintln!("ingest/http_to_postgres skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
+    }
+
     group.bench_function("parse_to_batch", |b| {
         b.iter(|| {
             let mut batch = Batch::with_capacity(connector.schema(), samples);
