@@ -126,18 +126,31 @@ fn ingest(c: &mut Criterion) {
             b.to_async(&runtime).iter(|| async {
                 let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
                 let lease = pg
-                    .claim_task(&pg_target.connector_id, scheduled_for, "bench-runner", Duration::from_secs(60))
+                    .claim_task(
+                        &pg_target.connector_id,
+                        scheduled_for,
+                        "bench-runner",
+                        Duration::from_secs(60),
+                    )
                     .await
                     .expect("claim")
                     .expect("a free bucket");
                 let ctx = TickContext::new("bench", scheduled_for);
-                let batch = connector.tick(&ctx, &config).await.expect("the tick succeeds");
-                let report = pg.commit(&pg_target, &lease, batch).await.expect("the commit succeeds");
+                let batch = connector
+                    .tick(&ctx, &config)
+                    .await
+                    .expect("the tick succeeds");
+                let report = pg
+                    .commit(&pg_target, &lease, batch)
+                    .await
+                    .expect("the commit succeeds");
                 assert_eq!(report.rows as usize, samples);
             });
         });
     } else {
-        eprintln!("ingest/http_to_postgres skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
+        eprintln!(
+            "ingest/http_to_postgres skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")"
+        );
     }
 
     group.bench_function("parse_to_batch", |b| {

@@ -6,6 +6,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod chaos;
+
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Project automation")]
 struct Cli {
@@ -34,6 +36,10 @@ enum Task {
         #[arg(value_enum)]
         action: ServicesAction,
     },
+    /// Several connectord processes on one PostgreSQL, SIGKILLed and SIGSTOPped while
+    /// they tick; prints buckets expected / landed / duplicated / partial / missing and
+    /// fails on any duplicated, partial or unexplained missing bucket.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,6 +62,18 @@ fn main() -> Result<()> {
         }
         Task::Fixtures => fixtures(),
         Task::Services { action } => services(action),
+        Task::Chaos(args) => {
+            let url = std::env::var("DATABASE_URL").context(
+                "DATABASE_URL is not set: run eval \"$(cargo xtask services up)\" first",
+            )?;
+            run(cargo(&["build", "-p", "connectord"]))?;
+            chaos::run(
+                &args,
+                &url,
+                &root().join("target/debug/connectord"),
+                &root().join("target/chaos"),
+            )
+        }
     }
 }
 
@@ -111,8 +129,30 @@ fn ci() -> Result<()> {
     ]))?;
     check_alert_rules()?;
     api_schemathesis()?;
+    chaos_smoke()?;
     eprintln!("xtask: ci passed");
     Ok(())
+}
+
+/// A small chaos run (the full one is `cargo xtask chaos`), when PostgreSQL is up.
+fn chaos_smoke() -> Result<()> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            bail!("DATABASE_URL is missing under CI=true; .ci/run starts PostgreSQL");
+        }
+        eprintln!(
+            "xtask: skipped the chaos run: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")"
+        );
+        return Ok(());
+    };
+    run(cargo(&["build", "-p", "connectord"]))?;
+    let args = chaos::ChaosArgs::smoke();
+    chaos::run(
+        &args,
+        &url,
+        &root().join("target/debug/connectord"),
+        &root().join("target/chaos"),
+    )
 }
 
 /// True when `tool` runs; otherwise says so, and fails under CI=true, where `.ci/run`
