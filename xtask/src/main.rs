@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod chaos;
+mod schedule_bench;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Project automation")]
@@ -40,6 +41,9 @@ enum Task {
     /// they tick; prints buckets expected / landed / duplicated / partial / missing and
     /// fails on any duplicated, partial or unexplained missing bucket.
     Chaos(chaos::ChaosArgs),
+    /// Scheduling at scale: many connectors on one process; prints p50/p99 lateness of
+    /// tick starts against scheduled_for.
+    BenchSchedule(schedule_bench::ScheduleArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -62,6 +66,14 @@ fn main() -> Result<()> {
         }
         Task::Fixtures => fixtures(),
         Task::Services { action } => services(action),
+        Task::BenchSchedule(args) => {
+            run(cargo(&["build", "--release", "-p", "connectord"]))?;
+            schedule_bench::run(
+                &args,
+                &root().join("target/release/connectord"),
+                &root().join("target/bench-schedule"),
+            )
+        }
         Task::Chaos(args) => {
             let url = std::env::var("DATABASE_URL").context(
                 "DATABASE_URL is not set: run eval \"$(cargo xtask services up)\" first",

@@ -250,6 +250,19 @@ impl PgStore {
     }
 }
 
+/// A transaction that does not wait for its WAL flush. For the tick's bookkeeping
+/// (claims, status, history): a database crash may lose the last few of those, and
+/// the ledger row, committed synchronously with the rows, still stops any bucket from
+/// landing twice. Measured: with a flush per bookkeeping write, 10,000 connectors on a
+/// 15 s schedule fell seconds behind (p50 lateness 1.9 s on 2 vCPUs).
+async fn relaxed_transaction(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
+    let tx = client.transaction().await.map_err(backend("cannot start a transaction"))?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(backend("cannot relax the commit"))?;
+    Ok(tx)
+}
+
 fn origin_text(origin: Origin) -> &'static str {
     match origin {
         Origin::File => "file",
@@ -534,7 +547,8 @@ impl StateStore for PgStore {
     }
 
     async fn set_status(&self, id: &str, change: StatusChange) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let client = relaxed_transaction(&mut pooled).await?;
         let changed = match change {
             StatusChange::Succeeded => {
                 client
@@ -560,7 +574,7 @@ impl StateStore for PgStore {
         if changed == 0 {
             return Err(not_found(id));
         }
-        Ok(())
+        client.commit().await.map_err(backend("cannot commit"))
     }
 
     async fn claim_task(
@@ -572,10 +586,7 @@ impl StateStore for PgStore {
     ) -> Result<Option<Lease>, StoreError> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let mut client = self.pool.get().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(backend("cannot start a transaction"))?;
+        let tx = relaxed_transaction(&mut client).await?;
         tx.execute(
             "INSERT INTO connectord.leases (connector_id, scheduled_for_ms, runner_id, token, expires_at) \
              VALUES ($1, $2, '', 0, '-infinity') ON CONFLICT DO NOTHING",
@@ -640,7 +651,8 @@ impl StateStore for PgStore {
     }
 
     async fn finish_task(&self, lease: &Lease) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let client = relaxed_transaction(&mut pooled).await?;
         client
             .execute(
                 "UPDATE connectord.leases SET done = true \
@@ -659,11 +671,12 @@ impl StateStore for PgStore {
             )
             .await
             .map_err(backend("cannot prune old leases"))?;
-        Ok(())
+        client.commit().await.map_err(backend("cannot commit"))
     }
 
     async fn record_tick(&self, tick: &TickRecord) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let client = relaxed_transaction(&mut pooled).await?;
         client
             .execute(
                 "INSERT INTO connectord.ticks (connector_id, scheduled_for_ms, started_at_ms, outcome, rows, \
@@ -692,7 +705,7 @@ impl StateStore for PgStore {
             )
             .await
             .map_err(backend("cannot prune the tick history"))?;
-        Ok(())
+        client.commit().await.map_err(backend("cannot commit"))
     }
 
     async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError> {

@@ -1,0 +1,124 @@
+//! `cargo xtask bench-schedule`: many connectors on one connectord process; reports how
+//! late ticks start against their `scheduled_for` (which already includes the phase).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// How many connectors.
+    #[arg(long, default_value_t = 10_000)]
+    connectors: usize,
+    /// Their schedule.
+    #[arg(long, default_value_t = 15_000)]
+    schedule_ms: u64,
+    /// How long to run after start-up.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Keep state and rows in PostgreSQL (DATABASE_URL) instead of SQLite.
+    #[arg(long)]
+    postgres: bool,
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
+pub fn run(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(args, binary, work))
+}
+
+async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
+    let server = testkit::ExpositionServer::start(|_| testkit::Reply::ok("up 1\n")).await;
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work)?;
+    let url = std::env::var("DATABASE_URL").ok();
+    let run = format!("sched_{}", std::process::id());
+    let storage = if args.postgres {
+        if url.is_none() {
+            bail!("--postgres needs DATABASE_URL: eval \"$(cargo xtask services up)\"");
+        }
+        "kind = \"postgres\"\nurl_ref = \"$env:DATABASE_URL\"\n".to_owned()
+    } else {
+        format!("data_dir = \"{}\"\n", work.join("data").display())
+    };
+    let mut toml = format!("[server]\nlisten = \"127.0.0.1:0\"\n[storage]\n{storage}");
+    for i in 0..args.connectors {
+        toml.push_str(&format!(
+            "\n[[connectors]]\nname = \"{run}_{i}\"\ntype = \"prometheus\"\ntarget_database = \"{run}\"\n\
+             target_table = \"samples\"\nschedule_ms = {}\n[connectors.config]\nendpoint = \"{}\"\n",
+            args.schedule_ms,
+            server.url()
+        ));
+    }
+    let config = work.join("schedule.toml");
+    std::fs::write(&config, toml)?;
+    let log = std::fs::File::create(work.join("connectord.log"))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(["run", "--config"]).arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log);
+    if let Some(url) = &url {
+        cmd.env("DATABASE_URL", url);
+    }
+    let mut child = cmd.spawn().context("cannot start connectord")?;
+    eprintln!(
+        "bench-schedule: {} connectors every {} ms for {} s ({})",
+        args.connectors,
+        args.schedule_ms,
+        args.seconds,
+        if args.postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    if !status.success() {
+        bail!("cannot stop connectord");
+    }
+    child.wait()?;
+
+    let rows: Vec<(i64, i64, String)> = if args.postgres {
+        let (db, connection) =
+            tokio_postgres::connect(url.as_deref().unwrap_or_default(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let rows = db
+            .query(
+                "SELECT t.started_at_ms, t.scheduled_for_ms, t.outcome FROM connectord.ticks t \
+                 JOIN connectord.connectors c ON c.id = t.connector_id WHERE c.name LIKE $1",
+                &[&format!("{run}\\_%")],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        db.batch_execute(&format!(
+            "DELETE FROM connectord.connectors WHERE name LIKE '{run}\\_%'; DROP SCHEMA IF EXISTS \"{run}\" CASCADE"
+        ))
+        .await?;
+        rows
+    } else {
+        let conn = rusqlite::Connection::open(work.join("data/connectord-state.sqlite"))?;
+        let mut stmt = conn.prepare("SELECT started_at_ms, scheduled_for_ms, outcome FROM ticks")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut lateness: Vec<i64> = rows.iter().map(|(started, scheduled, _)| started - scheduled).collect();
+    lateness.sort_unstable();
+    let ok = rows.iter().filter(|r| r.2 == "ok").count();
+    println!(
+        "ticks={} ok={ok} lateness_ms p50={} p99={} max={} (tick start after the claim, against scheduled_for incl. phase)",
+        rows.len(),
+        percentile(&lateness, 0.5),
+        percentile(&lateness, 0.99),
+        lateness.last().copied().unwrap_or_default()
+    );
+    Ok(())
+}
