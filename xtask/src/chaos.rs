@@ -12,10 +12,10 @@ use anyhow::{Context, Result, bail};
 const BODY: &str = "# TYPE chaos_up gauge\nchaos_up{a=\"1\"} 1\nchaos_up{a=\"2\"} 2\nchaos_total 3\nchaos_nan NaN\n";
 const SAMPLES: i64 = 4;
 const SCHEDULE_MS: i64 = 1000;
-/// Short ticks make a short lease (tick timeout + 4 × 2 s margin = 10 s), so a SIGSTOP
-/// past the lease fits in a short run.
 const TICK_TIMEOUT_MS: u64 = 2000;
-const LEASE: Duration = Duration::from_millis(TICK_TIMEOUT_MS + 8000);
+/// A short lease, so a SIGSTOP past it fits in a short run.
+const LEASE_MS: u64 = 5000;
+const LEASE: Duration = Duration::from_millis(LEASE_MS);
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -135,7 +135,7 @@ async fn chaos(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Resul
     std::fs::create_dir_all(work)?;
     let mut toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\nkind = \"postgres\"\nurl_ref = \"$env:DATABASE_URL\"\n\
-         [runner]\ntick_timeout_ms = {TICK_TIMEOUT_MS}\n"
+         [runner]\ntick_timeout_ms = {TICK_TIMEOUT_MS}\nlease_ms = {LEASE_MS}\n"
     );
     for i in 0..args.connectors {
         toml.push_str(&format!(

@@ -27,7 +27,11 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index]
 }
@@ -66,7 +70,11 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     std::fs::write(&config, toml)?;
     let log = std::fs::File::create(work.join("connectord.log"))?;
     let mut cmd = Command::new(binary);
-    cmd.args(["run", "--config"]).arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log);
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
     if let Some(url) = &url {
         cmd.env("DATABASE_URL", url);
     }
@@ -76,10 +84,16 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         args.connectors,
         args.schedule_ms,
         args.seconds,
-        if args.postgres { "PostgreSQL" } else { "SQLite" }
+        if args.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
     );
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
     if !status.success() {
         bail!("cannot stop connectord");
     }
@@ -87,7 +101,8 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
 
     let rows: Vec<(i64, i64, String)> = if args.postgres {
         let (db, connection) =
-            tokio_postgres::connect(url.as_deref().unwrap_or_default(), tokio_postgres::NoTls).await?;
+            tokio_postgres::connect(url.as_deref().unwrap_or_default(), tokio_postgres::NoTls)
+                .await?;
         tokio::spawn(connection);
         let rows = db
             .query(
@@ -106,11 +121,15 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         rows
     } else {
         let conn = rusqlite::Connection::open(work.join("data/connectord-state.sqlite"))?;
-        let mut stmt = conn.prepare("SELECT started_at_ms, scheduled_for_ms, outcome FROM ticks")?;
+        let mut stmt =
+            conn.prepare("SELECT started_at_ms, scheduled_for_ms, outcome FROM ticks")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<Vec<_>, _>>()?
     };
-    let mut lateness: Vec<i64> = rows.iter().map(|(started, scheduled, _)| started - scheduled).collect();
+    let mut lateness: Vec<i64> = rows
+        .iter()
+        .map(|(started, scheduled, _)| started - scheduled)
+        .collect();
     lateness.sort_unstable();
     let ok = rows.iter().filter(|r| r.2 == "ok").count();
     println!(

@@ -21,6 +21,10 @@ pub struct RunnerConfig {
     pub runner_id: String,
     /// A tick that runs longer is stopped and counted as `timeout`.
     pub tick_timeout: Duration,
+    /// How long a claim holds its bucket. The runner renews it every third of this while
+    /// the tick runs, so a tick may run longer than its lease, and a dead runner's bucket
+    /// is free again within this time.
+    pub lease: Duration,
     /// The runner stops trusting a lease this long before it expires, so clock skew and
     /// a slow commit cannot make two runners commit one bucket.
     pub lease_margin: Duration,
@@ -35,18 +39,11 @@ impl Default for RunnerConfig {
         RunnerConfig {
             runner_id: uuid::Uuid::new_v4().to_string(),
             tick_timeout: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
             lease_margin: Duration::from_secs(2),
             refresh_interval: Duration::from_secs(1),
             secrets: Arc::new(EnvSecrets),
         }
-    }
-}
-
-impl RunnerConfig {
-    /// The lease taken per bucket: long enough for a tick that runs to its timeout and
-    /// then commits, with the safety margin on both sides.
-    pub fn lease_duration(&self) -> Duration {
-        self.tick_timeout + self.lease_margin * 4
     }
 }
 
@@ -322,6 +319,49 @@ fn schedule_i64(schedule_ms: u64) -> i64 {
     i64::try_from(schedule_ms).unwrap_or(i64::MAX)
 }
 
+enum Ran {
+    Done(
+        Result<
+            Result<connector_core::Batch, connector_core::ConnectorError>,
+            tokio::task::JoinError,
+        >,
+    ),
+    TimedOut,
+    LeaseLost,
+}
+
+/// Waits for the tick up to the tick timeout, renewing the lease every third of its
+/// length meanwhile. A refused renewal means another runner owns the bucket now.
+async fn drive_tick(
+    shared: &Shared,
+    tick: tokio::task::JoinHandle<Result<connector_core::Batch, connector_core::ConnectorError>>,
+    lease: &mut crate::store::Lease,
+) -> Ran {
+    let abort = tick.abort_handle();
+    let deadline = tokio::time::sleep(shared.config.tick_timeout);
+    let every = (shared.config.lease / 3).max(Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(tick, deadline);
+    loop {
+        tokio::select! {
+            done = &mut tick => return Ran::Done(done),
+            () = &mut deadline => {
+                abort.abort();
+                return Ran::TimedOut;
+            }
+            _ = renew.tick() => match shared.store.renew_task(lease, shared.config.lease).await {
+                Ok(Some(renewed)) => *lease = renewed,
+                Ok(None) => {
+                    abort.abort();
+                    return Ran::LeaseLost;
+                }
+                // The commit-time check against the last known expiry still protects the bucket.
+                Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+            },
+        }
+    }
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
@@ -360,9 +400,9 @@ async fn run_tick(
         ("connector_type_id", record.spec.connector_type.clone()),
     ];
     let runner_id = &shared.config.runner_id;
-    let lease = match shared
+    let mut lease = match shared
         .store
-        .claim_task(id, scheduled_for, runner_id, shared.config.lease_duration())
+        .claim_task(id, scheduled_for, runner_id, shared.config.lease)
         .await
     {
         Ok(Some(lease)) => {
@@ -398,13 +438,11 @@ async fn run_tick(
         // A task of its own, so a panicking connector fails this tick only.
         tokio::spawn(async move { registry.tick(&ctx, &config).await })
     };
-    let abort = tick.abort_handle();
     let (mut outcome, mut error, mut rows, mut sink_bytes) = (TickOutcome::Ok, None, 0, 0);
     // `None` leaves the connector's status as it was.
     let mut status = Some(StatusChange::Succeeded);
-    match tokio::time::timeout(shared.config.tick_timeout, tick).await {
-        Err(_) => {
-            abort.abort();
+    match drive_tick(shared, tick, &mut lease).await {
+        Ran::TimedOut => {
             outcome = TickOutcome::Timeout;
             let message = format!(
                 "tick timed out after {} ms",
@@ -413,7 +451,12 @@ async fn run_tick(
             status = Some(StatusChange::Failed(message.clone()));
             error = Some(message);
         }
-        Ok(Err(join)) => {
+        Ran::LeaseLost => {
+            outcome = TickOutcome::Fenced;
+            status = None;
+            error = Some("the lease was lost during the tick (another runner took the bucket); nothing committed".to_owned());
+        }
+        Ran::Done(Err(join)) => {
             outcome = TickOutcome::Panic;
             let message = if join.is_panic() {
                 format!("connector panicked: {}", panic_message(&*join.into_panic()))
@@ -423,7 +466,7 @@ async fn run_tick(
             status = Some(StatusChange::Failed(message.clone()));
             error = Some(message);
         }
-        Ok(Ok(Err(e))) => {
+        Ran::Done(Ok(Err(e))) => {
             let message = e.to_string();
             (outcome, status) = match e.kind() {
                 ErrorKind::Transient => (
@@ -441,7 +484,7 @@ async fn run_tick(
             };
             error = Some(message);
         }
-        Ok(Ok(Ok(batch))) => {
+        Ran::Done(Ok(Ok(batch))) => {
             let trusted_until = lease.expires_at_ms
                 - i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(0);
             let target = Target {

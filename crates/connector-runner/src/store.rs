@@ -262,6 +262,15 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         lease: Duration,
     ) -> Result<Option<Lease>, StoreError>;
 
+    /// Extends a lease to `lease` from now on the store's clock, only while `lease.token`
+    /// is still the bucket's token and the bucket is not done. `None` means the lease
+    /// was lost: the runner must not commit.
+    async fn renew_task(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+
     /// Marks the bucket done, so nobody claims it again.
     async fn finish_task(&self, lease: &Lease) -> Result<(), StoreError>;
 

@@ -113,6 +113,14 @@ pub struct RunnerSection {
     /// A tick running longer is stopped and counted as `timeout`.
     #[serde(default = "default_tick_timeout_ms")]
     pub tick_timeout_ms: u64,
+    /// How long a claim holds its bucket; renewed every third of it while a tick runs.
+    /// A process that dies frees its bucket after this long.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
 }
 
 impl Default for RunnerSection {
@@ -120,6 +128,7 @@ impl Default for RunnerSection {
         RunnerSection {
             enabled: true,
             tick_timeout_ms: default_tick_timeout_ms(),
+            lease_ms: default_lease_ms(),
         }
     }
 }
@@ -145,6 +154,13 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
             "{}: runner.tick_timeout_ms: {} is out of range, expected 1000 to 3600000",
             path.display(),
             config.runner.tick_timeout_ms
+        );
+    }
+    if !(3_000..=3_600_000).contains(&config.runner.lease_ms) {
+        bail!(
+            "{}: runner.lease_ms: {} is out of range, expected 3000 to 3600000",
+            path.display(),
+            config.runner.lease_ms
         );
     }
     if config.server.tokens.is_empty()

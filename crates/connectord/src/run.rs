@@ -110,6 +110,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     let runner = config.runner.enabled.then(|| {
         let runner_config = RunnerConfig {
             tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
+            lease: Duration::from_millis(config.runner.lease_ms),
             ..RunnerConfig::default()
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");

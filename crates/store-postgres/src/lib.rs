@@ -255,8 +255,13 @@ impl PgStore {
 /// the ledger row, committed synchronously with the rows, still stops any bucket from
 /// landing twice. Measured: with a flush per bookkeeping write, 10,000 connectors on a
 /// 15 s schedule fell seconds behind (p50 lateness 1.9 s on 2 vCPUs).
-async fn relaxed_transaction(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
-    let tx = client.transaction().await.map_err(backend("cannot start a transaction"))?;
+async fn relaxed_transaction(
+    client: &mut Client,
+) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(backend("cannot start a transaction"))?;
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await
         .map_err(backend("cannot relax the commit"))?;
@@ -647,6 +652,33 @@ impl StateStore for PgStore {
             runner_id: runner_id.to_owned(),
             token,
             expires_at_ms,
+        }))
+    }
+
+    async fn renew_task(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let renewed = client
+            .query_opt(
+                "UPDATE connectord.leases SET expires_at = now() + $4 * interval '1 millisecond' \
+                 WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $3 AND NOT done \
+                 RETURNING (extract(epoch FROM expires_at) * 1000)::bigint",
+                &[
+                    &lease.connector_id,
+                    &lease.scheduled_for_ms,
+                    &lease.token,
+                    &(duration_ms as f64),
+                ],
+            )
+            .await
+            .map_err(backend("cannot renew the lease"))?;
+        Ok(renewed.map(|row| Lease {
+            expires_at_ms: row.get(0),
+            ..lease.clone()
         }))
     }
 

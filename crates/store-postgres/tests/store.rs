@@ -367,3 +367,29 @@ async fn migrations_are_safe_when_processes_start_at_once() {
         start.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn renewal_only_while_the_token_matches() {
+    let Some(store) = store().await else { return };
+    let c = unique("c");
+    let lease = store
+        .claim_task(&c, 1, "a", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let renewed = store.renew_task(&lease, LEASE).await.unwrap().unwrap();
+    assert!(renewed.expires_at_ms > lease.expires_at_ms);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(store.claim_task(&c, 1, "b", LEASE).await.unwrap().is_none());
+
+    let short = store
+        .claim_task(&c, 2, "a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.claim_task(&c, 2, "b", LEASE).await.unwrap().unwrap();
+    assert!(store.renew_task(&short, LEASE).await.unwrap().is_none());
+    store.finish_task(&renewed).await.unwrap();
+    assert!(store.renew_task(&renewed, LEASE).await.unwrap().is_none());
+}

@@ -621,6 +621,27 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn renew_task(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = lease.clone();
+        let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        self.with_state(move |conn| {
+            let expires_at_ms = now_ms().saturating_add(duration_ms);
+            let renewed = conn
+                .execute(
+                    "UPDATE leases SET expires_at_ms = ?4 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 \
+                     AND token = ?3 AND NOT done",
+                    params![lease.connector_id, lease.scheduled_for_ms, lease.token, expires_at_ms],
+                )
+                .map_err(backend("cannot renew the lease"))?;
+            Ok((renewed == 1).then_some(Lease { expires_at_ms, ..lease }))
+        })
+        .await
+    }
+
     async fn finish_task(&self, lease: &Lease) -> Result<(), StoreError> {
         let lease = lease.clone();
         self.with_state(move |conn| {

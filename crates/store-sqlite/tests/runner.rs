@@ -117,6 +117,7 @@ async fn setup(script: Vec<Step>) -> Setup {
 fn config(tick_timeout: Duration) -> RunnerConfig {
     RunnerConfig {
         tick_timeout,
+        lease: Duration::from_secs(10),
         lease_margin: Duration::from_millis(100),
         refresh_interval: Duration::from_millis(100),
         ..RunnerConfig::default()
@@ -322,4 +323,33 @@ async fn trigger_runs_a_tick_now() {
         outcomes(&s.store.ticks(&s.id, 10).await.unwrap()),
         [TickOutcome::Ok]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_longer_than_its_lease_commits_because_the_runner_renews() {
+    let s = setup(vec![Step::Sleep(Duration::from_millis(1500))]).await;
+    let runner_config = RunnerConfig {
+        lease: Duration::from_millis(400),
+        ..config(Duration::from_secs(5))
+    };
+    let runner = Runner::new(
+        s.store.clone(),
+        s.store.clone(),
+        s.registry.clone(),
+        runner_config,
+    );
+    let store = s.store.clone();
+    let id = s.id.clone();
+    let stop = async move {
+        while store.ticks(&id, 1).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), runner.run(stop))
+        .await
+        .unwrap();
+    let history = s.store.ticks(&s.id, 10).await.unwrap();
+    let first = history.last().unwrap();
+    assert_eq!(first.outcome, TickOutcome::Ok, "{history:?}");
+    assert!(first.duration_ms >= 1500, "{first:?}");
 }

@@ -419,3 +419,47 @@ async fn create_update_delete_and_state_changes() {
     );
     assert_eq!(store.list_connectors().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn renewal_only_while_the_token_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let lease = store
+        .claim_task("c1", 1, "a", Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
+    let renewed = store.renew_task(&lease, LEASE).await.unwrap().unwrap();
+    assert!(renewed.expires_at_ms > lease.expires_at_ms);
+    assert_eq!(renewed.token, lease.token);
+    // Renewed, so nobody else can take it.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        store
+            .claim_task("c1", 1, "b", LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let short = store
+        .claim_task("c1", 2, "a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .claim_task("c1", 2, "b", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store.renew_task(&short, LEASE).await.unwrap().is_none(),
+        "a taken-over lease does not renew"
+    );
+    store.finish_task(&renewed).await.unwrap();
+    assert!(
+        store.renew_task(&renewed, LEASE).await.unwrap().is_none(),
+        "a finished bucket does not renew"
+    );
+}
