@@ -20,7 +20,8 @@ struct Cli {
 enum Task {
     /// What CI runs: fmt check, clippy with -D warnings, every test (doc-tests included),
     /// docs with -D warnings, cargo-deny (bans, licenses, sources), promtool on the
-    /// alert rules, and schemathesis against a live connectord.
+    /// alert rules, schemathesis against a live connectord, a chaos run on PostgreSQL
+    /// and 60 s of fuzzing.
     Ci,
     /// Runs the criterion benchmarks (`cargo bench -p benches`); extra arguments go to criterion.
     Bench {
@@ -41,6 +42,17 @@ enum Task {
     /// they tick; prints buckets expected / landed / duplicated / partial / missing and
     /// fails on any duplicated, partial or unexplained missing bucket.
     Chaos(chaos::ChaosArgs),
+    /// Fuzzes the exposition parser (cargo-fuzz, libFuzzer, ASan) seeded from
+    /// fixtures/exposition, installing cargo-fuzz when missing. The time is split
+    /// between the targets unless one is named.
+    Fuzz {
+        /// Total seconds of fuzzing.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (parse_prometheus or parse_openmetrics).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Scheduling at scale: many connectors on one process; prints p50/p99 lateness of
     /// tick starts against scheduled_for.
     BenchSchedule(schedule_bench::ScheduleArgs),
@@ -66,6 +78,7 @@ fn main() -> Result<()> {
         }
         Task::Fixtures => fixtures(),
         Task::Services { action } => services(action),
+        Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
         Task::BenchSchedule(args) => {
             run(cargo(&["build", "--release", "-p", "connectord"]))?;
             schedule_bench::run(
@@ -142,6 +155,8 @@ fn ci() -> Result<()> {
     check_alert_rules()?;
     api_schemathesis()?;
     chaos_smoke()?;
+    // A smoke run; the long runs are `cargo xtask fuzz --seconds N`.
+    fuzz(60, None)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }
@@ -398,4 +413,47 @@ fn services(action: ServicesAction) -> Result<()> {
             Ok(())
         }
     }
+}
+
+const FUZZ_TARGETS: [&str; 2] = ["parse_prometheus", "parse_openmetrics"];
+
+fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
+    let installed = cargo(&["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("xtask: cargo-fuzz is missing, installing it");
+        run(cargo(&["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<&str> = match only {
+        Some(t) if FUZZ_TARGETS.contains(&t) => vec![t],
+        Some(t) => bail!(
+            "unknown fuzz target `{t}`; targets: {}",
+            FUZZ_TARGETS.join(", ")
+        ),
+        None => FUZZ_TARGETS.to_vec(),
+    };
+    let per_target = (seconds / targets.len() as u64).max(1);
+    for target in targets {
+        let corpus = root().join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        // Seed with the fixtures: real exposition text reaches deep paths at once.
+        for input in connector_prometheus::fixtures::inputs(&root().join("fixtures/exposition"))? {
+            if let Some(name) = input.file_name() {
+                std::fs::copy(&input, corpus.join(name))?;
+            }
+        }
+        let mut cmd = cargo(&["fuzz", "run", target]);
+        cmd.arg(&corpus)
+            .args([
+                "--",
+                &format!("-max_total_time={per_target}"),
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+            ])
+            // cargo-fuzz needs nightly flags; the pinned stable toolchain allows them this way.
+            .env("RUSTC_BOOTSTRAP", "1");
+        run(cmd)?;
+    }
+    Ok(())
 }

@@ -505,16 +505,14 @@ impl<'a> Parser<'a> {
         let entry = match keyword {
             b"HELP" => {
                 let (rest, name) = metadata_name(after, true)?;
-                let text = match rest.strip_prefix(b" ") {
-                    Some(help) => syntax::unescape(sub(line, help), true),
-                    None if rest.is_empty() => Cow::Borrowed(""),
-                    None => {
-                        return Err(Expected {
-                            at: rest,
-                            what: "a space",
-                        });
-                    }
+                // The ABNF wants the space even before an empty text: `# HELP name `.
+                let Some(help) = rest.strip_prefix(b" ") else {
+                    return Err(Expected {
+                        at: rest,
+                        what: "a space and the help text (empty help is written `# HELP name `)",
+                    });
                 };
+                let text = syntax::unescape(sub(line, help), true);
                 Entry::Help {
                     name: sub(line, name),
                     text,
@@ -536,15 +534,11 @@ impl<'a> Parser<'a> {
             }
             b"UNIT" => {
                 let (rest, name) = metadata_name(after, true)?;
-                let unit = match rest.strip_prefix(b" ") {
-                    Some(unit) => unit,
-                    None if rest.is_empty() => rest,
-                    None => {
-                        return Err(Expected {
-                            at: rest,
-                            what: "a space",
-                        });
-                    }
+                let Some(unit) = rest.strip_prefix(b" ") else {
+                    return Err(Expected {
+                        at: rest,
+                        what: "a space and the unit (an empty unit is written `# UNIT name `)",
+                    });
                 };
                 if let Some(i) = unit
                     .iter()

@@ -172,6 +172,8 @@ fn openmetrics_syntax_is_exact() {
         "#  TYPE a gauge\n# EOF\n",
         "# TYPE a untyped\n# EOF\n",
         "a 1 # {} 1 NaN\n# EOF\n",
+        "# HELP a\n# EOF\n",
+        "# UNIT a\n# EOF\n",
     ] {
         assert!(
             parse(bad, Format::OpenMetrics).is_err(),
