@@ -17,12 +17,44 @@ use benches::generate_exposition;
 use connector_core::{Batch, Connector as _, TickContext, Value};
 use connector_prometheus::PrometheusConnector;
 use connector_prometheus::exposition::{Format, parse};
-use connector_runner::{Sink as _, StateStore as _, Target};
+use connector_runner::{Sink, StateStore, Target};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use store_sqlite::SqliteStore;
 use testkit::{ExpositionServer, Reply};
 
 const BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// One tick the way the runner does it: claim, scrape and parse, commit.
+async fn one_tick<S: StateStore + Sink>(
+    store: &S,
+    target: &Target,
+    connector: &PrometheusConnector,
+    config: &connector_prometheus::PrometheusConfig,
+    bucket: &AtomicI64,
+    samples: usize,
+) {
+    let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
+    let lease = store
+        .claim_task(
+            &target.connector_id,
+            scheduled_for,
+            "bench-runner",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("claim")
+        .expect("a free bucket");
+    let ctx = TickContext::new(target.connector_id.clone(), scheduled_for);
+    let batch = connector
+        .tick(&ctx, config)
+        .await
+        .expect("the tick succeeds");
+    let report = store
+        .commit(target, &lease, batch)
+        .await
+        .expect("the commit succeeds");
+    assert_eq!(report.rows as usize, samples);
+}
 
 fn ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -53,29 +85,8 @@ fn ingest(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     group.bench_function("http_to_sqlite", |b| {
-        b.to_async(&runtime).iter(|| async {
-            let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
-            let lease = store
-                .claim_task(
-                    "bench",
-                    scheduled_for,
-                    "bench-runner",
-                    Duration::from_secs(60),
-                )
-                .await
-                .expect("claim")
-                .expect("a free bucket");
-            let ctx = TickContext::new("bench", scheduled_for);
-            let batch = connector
-                .tick(&ctx, &config)
-                .await
-                .expect("the tick succeeds");
-            let report = store
-                .commit(&target, &lease, batch)
-                .await
-                .expect("the commit succeeds");
-            assert_eq!(report.rows as usize, samples);
-        });
+        b.to_async(&runtime)
+            .iter(|| one_tick(&store, &target, &connector, &config, &bucket, samples));
     });
 
     let prebuilt = {
@@ -123,29 +134,8 @@ fn ingest(c: &mut Criterion) {
             table: "samples".into(),
         };
         group.bench_function("http_to_postgres", |b| {
-            b.to_async(&runtime).iter(|| async {
-                let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
-                let lease = pg
-                    .claim_task(
-                        &pg_target.connector_id,
-                        scheduled_for,
-                        "bench-runner",
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .expect("claim")
-                    .expect("a free bucket");
-                let ctx = TickContext::new("bench", scheduled_for);
-                let batch = connector
-                    .tick(&ctx, &config)
-                    .await
-                    .expect("the tick succeeds");
-                let report = pg
-                    .commit(&pg_target, &lease, batch)
-                    .await
-                    .expect("the commit succeeds");
-                assert_eq!(report.rows as usize, samples);
-            });
+            b.to_async(&runtime)
+                .iter(|| one_tick(&pg, &pg_target, &connector, &config, &bucket, samples));
         });
     } else {
         eprintln!(
