@@ -234,13 +234,14 @@ impl Runner {
                 return;
             }
         };
-        let mut seen = Vec::with_capacity(records.len());
+        // A set: with thousands of connectors a list made each refresh quadratic.
+        let mut seen = std::collections::HashSet::with_capacity(records.len());
         for record in records {
             publish_state(&record);
             if record.state != ConnectorState::Enabled {
                 continue;
             }
-            seen.push(record.id.clone());
+            seen.insert(record.id.clone());
             if slots
                 .get(&record.id)
                 .is_some_and(|s| s.record.spec == record.spec)
