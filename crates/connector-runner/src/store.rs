@@ -35,6 +35,49 @@ pub struct StoreError {
 }
 
 impl StoreError {
+    /// [`StoreErrorKind::NotFound`] for a connector id.
+    pub fn connector_not_found(id: &str) -> Self {
+        Self::new(
+            StoreErrorKind::NotFound,
+            format!("no connector with id {id}"),
+        )
+    }
+
+    /// [`StoreErrorKind::Conflict`] for a connector name already taken.
+    pub fn name_taken(name: &str) -> Self {
+        Self::new(
+            StoreErrorKind::Conflict,
+            format!("a connector named `{name}` already exists"),
+        )
+    }
+
+    /// Checks a target table's `(name, type)` columns against the ones a connector
+    /// writes; a mismatch is [`StoreErrorKind::Invalid`] naming both lists, so the sink
+    /// never writes into a table of another shape. `table` is as the operator knows it.
+    pub fn check_columns(
+        table: &str,
+        existing: &[(String, String)],
+        wanted: &[(String, String)],
+    ) -> Result<(), Self> {
+        if existing == wanted {
+            return Ok(());
+        }
+        let show = |cols: &[(String, String)]| {
+            cols.iter()
+                .map(|(n, t)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Self::new(
+            StoreErrorKind::Invalid,
+            format!(
+                "table `{table}` has columns ({}) but the connector writes ({}); pick another target_table",
+                show(existing),
+                show(wanted)
+            ),
+        ))
+    }
+
     /// An error of `kind`.
     pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
         StoreError {

@@ -305,20 +305,6 @@ fn read_record(row: &Row) -> ConnectorRecord {
     }
 }
 
-fn not_found(id: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::NotFound,
-        format!("no connector with id {id}"),
-    )
-}
-
-fn name_taken(name: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Conflict,
-        format!("a connector named `{name}` already exists"),
-    )
-}
-
 async fn get_connector(
     client: &impl tokio_postgres::GenericClient,
     id: &str,
@@ -356,13 +342,13 @@ async fn update_spec(
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                name_taken(&spec.name)
+                StoreError::name_taken(&spec.name)
             } else {
                 StoreError::backend("cannot update the connector", e)
             }
         })?;
     if changed == 0 {
-        return Err(not_found(id));
+        return Err(StoreError::connector_not_found(id));
     }
     Ok(())
 }
@@ -431,7 +417,7 @@ impl StateStore for PgStore {
         }
         let record = get_connector(&tx, &record.id)
             .await?
-            .ok_or_else(|| not_found(&record.id))?;
+            .ok_or_else(|| StoreError::connector_not_found(&record.id))?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the connector"))?;
@@ -459,14 +445,14 @@ impl StateStore for PgStore {
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
-                    name_taken(&spec.name)
+                    StoreError::name_taken(&spec.name)
                 } else {
                     StoreError::backend("cannot create the connector", e)
                 }
             })?;
         get_connector(&*client, &id)
             .await?
-            .ok_or_else(|| not_found(&id))
+            .ok_or_else(|| StoreError::connector_not_found(&id))
     }
 
     async fn update_connector(
@@ -479,11 +465,15 @@ impl StateStore for PgStore {
             .transaction()
             .await
             .map_err(backend("cannot start a transaction"))?;
-        let current = get_connector(&tx, id).await?.ok_or_else(|| not_found(id))?;
+        let current = get_connector(&tx, id)
+            .await?
+            .ok_or_else(|| StoreError::connector_not_found(id))?;
         if current.spec != *spec {
             update_spec(&tx, id, spec, current.origin).await?;
         }
-        let record = get_connector(&tx, id).await?.ok_or_else(|| not_found(id))?;
+        let record = get_connector(&tx, id)
+            .await?
+            .ok_or_else(|| StoreError::connector_not_found(id))?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the connector"))?;
@@ -501,7 +491,7 @@ impl StateStore for PgStore {
             .await
             .map_err(backend("cannot delete the connector"))?;
         if deleted == 0 {
-            return Err(not_found(id));
+            return Err(StoreError::connector_not_found(id));
         }
         for sql in [
             "DELETE FROM connectord.ticks WHERE connector_id = $1",
@@ -530,11 +520,11 @@ impl StateStore for PgStore {
             .await
             .map_err(backend("cannot change the connector's state"))?;
         if changed == 0 {
-            return Err(not_found(id));
+            return Err(StoreError::connector_not_found(id));
         }
         get_connector(&*client, id)
             .await?
-            .ok_or_else(|| not_found(id))
+            .ok_or_else(|| StoreError::connector_not_found(id))
     }
 
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError> {
@@ -577,7 +567,7 @@ impl StateStore for PgStore {
         }
         .map_err(backend("cannot update the connector's status"))?;
         if changed == 0 {
-            return Err(not_found(id));
+            return Err(StoreError::connector_not_found(id));
         }
         client.commit().await.map_err(backend("cannot commit"))
     }
@@ -915,24 +905,11 @@ impl PgStore {
             .iter()
             .map(|c| (c.name().to_owned(), pg_type(c.ty()).2.to_owned()))
             .collect();
-        if existing != wanted {
-            let show = |cols: &[(String, String)]| {
-                cols.iter()
-                    .map(|(n, t)| format!("{n} {t}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(StoreError::new(
-                StoreErrorKind::Invalid,
-                format!(
-                    "table `{}.{}` has columns ({}) but the connector writes ({}); pick another target_table",
-                    target.database,
-                    target.table,
-                    show(&existing),
-                    show(&wanted)
-                ),
-            ));
-        }
+        StoreError::check_columns(
+            &format!("{}.{}", target.database, target.table),
+            &existing,
+            &wanted,
+        )?;
         self.tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

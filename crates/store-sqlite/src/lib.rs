@@ -314,13 +314,6 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
-fn name_taken(name: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::Conflict,
-        format!("a connector named `{name}` already exists"),
-    )
-}
-
 fn insert_connector(
     tx: &Connection,
     spec: &ConnectorSpec,
@@ -344,7 +337,7 @@ fn insert_connector(
     )
     .map_err(|e| {
         if is_unique_violation(&e) {
-            name_taken(&spec.name)
+            StoreError::name_taken(&spec.name)
         } else {
             StoreError::backend("cannot create the connector", e)
         }
@@ -379,26 +372,19 @@ fn update_spec(
         )
         .map_err(|e| {
             if is_unique_violation(&e) {
-                name_taken(&spec.name)
+                StoreError::name_taken(&spec.name)
             } else {
                 StoreError::backend("cannot update the connector", e)
             }
         })?;
     if changed == 0 {
-        return Err(not_found(id));
+        return Err(StoreError::connector_not_found(id));
     }
     Ok(())
 }
 
-fn not_found(id: &str) -> StoreError {
-    StoreError::new(
-        StoreErrorKind::NotFound,
-        format!("no connector with id {id}"),
-    )
-}
-
 fn read_back(tx: &Connection, id: &str) -> Result<ConnectorRecord, StoreError> {
-    get_connector(tx, id)?.ok_or_else(|| not_found(id))
+    get_connector(tx, id)?.ok_or_else(|| StoreError::connector_not_found(id))
 }
 
 #[async_trait]
@@ -488,7 +474,7 @@ impl StateStore for SqliteStore {
                 .execute("DELETE FROM connectors WHERE id = ?1", [&id])
                 .map_err(backend("cannot delete the connector"))?;
             if deleted == 0 {
-                return Err(not_found(&id));
+                return Err(StoreError::connector_not_found(&id));
             }
             for sql in [
                 "DELETE FROM ticks WHERE connector_id = ?1",
@@ -517,7 +503,7 @@ impl StateStore for SqliteStore {
                 )
                 .map_err(backend("cannot change the connector's state"))?;
             if changed == 0 {
-                return Err(not_found(&id));
+                return Err(StoreError::connector_not_found(&id));
             }
             read_back(conn, &id)
         })
@@ -764,22 +750,7 @@ fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), Sto
         .iter()
         .map(|c| (c.name().to_owned(), sql_type(c.ty()).to_owned()))
         .collect();
-    if existing != wanted {
-        let show = |cols: &[(String, String)]| {
-            cols.iter()
-                .map(|(n, t)| format!("{n} {t}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(StoreError::new(
-            StoreErrorKind::Invalid,
-            format!(
-                "table `{table}` has columns ({}) but the connector writes ({}); pick another target_table",
-                show(&existing),
-                show(&wanted)
-            ),
-        ));
-    }
+    StoreError::check_columns(table, &existing, &wanted)?;
     drop(stmt);
     db.checked.insert(table.to_owned());
     Ok(())
