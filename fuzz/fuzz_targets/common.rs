@@ -1,23 +1,48 @@
-use connector_prometheus::exposition::{Entry, Format, Parser, write_sample_json};
+use connector_prometheus::exposition::{Entry, Format, Parser, Sample, write_sample_json};
 
 /// Parses `data` in `format` and walks everything the parser hands out: no input may
 /// panic, and a sample's labels must walk back to the count the parser reported.
-pub fn check(data: &[u8], format: Format) {
+///
+/// With `strict`, strict mode is checked against lenient mode too: it adds rules and
+/// never changes a sample, so whatever it hands out before its verdict lenient mode
+/// hands out as well, and an input it accepts lenient mode accepts.
+pub fn check(data: &[u8], format: Format, strict: bool) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let mut parser = Parser::new(text, format);
-    let mut out = Vec::new();
-    while let Some(entry) = parser.next_entry() {
-        let Ok(Entry::Sample(sample)) = entry else {
-            continue;
-        };
-        assert_eq!(sample.labels.iter_raw().count(), sample.labels.len());
-        assert_eq!(sample.labels.iter_decoded().count(), sample.labels.len());
-        if let Some(exemplar) = sample.exemplar {
-            assert_eq!(exemplar.labels.iter_decoded().count(), exemplar.labels.len());
-        }
-        write_sample_json(&mut out, &sample);
-        out.clear();
+    let (lenient, lenient_ok) = walk(Parser::new(text, format));
+    if !strict {
+        return;
     }
+    let (strict, strict_ok) = walk(Parser::new(text, format).strict(true));
+    assert!(strict.len() <= lenient.len());
+    assert_eq!(strict[..], lenient[..strict.len()]);
+    if strict_ok {
+        assert!(lenient_ok, "strict mode accepted what lenient mode rejects");
+        assert_eq!(strict.len(), lenient.len());
+    }
+}
+
+/// Every sample rendered as JSON, and whether the input parsed to the end.
+fn walk(mut parser: Parser<'_>) -> (Vec<Vec<u8>>, bool) {
+    let mut rendered = Vec::new();
+    while let Some(entry) = parser.next_entry() {
+        match entry {
+            Ok(Entry::Sample(sample)) => rendered.push(render(&sample)),
+            Ok(_) => {}
+            Err(_) => return (rendered, false),
+        }
+    }
+    (rendered, true)
+}
+
+fn render(sample: &Sample<'_>) -> Vec<u8> {
+    assert_eq!(sample.labels.iter_raw().count(), sample.labels.len());
+    assert_eq!(sample.labels.iter_decoded().count(), sample.labels.len());
+    if let Some(exemplar) = sample.exemplar {
+        assert_eq!(exemplar.labels.iter_decoded().count(), exemplar.labels.len());
+    }
+    let mut out = Vec::new();
+    write_sample_json(&mut out, sample);
+    out
 }

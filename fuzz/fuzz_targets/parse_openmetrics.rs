@@ -3,5 +3,9 @@
 mod common;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    common::check(data, connector_prometheus::exposition::Format::OpenMetrics);
+    common::check(
+        data,
+        connector_prometheus::exposition::Format::OpenMetrics,
+        false,
+    );
 });

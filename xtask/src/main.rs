@@ -43,13 +43,15 @@ enum Task {
     /// fails on any duplicated, partial or unexplained missing bucket.
     Chaos(chaos::ChaosArgs),
     /// Fuzzes the exposition parser (cargo-fuzz, libFuzzer, ASan) seeded from
-    /// fixtures/exposition, installing cargo-fuzz when missing. The time is split
+    /// fixtures/exposition and the OpenMetrics conformance suite, installing
+    /// cargo-fuzz when missing. The time is split
     /// between the targets unless one is named.
     Fuzz {
         /// Total seconds of fuzzing.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (parse_prometheus or parse_openmetrics).
+        /// Only this target: parse_prometheus, parse_openmetrics, or either with
+        /// `_strict` (strict mode, checked against lenient mode).
         #[arg(long)]
         target: Option<String>,
     },
@@ -415,7 +417,12 @@ fn services(action: ServicesAction) -> Result<()> {
     }
 }
 
-const FUZZ_TARGETS: [&str; 2] = ["parse_prometheus", "parse_openmetrics"];
+const FUZZ_TARGETS: [&str; 4] = [
+    "parse_prometheus",
+    "parse_openmetrics",
+    "parse_prometheus_strict",
+    "parse_openmetrics_strict",
+];
 
 fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     let installed = cargo(&["fuzz", "--version"])
@@ -441,6 +448,15 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
         for input in connector_prometheus::fixtures::inputs(&root().join("fixtures/exposition"))? {
             if let Some(name) = input.file_name() {
                 std::fs::copy(&input, corpus.join(name))?;
+            }
+        }
+        // The conformance cases cover every family rule, good and bad.
+        let conformance = root().join("../shared/conformance/openmetrics");
+        if target.contains("openmetrics") && conformance.is_dir() {
+            for case in std::fs::read_dir(&conformance)? {
+                let case = case?;
+                let name = format!("conformance-{}", case.file_name().to_string_lossy());
+                std::fs::copy(case.path().join("metrics"), corpus.join(name))?;
             }
         }
         let mut cmd = cargo(&["fuzz", "run", target]);

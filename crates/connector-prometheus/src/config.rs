@@ -39,6 +39,12 @@ pub struct PrometheusConfig {
     /// TLS settings for `https://` endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Parse in strict mode ([`crate::exposition::Parser::strict`]): a body that
+    /// breaks a family-level rule of its format (bucket order, counter values,
+    /// metadata placement, …) fails the tick as `Permanent`. Off by default, because
+    /// real exporters break some of these rules and their data is still useful.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// TLS settings for `https://` endpoints. Without them the web PKI roots are trusted.
@@ -223,7 +229,7 @@ mod tests {
     fn unknown_key_is_serde_text_verbatim() {
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "timeout": 5})),
-            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`"
+            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`, `strict`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "auth": {"type": "bearer", "token": "x"}})),
@@ -240,15 +246,29 @@ mod tests {
     fn optional_limits_and_tls() {
         let config = PrometheusConfig::from_json(&json!({"endpoint": "http://h/"})).unwrap();
         assert_eq!(config.body_size_limit_bytes, 64 * 1024 * 1024);
-        assert_eq!((config.sample_limit, config.tls), (None, None));
+        assert_eq!((config.sample_limit, &config.tls), (None, &None));
+        assert!(!config.strict);
+        assert_eq!(
+            serde_json::to_value(&config).unwrap().get("strict"),
+            None,
+            "a default config stores no `strict` key"
+        );
         let config = PrometheusConfig::from_json(&json!({
             "endpoint": "https://h/", "body_size_limit_bytes": 1024, "sample_limit": 10,
-            "tls": {"ca_file": "/etc/ca.pem"}
+            "tls": {"ca_file": "/etc/ca.pem"}, "strict": true
         }))
         .unwrap();
         assert_eq!(
-            (config.body_size_limit_bytes, config.sample_limit),
-            (1024, Some(10))
+            (
+                config.body_size_limit_bytes,
+                config.sample_limit,
+                config.strict
+            ),
+            (1024, Some(10), true)
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "strict": "yes"})),
+            "invalid type: string \"yes\", expected a boolean"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "sample_limit": 0})),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::exposition::{Format, ParseError, render_jsonl};
+use crate::exposition::{Format, ParseError, Parser, render_jsonl};
 
 /// The golden file that belongs beside `input`: `NAME.txt` → `NAME.txt.golden`.
 pub fn golden_path(input: &Path) -> std::path::PathBuf {
@@ -32,7 +32,7 @@ pub fn golden(file_name: &str, bytes: &[u8]) -> String {
         .map_err(|e| ParseError::from_utf8_error(bytes, &e))
         .and_then(|text| {
             let format = declared_format(file_name).unwrap_or_else(|| Format::detect(text));
-            render_jsonl(text, format)
+            render_jsonl(Parser::new(text, format))
         });
     match rendered {
         Ok(out) => String::from_utf8_lossy(&out).into_owned(),

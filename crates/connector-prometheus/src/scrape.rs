@@ -377,7 +377,7 @@ fn to_batch(
     // A rough guess of the sample count saves most reallocations of the columns.
     let mut batch = Batch::with_capacity(SCHEMA.clone(), text.len() / 64);
     let scheduled_for = ctx.scheduled_for_ms();
-    for sample in Parser::new(text, format) {
+    for sample in Parser::new(text, format).strict(config.strict) {
         let sample = sample.map_err(parse_failed)?;
         if config
             .sample_limit

@@ -319,6 +319,34 @@ async fn sample_limit_fails_the_whole_scrape() {
 }
 
 #[tokio::test]
+async fn strict_config_rejects_what_lenient_scrapes_keep() {
+    // Every line is well formed, but the buckets are not cumulative.
+    let om = "# TYPE lat histogram\nlat_bucket{le=\"1\"} 5\nlat_bucket{le=\"+Inf\"} 3\n# EOF\n";
+    let server = ExpositionServer::start(move |_| {
+        Reply::ok(om).header(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0",
+        )
+    })
+    .await;
+    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
+    assert_eq!(rows(&batch), expected(om, Format::OpenMetrics));
+    assert_eq!(batch.len(), 2);
+
+    let err = tick(json!({"endpoint": server.url(), "strict": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "parse body of {}: line 3, column 1 (byte 42): bucket le=\"+Inf\" of `lat` counts 3 but the bucket below it counts 5: buckets are cumulative",
+            server.url()
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
     let html = "<!DOCTYPE html>\n<html><body>502</body></html>\n";
     let garbage = "up 1\nok{a=\"1\"} 2\nok{a=\"2\" 3\nlater 4\n";

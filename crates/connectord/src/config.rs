@@ -338,7 +338,7 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             .to_string();
         assert_eq!(
             err,
-            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`"
+            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`, `strict`"
         );
         let err =
             load_str(&GOOD.replace("schedule_ms = 15000", "schedule_ms = 15000\nschedul = 1"))

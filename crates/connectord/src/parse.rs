@@ -18,6 +18,10 @@ pub struct ParseArgs {
     /// Print only `samples=N bytes=B`, for timing the parser without JSON output.
     #[arg(long)]
     count: bool,
+    /// Also check the rules that span lines (metadata placement, histogram buckets,
+    /// counter values, interleaving, …), as OpenMetrics 1.0 requires.
+    #[arg(long)]
+    strict: bool,
     /// The file to parse, or `-` for standard input.
     input: PathBuf,
 }
@@ -47,12 +51,13 @@ pub fn run(args: &ParseArgs) -> ExitCode {
         FormatArg::Openmetrics => Format::OpenMetrics,
     };
     // Render everything before writing anything, so a parse error prints no samples.
+    let mut parser = Parser::new(text, format).strict(args.strict);
     let rendered = if args.count {
-        Parser::new(text, format)
+        parser
             .try_fold(0usize, |n, sample| sample.map(|_| n + 1))
             .map(|samples| format!("samples={samples} bytes={}\n", bytes.len()).into_bytes())
     } else {
-        render_jsonl(text, format)
+        render_jsonl(parser)
     };
     let out = match rendered {
         Ok(out) => out,

@@ -112,7 +112,7 @@ async fn invalid_creates_say_why() {
                 s
             },
             400,
-            "config: unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`",
+            "config: unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`, `strict`",
         ),
         (
             {

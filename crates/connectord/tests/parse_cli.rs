@@ -123,7 +123,7 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn good_conformance_cases_parse_through_the_binary() {
+fn strict_parse_agrees_with_every_conformance_case() {
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/openmetrics");
     if !dir.is_dir() {
@@ -134,31 +134,43 @@ fn good_conformance_cases_parse_through_the_binary() {
         );
         return;
     }
-    let mut good = 0;
+    let (mut good, mut bad) = (0, 0);
+    let mut wrong = Vec::new();
     for case in std::fs::read_dir(&dir).unwrap() {
         let case = case.unwrap().path();
         let spec = std::fs::read_to_string(case.join("test.json")).unwrap();
-        if !spec.contains("\"shouldParse\": true") {
-            continue;
-        }
+        let should_parse = spec.contains("\"shouldParse\": true");
         let metrics = case.join("metrics");
-        let out = connectord(
-            &[
-                "parse",
-                "--format",
-                "openmetrics",
-                "--count",
-                metrics.to_str().unwrap(),
-            ],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            case.display(),
-            text(&out.stderr)
-        );
-        good += 1;
+        let run = |strict: bool| {
+            let mut args = vec!["parse", "--format", "openmetrics", "--count"];
+            if strict {
+                args.push("--strict");
+            }
+            args.push(metrics.to_str().unwrap());
+            connectord(&args, None)
+        };
+        let out = run(true);
+        match (should_parse, out.status.code()) {
+            (true, Some(0)) => good += 1,
+            (false, Some(1)) => {
+                assert!(
+                    text(&out.stderr).starts_with("error: line "),
+                    "{}",
+                    case.display()
+                );
+                bad += 1;
+            }
+            (_, code) => wrong.push(format!(
+                "{}: exit {code:?}: {}",
+                case.display(),
+                text(&out.stderr)
+            )),
+        }
+        // Lenient mode parses every good case as well.
+        if should_parse {
+            assert!(run(false).status.success(), "{}", case.display());
+        }
     }
-    assert_eq!(good, 44);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!((good, bad), (44, 167));
 }

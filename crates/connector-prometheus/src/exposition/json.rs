@@ -53,11 +53,11 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Parses `text` and renders every sample with [`write_sample_json`]; nothing is
-/// rendered when the text has an error.
-pub fn render_jsonl(text: &str, format: super::Format) -> Result<Vec<u8>, super::ParseError> {
-    let mut out = Vec::with_capacity(text.len() * 2);
-    for sample in super::Parser::new(text, format) {
+/// Runs `parser` to the end and renders every sample with [`write_sample_json`];
+/// nothing is rendered when the text has an error.
+pub fn render_jsonl(parser: super::Parser<'_>) -> Result<Vec<u8>, super::ParseError> {
+    let mut out = Vec::with_capacity(parser.text.len() * 2);
+    for sample in parser {
         write_sample_json(&mut out, &sample?);
     }
     Ok(out)

@@ -20,6 +20,7 @@
 //! ```
 
 mod json;
+mod strict;
 mod syntax;
 
 use std::borrow::Cow;
@@ -286,6 +287,9 @@ pub enum ParseErrorKind {
     Utf8,
     /// OpenMetrics framing: `# EOF` missing, or text after it.
     Framing,
+    /// Strict mode only: each line is well formed, but together they break a rule
+    /// of the format (bucket order, counter values, metadata placement, …).
+    Semantic,
 }
 
 /// Why the input is not valid exposition text, and where.
@@ -375,21 +379,55 @@ pub fn parse(text: &str, format: Format) -> Result<Vec<Sample<'_>>, ParseError> 
 pub struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// Where the line of the entry [`Parser::advance`] last returned begins.
+    line_start: usize,
     format: Format,
     seen_eof: bool,
     finished: bool,
+    strict: Option<Box<strict::Checker<'a>>>,
 }
 
 impl<'a> Parser<'a> {
-    /// A parser over `text` in `format`.
+    /// A lenient parser over `text` in `format`: every line is checked against the
+    /// grammar, but rules that span lines are not (see [`Parser::strict`]).
     pub fn new(text: &'a str, format: Format) -> Self {
         Parser {
             text,
             pos: 0,
+            line_start: 0,
             format,
             seen_eof: false,
             finished: false,
+            strict: None,
         }
+    }
+
+    /// Turns strict mode on or off (it is off by default).
+    ///
+    /// Strict mode also checks the rules that span lines: metadata placement and
+    /// repetition, clashing family names, interleaved metrics, timestamps going
+    /// backwards, the values counters, histograms, summaries, statesets and infos
+    /// may take, bucket order, `+Inf` and `_count` agreement, exemplar placement and
+    /// length, and unique label names. Those errors have kind
+    /// [`ParseErrorKind::Semantic`]; a rule about a whole metric point or family is
+    /// reported at the line where it began, once the point or family has ended.
+    ///
+    /// ```
+    /// use connector_prometheus::exposition::{Format, ParseErrorKind, Parser};
+    ///
+    /// let text = "# TYPE a counter\na_total -1\n# EOF\n";
+    /// assert!(Parser::new(text, Format::OpenMetrics).all(|s| s.is_ok()));
+    /// let err = Parser::new(text, Format::OpenMetrics)
+    ///     .strict(true)
+    ///     .find_map(Result::err)
+    ///     .unwrap();
+    /// assert_eq!(err.kind(), ParseErrorKind::Semantic);
+    /// assert_eq!(err.line(), 2);
+    /// ```
+    #[must_use]
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on.then(|| Box::new(strict::Checker::new(self.format)));
+        self
     }
 
     /// The format being parsed.
@@ -402,7 +440,24 @@ impl<'a> Parser<'a> {
         if self.finished {
             return None;
         }
-        match self.advance() {
+        let checked = self.advance().and_then(|entry| {
+            let Some(checker) = self.strict.as_mut() else {
+                return Ok(entry);
+            };
+            let verdict = match &entry {
+                Some(entry) => checker.entry(entry, self.line_start),
+                None => checker.finish(),
+            };
+            verdict.map(|()| entry).map_err(|v| {
+                ParseError::at(
+                    ParseErrorKind::Semantic,
+                    self.text.as_bytes(),
+                    v.offset,
+                    v.message,
+                )
+            })
+        });
+        match checked {
             Ok(Some(entry)) => Some(Ok(entry)),
             Ok(None) => {
                 self.finished = true;
@@ -450,7 +505,10 @@ impl<'a> Parser<'a> {
                 prometheus_line(line)
             };
             match result {
-                Ok(Some(entry)) => return Ok(Some(entry)),
+                Ok(Some(entry)) => {
+                    self.line_start = start;
+                    return Ok(Some(entry));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     let offset = start + (line.len() - e.at.len());
