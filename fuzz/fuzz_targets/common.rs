@@ -1,7 +1,10 @@
-use connector_prometheus::exposition::{Entry, Format, Parser, Sample, write_sample_json};
+use connector_prometheus::exposition::{
+    Entry, Format, Parser, Sample, fast_path_agrees, write_sample_json,
+};
 
 /// Parses `data` in `format` and walks everything the parser hands out: no input may
-/// panic, and a sample's labels must walk back to the count the parser reported.
+/// panic, a sample's labels must walk back to the count the parser reported, and on
+/// every line the fast path takes it must agree with the nom grammar.
 ///
 /// With `strict`, strict mode is checked against lenient mode too: it adds rules and
 /// never changes a sample, so whatever it hands out before its verdict lenient mode
@@ -10,6 +13,11 @@ pub fn check(data: &[u8], format: Format, strict: bool) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    for line in text.split('\n') {
+        if let Err(e) = fast_path_agrees(line, format) {
+            panic!("fast path and grammar disagree on {line:?}: {e}");
+        }
+    }
     let (lenient, lenient_ok) = walk(Parser::new(text, format));
     if !strict {
         return;

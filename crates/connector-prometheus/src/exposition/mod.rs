@@ -1022,5 +1022,44 @@ fn om_timestamp(input: &[u8]) -> Res<'_, Option<f64>> {
     }
 }
 
+/// Checks the fast path against the nom grammar on `line` (one line, without its
+/// ending): whatever the fast path returns, the grammar must return the same.
+/// `Ok(true)` when the fast path took the line and agreed, `Ok(false)` when it left
+/// the line to the grammar. For the differential tests and the fuzz targets; not
+/// part of the API.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub fn fast_path_agrees(line: &str, format: Format) -> Result<bool, String> {
+    fn same_sample(a: &Sample<'_>, b: &Sample<'_>) -> bool {
+        a.name == b.name
+            && a.labels == b.labels
+            && a.value.to_bits() == b.value.to_bits()
+            && a.timestamp_ms.map(f64::to_bits) == b.timestamp_ms.map(f64::to_bits)
+            && a.exemplar.is_none()
+            && b.exemplar.is_none()
+    }
+    let om = format == Format::OpenMetrics;
+    let mut grammar = Parser::new(line, format);
+    let fast = match line.as_bytes().first() {
+        Some(b'#') => fast::metadata(line, om, true),
+        Some(_) => fast::sample(line, om).map(Entry::Sample),
+        None => None,
+    };
+    let Some(fast) = fast else {
+        return Ok(false);
+    };
+    let grammar = grammar.grammar_line(0, line);
+    let agree = match (&fast, &grammar) {
+        (Entry::Sample(a), Ok(Some(Entry::Sample(b)))) => same_sample(a, b),
+        (a, Ok(Some(b))) => a == b,
+        _ => false,
+    };
+    if agree {
+        Ok(true)
+    } else {
+        Err(format!("fast path: {fast:?}, grammar: {grammar:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -274,3 +274,103 @@ fn json_rendering() {
          {\"name\":\"o\",\"labels\":{},\"value\":7.0,\"timestamp_ms\":null}\n"
     );
 }
+
+mod fast_path {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::super::{Format, fast_path_agrees};
+
+    fn lines_of(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                lines_of(&path, out);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                out.extend(text.lines().map(str::to_owned));
+            }
+        }
+    }
+
+    /// Every line of the fixtures and of the conformance suite (good and bad cases),
+    /// in both formats.
+    #[test]
+    fn agrees_with_the_grammar_on_every_known_line() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut lines = Vec::new();
+        lines_of(&root.join("../../fixtures/exposition"), &mut lines);
+        lines_of(
+            &root.join("../../../shared/conformance/openmetrics"),
+            &mut lines,
+        );
+        assert!(lines.len() > 10_000, "found only {} lines", lines.len());
+        let mut taken = 0;
+        for line in &lines {
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                match fast_path_agrees(line, format) {
+                    Ok(took) => taken += usize::from(took),
+                    Err(e) => panic!("{format:?}: {line:?}: {e}"),
+                }
+            }
+        }
+        // Most real lines take the fast path, so the comparison is not vacuous.
+        assert!(
+            taken > lines.len(),
+            "the fast path took {taken} of {} lines",
+            2 * lines.len()
+        );
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let name = "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}|[0-9][a-z]?|";
+        let label =
+            "[a-zA-Z_][a-zA-Z0-9_]{0,6}=\"([^\"\\\\]|\\\\[\\\\n\"x]){0,8}\"|[a-z]+ = \"x\"|,|";
+        let labels = prop::collection::vec(label, 0..4).prop_map(|l| l.join(","));
+        let token = "-?[0-9]{1,20}(\\.[0-9]*)?(e[+-]?[0-9]+)?|[+-]?Inf|NaN|nan|0x1|1_0|#|";
+        let sep = " |  |\t|";
+        (
+            name,
+            prop::option::of(labels),
+            sep,
+            token,
+            prop::option::of((sep, token)),
+            "( # \\{a=\"b\"\\} 1)?[ \r]?",
+        )
+            .prop_map(|(name, labels, sep1, value, ts, tail)| {
+                let mut line = name;
+                if let Some(labels) = labels {
+                    line.push('{');
+                    line.push_str(&labels);
+                    line.push('}');
+                }
+                line.push_str(&sep1);
+                line.push_str(&value);
+                if let Some((sep2, ts)) = ts {
+                    line.push_str(&sep2);
+                    line.push_str(&ts);
+                }
+                line.push_str(&tail);
+                line
+            })
+    }
+
+    fn metadata() -> impl Strategy<Value = String> {
+        "# (HELP|TYPE|UNIT|EOF|help)( |  |\t)?[a-zA-Z_:0-9]{0,8}( |\t)?(counter|gauge|untyped|unknown|info|histogram|[ a-z\\\\\"]{0,10})[ \t]?"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn agrees_with_the_grammar_on_generated_lines(line in prop_oneof![line(), metadata()]) {
+            for format in [Format::Prometheus, Format::OpenMetrics] {
+                let verdict = fast_path_agrees(&line, format);
+                prop_assert!(verdict.is_ok(), "{:?}: {:?}: {:?}", format, line, verdict);
+            }
+        }
+    }
+}
