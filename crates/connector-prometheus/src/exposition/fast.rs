@@ -15,14 +15,20 @@ use super::{Entry, Labels, MetricType, Sample, syntax};
 
 use syntax::{LABEL, LABEL_START, METRIC, METRIC_START, name_end};
 
-/// A sample line of the common shape: `name{l="v",...} value[ timestamp]`.
-pub(super) fn sample(line: &str, om: bool) -> Option<Sample<'_>> {
-    let b = line.as_bytes();
+/// A sample line of the common shape, `name{l="v",...} value[ timestamp]`, at the
+/// start of `text`; returns it and the length of its line, which ends at the first
+/// `\n` or at the end of `text`.
+///
+/// The sample line finds its own end: the tokens stop at the newline, so the
+/// separate newline search every other line needs is skipped. That made the parser
+/// about N % faster on the benchmark inputs, most of whose lines are samples.
+pub(super) fn sample(text: &str, om: bool) -> Option<(Sample<'_>, usize)> {
+    let b = text.as_bytes();
     let mut i = name_end(b, 0, METRIC_START, METRIC)?;
-    let name = &line[..i];
+    let name = &text[..i];
     let mut labels = Labels::default();
     if b.get(i) == Some(&b'{') {
-        let (end, set) = label_set(line, i + 1, om)?;
+        let (end, set) = label_set(text, i + 1, om)?;
         labels = set;
         i = end;
     }
@@ -31,41 +37,51 @@ pub(super) fn sample(line: &str, om: bool) -> Option<Sample<'_>> {
     }
     let value_start = i + 1;
     let value_end = token_end(b, value_start)?;
-    let value = syntax::number_str(&line[value_start..value_end])?;
-    let timestamp_ms = if value_end == b.len() {
-        None
+    let value = syntax::number_str(&text[value_start..value_end])?;
+    if b.get(value_end) != Some(&b' ') {
+        return Some((
+            Sample {
+                name,
+                labels,
+                value,
+                timestamp_ms: None,
+                exemplar: None,
+            },
+            value_end,
+        ));
+    }
+    // A timestamp follows (or, in OpenMetrics, an exemplar, which the grammar handles).
+    let ts_start = value_end + 1;
+    let ts_end = token_end(b, ts_start)?;
+    if b.get(ts_end) == Some(&b' ') {
+        return None;
+    }
+    let ts = &b[ts_start..ts_end];
+    let timestamp_ms = Some(if om {
+        om_timestamp(ts)?
     } else {
-        // `token_end` stopped at a space: a timestamp follows (or, in OpenMetrics, an
-        // exemplar, which the grammar handles).
-        let ts_start = value_end + 1;
-        let ts_end = token_end(b, ts_start)?;
-        if ts_end != b.len() {
-            return None;
-        }
-        let ts = &b[ts_start..];
-        Some(if om {
-            om_timestamp(ts)?
-        } else {
-            prometheus_timestamp(ts)?
-        })
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-        timestamp_ms,
-        exemplar: None,
-    })
+        prometheus_timestamp(ts)?
+    });
+    Some((
+        Sample {
+            name,
+            labels,
+            value,
+            timestamp_ms,
+            exemplar: None,
+        },
+        ts_end,
+    ))
 }
 
-/// The end of a non-empty token starting at `start`: the end of the line or a space.
-/// A tab or an empty token is left to the grammar.
+/// The end of a non-empty token starting at `start`: a space, a newline or the end
+/// of the text. A tab, a carriage return or an empty token is left to the grammar.
 fn token_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start;
     while i < b.len() {
         match b[i] {
-            b' ' => break,
-            b'\t' => return None,
+            b' ' | b'\n' => break,
+            b'\t' | b'\r' => return None,
             _ => i += 1,
         }
     }
@@ -100,8 +116,8 @@ fn prometheus_timestamp(ts: &[u8]) -> Option<f64> {
 }
 
 /// `l="v",...}` starting after the `{`; returns the index after `}` and the labels.
-fn label_set(line: &str, open: usize, om: bool) -> Option<(usize, Labels<'_>)> {
-    let b = line.as_bytes();
+fn label_set(text: &str, open: usize, om: bool) -> Option<(usize, Labels<'_>)> {
+    let b = text.as_bytes();
     let mut i = open;
     let mut len = 0u32;
     let mut escaped = false;
@@ -114,10 +130,15 @@ fn label_set(line: &str, open: usize, om: bool) -> Option<(usize, Labels<'_>)> {
             i += 2;
             loop {
                 // Unclosed, or a backslash at the end of the line: the grammar's error.
-                let at = syntax::find_quote_or_backslash(b, i)?;
-                if b[at] == b'"' {
-                    i = at + 1;
-                    break;
+                let at = syntax::find_value_stop(b, i)?;
+                match b[at] {
+                    b'"' => {
+                        i = at + 1;
+                        break;
+                    }
+                    // The line ends inside the value.
+                    b'\n' => return None,
+                    _ => {}
                 }
                 escaped = true;
                 // Skip the escaped byte too: `\"` does not close the value.
@@ -140,7 +161,7 @@ fn label_set(line: &str, open: usize, om: bool) -> Option<(usize, Labels<'_>)> {
         }
     }
     let labels = Labels {
-        inner: &line[open..i],
+        inner: &text[open..i],
         len,
         escaped,
         compact: true,

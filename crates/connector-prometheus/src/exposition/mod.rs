@@ -484,10 +484,18 @@ impl<'a> Parser<'a> {
 
     fn advance(&mut self, help_text: bool) -> Result<Option<Entry<'a>>, ParseError> {
         let om = self.format == Format::OpenMetrics;
-        while let Some((start, line)) = self.next_line()? {
+        loop {
+            if let Some((start, sample)) = self.fast_sample(om) {
+                self.line_start = start;
+                return Ok(Some(Entry::Sample(sample)));
+            }
+            let Some((start, line)) = self.next_line()? else {
+                return Ok(None);
+            };
             let fast = match line.as_bytes().first() {
                 Some(b'#') => fast::metadata(line, om, help_text),
-                Some(_) => fast::sample(line, om).map(Entry::Sample),
+                // A line `fast_sample` left, such as one ending in `\r\n`.
+                Some(_) => fast::sample(line, om).map(|(sample, _)| Entry::Sample(sample)),
                 None => None,
             };
             if let Some(entry) =
@@ -497,7 +505,24 @@ impl<'a> Parser<'a> {
                 return Ok(Some(entry));
             }
         }
-        Ok(None)
+    }
+
+    /// The sample line at the current position if the fast path takes it, with where
+    /// it starts; the parser then moves past it. The fast path finds the line's end
+    /// itself, so this skips [`Parser::next_line`]'s newline search.
+    fn fast_sample(&mut self, om: bool) -> Option<(usize, Sample<'a>)> {
+        // Text after `# EOF` is an error that `next_line` reports.
+        if om && self.seen_eof {
+            return None;
+        }
+        let start = self.pos;
+        let rest = self.text.get(start..)?;
+        if matches!(rest.as_bytes().first(), None | Some(b'#')) {
+            return None;
+        }
+        let (sample, len) = fast::sample(rest, om)?;
+        self.pos = (start + len + 1).min(self.text.len());
+        Some((start, sample))
     }
 
     /// The next line without its line ending, and where it starts; `None` at the end
@@ -574,6 +599,9 @@ impl<'a> Parser<'a> {
     fn next_sample_lenient(&mut self) -> Option<Result<Sample<'a>, ParseError>> {
         let om = self.format == Format::OpenMetrics;
         while !self.finished {
+            if let Some((_, sample)) = self.fast_sample(om) {
+                return Some(Ok(sample));
+            }
             let (start, line) = match self.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => {
@@ -589,7 +617,7 @@ impl<'a> Parser<'a> {
                 Some(b'#') if fast::metadata(line, om, false).is_some() => continue,
                 Some(b'#') | None => {}
                 Some(_) => {
-                    if let Some(sample) = fast::sample(line, om) {
+                    if let Some((sample, _)) = fast::sample(line, om) {
                         return Some(Ok(sample));
                     }
                 }
@@ -1022,14 +1050,15 @@ fn om_timestamp(input: &[u8]) -> Res<'_, Option<f64>> {
     }
 }
 
-/// Checks the fast path against the nom grammar on `line` (one line, without its
-/// ending): whatever the fast path returns, the grammar must return the same.
-/// `Ok(true)` when the fast path took the line and agreed, `Ok(false)` when it left
-/// the line to the grammar. For the differential tests and the fuzz targets; not
-/// part of the API.
+/// Checks the fast path against the nom grammar on the first line of `text` (which
+/// runs from the start of a line to the end of the input): whatever the fast path
+/// returns, the grammar must return the same for the line, and the sample path must
+/// find the same line end as the newline search. `Ok(true)` when the fast path took
+/// the line and agreed, `Ok(false)` when it left the line to the grammar. For the
+/// differential tests and the fuzz targets; not part of the API.
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
-pub fn fast_path_agrees(line: &str, format: Format) -> Result<bool, String> {
+pub fn fast_path_agrees(text: &str, format: Format) -> Result<bool, String> {
     fn same_sample(a: &Sample<'_>, b: &Sample<'_>) -> bool {
         a.name == b.name
             && a.labels == b.labels
@@ -1039,16 +1068,46 @@ pub fn fast_path_agrees(line: &str, format: Format) -> Result<bool, String> {
             && b.exemplar.is_none()
     }
     let om = format == Format::OpenMetrics;
-    let mut grammar = Parser::new(line, format);
+    let mut line = &text[..memchr(b'\n', text.as_bytes()).unwrap_or(text.len())];
+    if let Some(stripped) = line.strip_suffix('\r') {
+        // The parser hands Prometheus text's line without the `\r` to the fast path
+        // alone; OpenMetrics rejects the `\r` before any path sees the line.
+        if fast::sample(text, om).is_some() {
+            return Err("the fast path took a line ending in `\\r`".to_owned());
+        }
+        if om {
+            return Ok(false);
+        }
+        line = stripped;
+    }
+    let crlf = line.len() < text.len() && text.as_bytes()[line.len()] == b'\r';
     let fast = match line.as_bytes().first() {
         Some(b'#') => fast::metadata(line, om, true),
-        Some(_) => fast::sample(line, om).map(Entry::Sample),
+        Some(_) => {
+            let in_text = if crlf { None } else { fast::sample(text, om) };
+            let alone = fast::sample(line, om);
+            let same = match (&in_text, &alone) {
+                (Some((a, a_len)), Some((b, b_len))) => {
+                    same_sample(a, b) && *a_len == line.len() && *b_len == line.len()
+                }
+                (None, None) => true,
+                (None, Some(_)) => crlf,
+                (Some(_), None) => false,
+            };
+            if !same {
+                return Err(format!(
+                    "fast path on the line in its text: {in_text:?}, on the line alone: {alone:?}, line length {}",
+                    line.len()
+                ));
+            }
+            alone.map(|(sample, _)| Entry::Sample(sample))
+        }
         None => None,
     };
     let Some(fast) = fast else {
         return Ok(false);
     };
-    let grammar = grammar.grammar_line(0, line);
+    let grammar = Parser::new(line, format).grammar_line(0, line);
     let agree = match (&fast, &grammar) {
         (Entry::Sample(a), Ok(Some(Entry::Sample(b)))) => same_sample(a, b),
         (a, Ok(Some(b))) => a == b,

@@ -289,12 +289,19 @@ pub(crate) fn integer(token: &[u8]) -> Option<i64> {
 /// inputs this search made the parser about 15 % faster than either.
 #[inline]
 pub(crate) fn find_quote_or_backslash(b: &[u8], from: usize) -> Option<usize> {
-    find_either(b, from, b'"', b'\\')
+    find_any(b, from, [b'"', b'\\'])
 }
 
-/// The first `x` or `y` at or after `from`, eight bytes at a time.
+/// The first `"`, `\\` or newline at or after `from`: where a label value ends, has an
+/// escape, or runs off its line. Eight bytes at a time, as [`find_quote_or_backslash`].
 #[inline]
-fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
+pub(crate) fn find_value_stop(b: &[u8], from: usize) -> Option<usize> {
+    find_any(b, from, [b'"', b'\\', b'\n'])
+}
+
+/// The first of `needles` at or after `from`, eight bytes at a time.
+#[inline]
+fn find_any<const N: usize>(b: &[u8], from: usize, needles: [u8; N]) -> Option<usize> {
     // A high bit in every byte of `v` that is zero. Borrows can mark bytes above the
     // first zero byte too, so only the lowest mark is trusted.
     fn zero_bytes(v: u64) -> u64 {
@@ -303,20 +310,18 @@ fn find_either(b: &[u8], from: usize, x: u8, y: u8) -> Option<usize> {
     let mut i = from;
     while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let word = u64::from_le_bytes(*chunk);
-        let hits =
-            zero_bytes(word ^ (ONES * u64::from(x))) | zero_bytes(word ^ (ONES * u64::from(y)));
+        let hits = needles
+            .iter()
+            .fold(0, |hits, &n| hits | zero_bytes(word ^ (ONES * u64::from(n))));
         if hits != 0 {
             return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    while i < b.len() {
-        if b[i] == x || b[i] == y {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
+    b.iter()
+        .skip(i)
+        .position(|c| needles.contains(c))
+        .map(|k| i + k)
 }
 
 /// Walks a label set already checked by the parser. Never fails: the set's syntax was
@@ -334,7 +339,7 @@ impl<'a> TrustedLabels<'a> {
     #[inline]
     fn next_compact(&mut self) -> Option<(&'a str, &'a str)> {
         let bytes = self.rest.as_bytes();
-        let equals = find_either(bytes, 0, b'=', b'=')?;
+        let equals = find_any(bytes, 0, [b'='])?;
         let value_start = equals + 2;
         let mut at = value_start;
         let quote = loop {
@@ -374,7 +379,7 @@ impl<'a> Iterator for TrustedLabels<'a> {
         }
         let name_start = i;
         // A checked name ends at `=`, or at a blank before it in Prometheus text.
-        let equals = find_either(bytes, i, b'=', b'=').unwrap_or(bytes.len());
+        let equals = find_any(bytes, i, [b'=']).unwrap_or(bytes.len());
         let name = self.rest[name_start..equals].trim_end_matches([' ', '\t']);
         i = equals + 1;
         if bytes.get(i) != Some(&b'"') {

@@ -282,18 +282,25 @@ mod fast_path {
 
     use super::super::{Format, fast_path_agrees};
 
-    fn lines_of(dir: &Path, out: &mut Vec<String>) {
+    fn texts_of(dir: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                lines_of(&path, out);
+                texts_of(&path, out);
             } else if let Ok(text) = std::fs::read_to_string(&path) {
-                out.extend(text.lines().map(str::to_owned));
+                out.push(text);
             }
         }
+    }
+
+    /// Every line of `text` with the rest of the text after it, as the parser sees it.
+    fn line_starts(text: &str) -> impl Iterator<Item = &str> {
+        std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .map(|start| &text[start..])
     }
 
     /// Every line of the fixtures and of the conformance suite (good and bad cases),
@@ -301,19 +308,20 @@ mod fast_path {
     #[test]
     fn agrees_with_the_grammar_on_every_known_line() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut lines = Vec::new();
-        lines_of(&root.join("../../fixtures/exposition"), &mut lines);
-        lines_of(
+        let mut texts = Vec::new();
+        texts_of(&root.join("../../fixtures/exposition"), &mut texts);
+        texts_of(
             &root.join("../../../shared/conformance/openmetrics"),
-            &mut lines,
+            &mut texts,
         );
+        let lines: Vec<&str> = texts.iter().flat_map(|t| line_starts(t)).collect();
         assert!(lines.len() > 10_000, "found only {} lines", lines.len());
         let mut taken = 0;
         for line in &lines {
             for format in [Format::Prometheus, Format::OpenMetrics] {
                 match fast_path_agrees(line, format) {
                     Ok(took) => taken += usize::from(took),
-                    Err(e) => panic!("{format:?}: {line:?}: {e}"),
+                    Err(e) => panic!("{format:?}: {:?}: {e}", line.lines().next()),
                 }
             }
         }
@@ -366,10 +374,15 @@ mod fast_path {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
         #[test]
-        fn agrees_with_the_grammar_on_generated_lines(line in prop_oneof![line(), metadata()]) {
+        fn agrees_with_the_grammar_on_generated_lines(
+            lines in prop::collection::vec(prop_oneof![line(), metadata()], 1..3),
+        ) {
+            let text = lines.join("\n");
             for format in [Format::Prometheus, Format::OpenMetrics] {
-                let verdict = fast_path_agrees(&line, format);
-                prop_assert!(verdict.is_ok(), "{:?}: {:?}: {:?}", format, line, verdict);
+                for line in line_starts(&text) {
+                    let verdict = fast_path_agrees(line, format);
+                    prop_assert!(verdict.is_ok(), "{:?}: {:?}: {:?}", format, line, verdict);
+                }
             }
         }
     }
