@@ -266,8 +266,8 @@ pub(crate) fn number_str(text: &str) -> Option<f64> {
 
 /// Powers of ten that an f64 holds exactly.
 const EXACT_POWERS_OF_TEN: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
 /// The value of a plain decimal (`-12`, `0.25`, `1.5e+09`) when one multiplication or
@@ -329,7 +329,11 @@ fn exact_decimal(token: &[u8]) -> Option<f64> {
         if i == exponent_start {
             return None;
         }
-        scale += if exponent_negative { -exponent } else { exponent };
+        scale += if exponent_negative {
+            -exponent
+        } else {
+            exponent
+        };
     }
     if i != body.len() || digits > 1 << 53 {
         return None;
@@ -379,9 +383,9 @@ fn find_any<const N: usize>(b: &[u8], from: usize, needles: [u8; N]) -> Option<u
     let mut i = from;
     while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let word = u64::from_le_bytes(*chunk);
-        let hits = needles
-            .iter()
-            .fold(0, |hits, &n| hits | zero_bytes(word ^ (ONES * u64::from(n))));
+        let hits = needles.iter().fold(0, |hits, &n| {
+            hits | zero_bytes(word ^ (ONES * u64::from(n)))
+        });
         if hits != 0 {
             return Some(i + (hits.trailing_zeros() / 8) as usize);
         }
@@ -515,7 +519,17 @@ mod tests {
         }
         assert!(exact_decimal(b"-0").is_some_and(|z| z == 0.0 && z.is_sign_negative()));
         // Beyond exact operands, or not plain decimals: left to `str::parse`.
-        for text in ["9007199254740993", "1e23", "1e-23", "+1", "NaN", "+Inf", "1e", ".", ""] {
+        for text in [
+            "9007199254740993",
+            "1e23",
+            "1e-23",
+            "+1",
+            "NaN",
+            "+Inf",
+            "1e",
+            ".",
+            "",
+        ] {
             assert_eq!(exact_decimal(text.as_bytes()), None, "{text}");
         }
     }

@@ -63,6 +63,24 @@ fn prometheus_leniencies() {
 }
 
 #[test]
+fn crlf_lines_parse_like_lf_lines() {
+    let lf = "# TYPE a counter\na_total{x=\"1\",y=\"z\"} 3 1700000000000\nb 2.5\nc{d=\"e\"} 1e3";
+    let crlf = lf.replace('\n', "\r\n");
+    let (lf, crlf) = (prom(lf), prom(&crlf));
+    assert_eq!(lf.len(), 3);
+    assert_eq!(lf, crlf);
+}
+
+#[test]
+fn a_label_value_cannot_run_into_the_next_line() {
+    for format in [Format::Prometheus, Format::OpenMetrics] {
+        let e = err("ok 1\na{b=\"x\ny\"} 1\n# EOF\n", format);
+        assert_eq!((e.kind(), e.line()), (ParseErrorKind::Syntax, 2), "{e}");
+        assert!(e.message().contains("closing `\"`"), "{e}");
+    }
+}
+
+#[test]
 fn repeated_families_are_accepted() {
     let text = "# TYPE a gauge\na 1\n# TYPE b gauge\nb 2\n# TYPE a gauge\na{x=\"y\"} 3\n";
     assert_eq!(prom(text).len(), 3);
