@@ -141,6 +141,10 @@ fn label_set(text: &str, open: usize, om: bool) -> Option<(usize, Labels<'_>)> {
                     b'\n' => return None,
                     _ => {}
                 }
+                // A backslash cannot escape the line's end either.
+                if b.get(at + 1) == Some(&b'\n') {
+                    return None;
+                }
                 escaped = true;
                 // Skip the escaped byte too: `\"` does not close the value.
                 i = at + 2;

@@ -73,10 +73,16 @@ fn crlf_lines_parse_like_lf_lines() {
 
 #[test]
 fn a_label_value_cannot_run_into_the_next_line() {
-    for format in [Format::Prometheus, Format::OpenMetrics] {
-        let e = err("ok 1\na{b=\"x\ny\"} 1\n# EOF\n", format);
-        assert_eq!((e.kind(), e.line()), (ParseErrorKind::Syntax, 2), "{e}");
-        assert!(e.message().contains("closing `\"`"), "{e}");
+    // The second case, a backslash just before the newline, was found by fuzzing.
+    for text in [
+        "ok 1\na{b=\"x\ny\"} 1\n# EOF\n",
+        "ok 1\na{b=\"x\\\ny\"} 1\n# EOF\n",
+    ] {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let e = err(text, format);
+            assert_eq!((e.kind(), e.line()), (ParseErrorKind::Syntax, 2), "{e}");
+            assert!(e.message().contains("closing `\"`"), "{e}");
+        }
     }
 }
 
@@ -388,12 +394,17 @@ mod fast_path {
         "# (HELP|TYPE|UNIT|EOF|help)( |  |\t)?[a-zA-Z_:0-9]{0,8}( |\t)?(counter|gauge|untyped|unknown|info|histogram|[ a-z\\\\\"]{0,10})[ \t]?"
     }
 
+    /// A label value cut by a newline, with or without a backslash before it.
+    fn split_value() -> impl Strategy<Value = String> {
+        "[a-z]{1,3}\\{[a-z]=\"[a-z]{0,3}\\\\?\n[a-z]{0,3}\"\\} [0-9]"
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4096))]
 
         #[test]
         fn agrees_with_the_grammar_on_generated_lines(
-            lines in prop::collection::vec(prop_oneof![line(), metadata()], 1..3),
+            lines in prop::collection::vec(prop_oneof![line(), metadata(), split_value()], 1..3),
         ) {
             let text = lines.join("\n");
             for format in [Format::Prometheus, Format::OpenMetrics] {
