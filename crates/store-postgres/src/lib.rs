@@ -327,26 +327,10 @@ async fn update_spec(
             "UPDATE connectord.connectors SET name = $2, type = $3, target_database = $4, target_table = $5, \
              schedule_ms = $6, config = $7, origin = $8, updated_at_ms = $9, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, disabled_reason = NULL WHERE id = $1",
-            &[
-                &id,
-                &spec.name,
-                &spec.connector_type,
-                &spec.target_database,
-                &spec.target_table,
-                &to_i64(spec.schedule_ms),
-                &spec.config.to_string(),
-                &origin_text(origin),
-                &now_ms(),
-            ],
+            &SpecColumns::new(spec, origin).params(&id),
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::name_taken(&spec.name)
-            } else {
-                StoreError::backend("cannot update the connector", e)
-            }
-        })?;
+        .map_err(spec_write_error("cannot update the connector", spec))?;
     if changed == 0 {
         return Err(StoreError::connector_not_found(id));
     }
@@ -357,25 +341,54 @@ const INSERT_CONNECTOR: &str = "INSERT INTO connectord.connectors (id, name, typ
      schedule_ms, config, origin, state, created_at_ms, updated_at_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'enabled', $9, $9)";
 
-fn insert_params<'a>(
-    id: &'a String,
+/// A spec's column values, bound after the id as `$2` to `$9` by both
+/// [`INSERT_CONNECTOR`] and [`update_spec`].
+struct SpecColumns<'a> {
     spec: &'a ConnectorSpec,
-    origin: &'a &'static str,
-    config: &'a String,
-    schedule: &'a i64,
-    now: &'a i64,
-) -> [&'a (dyn ToSql + Sync); 9] {
-    [
-        id,
-        &spec.name,
-        &spec.connector_type,
-        &spec.target_database,
-        &spec.target_table,
-        schedule,
-        config,
-        origin,
-        now,
-    ]
+    schedule: i64,
+    config: String,
+    origin: &'static str,
+    now: i64,
+}
+
+impl<'a> SpecColumns<'a> {
+    fn new(spec: &'a ConnectorSpec, origin: Origin) -> Self {
+        SpecColumns {
+            spec,
+            schedule: to_i64(spec.schedule_ms),
+            config: spec.config.to_string(),
+            origin: origin_text(origin),
+            now: now_ms(),
+        }
+    }
+
+    fn params<'b>(&'b self, id: &'b (dyn ToSql + Sync)) -> [&'b (dyn ToSql + Sync); 9] {
+        [
+            id,
+            &self.spec.name,
+            &self.spec.connector_type,
+            &self.spec.target_database,
+            &self.spec.target_table,
+            &self.schedule,
+            &self.config,
+            &self.origin,
+            &self.now,
+        ]
+    }
+}
+
+/// A write of `spec` that failed: a taken name is the operator's to fix.
+fn spec_write_error<'a>(
+    what: &'static str,
+    spec: &'a ConnectorSpec,
+) -> impl FnOnce(tokio_postgres::Error) -> StoreError + 'a {
+    move |e| {
+        if is_unique_violation(&e) {
+            StoreError::name_taken(&spec.name)
+        } else {
+            StoreError::backend(what, e)
+        }
+    }
 }
 
 #[async_trait]
@@ -390,17 +403,12 @@ impl StateStore for PgStore {
             .transaction()
             .await
             .map_err(backend("cannot start a transaction"))?;
-        let (id, config, schedule, now, origin_str) = (
-            uuid::Uuid::new_v4().to_string(),
-            spec.config.to_string(),
-            to_i64(spec.schedule_ms),
-            now_ms(),
-            origin_text(origin),
-        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let columns = SpecColumns::new(spec, origin);
         // Several processes may declare the same connector at once: first one wins.
         tx.execute(
             &format!("{INSERT_CONNECTOR} ON CONFLICT (name) DO NOTHING"),
-            &insert_params(&id, spec, &origin_str, &config, &schedule, &now),
+            &columns.params(&id),
         )
         .await
         .map_err(backend("cannot create the connector"))?;
@@ -430,26 +438,12 @@ impl StateStore for PgStore {
         origin: Origin,
     ) -> Result<ConnectorRecord, StoreError> {
         let client = self.pool.get().await?;
-        let (id, config, schedule, now, origin_str) = (
-            uuid::Uuid::new_v4().to_string(),
-            spec.config.to_string(),
-            to_i64(spec.schedule_ms),
-            now_ms(),
-            origin_text(origin),
-        );
+        let id = uuid::Uuid::new_v4().to_string();
+        let columns = SpecColumns::new(spec, origin);
         client
-            .execute(
-                INSERT_CONNECTOR,
-                &insert_params(&id, spec, &origin_str, &config, &schedule, &now),
-            )
+            .execute(INSERT_CONNECTOR, &columns.params(&id))
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::name_taken(&spec.name)
-                } else {
-                    StoreError::backend("cannot create the connector", e)
-                }
-            })?;
+            .map_err(spec_write_error("cannot create the connector", spec))?;
         get_connector(&*client, &id)
             .await?
             .ok_or_else(|| StoreError::connector_not_found(&id))

@@ -323,26 +323,60 @@ fn insert_connector(
     tx.execute(
         "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
          origin, state, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9)",
-        params![
-            id,
-            spec.name,
-            spec.connector_type,
-            spec.target_database,
-            spec.target_table,
-            to_i64(spec.schedule_ms),
-            spec.config.to_string(),
-            origin_text(origin),
-            now_ms()
-        ],
+        SpecColumns::new(spec, origin).params(&id),
     )
-    .map_err(|e| {
+    .map_err(spec_write_error("cannot create the connector", spec))?;
+    Ok(id)
+}
+
+/// A spec's column values, bound after the id as `?2` to `?9` by both
+/// [`insert_connector`] and [`update_spec`].
+struct SpecColumns<'a> {
+    spec: &'a ConnectorSpec,
+    schedule: i64,
+    config: String,
+    origin: &'static str,
+    now: i64,
+}
+
+impl<'a> SpecColumns<'a> {
+    fn new(spec: &'a ConnectorSpec, origin: Origin) -> Self {
+        SpecColumns {
+            spec,
+            schedule: to_i64(spec.schedule_ms),
+            config: spec.config.to_string(),
+            origin: origin_text(origin),
+            now: now_ms(),
+        }
+    }
+
+    fn params<'b>(&'b self, id: &'b dyn rusqlite::ToSql) -> [&'b dyn rusqlite::ToSql; 9] {
+        [
+            id,
+            &self.spec.name,
+            &self.spec.connector_type,
+            &self.spec.target_database,
+            &self.spec.target_table,
+            &self.schedule,
+            &self.config,
+            &self.origin,
+            &self.now,
+        ]
+    }
+}
+
+/// A write of `spec` that failed: a taken name is the operator's to fix.
+fn spec_write_error<'a>(
+    what: &'static str,
+    spec: &'a ConnectorSpec,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |e| {
         if is_unique_violation(&e) {
             StoreError::name_taken(&spec.name)
         } else {
-            StoreError::backend("cannot create the connector", e)
+            StoreError::backend(what, e)
         }
-    })?;
-    Ok(id)
+    }
 }
 
 /// A changed spec is the operator's fix: a Config-disabled connector runs again.
@@ -358,25 +392,9 @@ fn update_spec(
              config = ?7, origin = ?8, updated_at_ms = ?9, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, \
              disabled_reason = NULL WHERE id = ?1",
-            params![
-                id,
-                spec.name,
-                spec.connector_type,
-                spec.target_database,
-                spec.target_table,
-                to_i64(spec.schedule_ms),
-                spec.config.to_string(),
-                origin_text(origin),
-                now_ms()
-            ],
+            SpecColumns::new(spec, origin).params(&id),
         )
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::name_taken(&spec.name)
-            } else {
-                StoreError::backend("cannot update the connector", e)
-            }
-        })?;
+        .map_err(spec_write_error("cannot update the connector", spec))?;
     if changed == 0 {
         return Err(StoreError::connector_not_found(id));
     }
