@@ -44,13 +44,18 @@ impl fmt::Display for ErrorKind {
 /// trailing period) and, where there is one, the underlying error as its
 /// [`source`](std::error::Error::source).
 ///
+/// `{}` prints the message alone and `source()` returns the cause, so error reporters
+/// (anyhow's `{:#}`, tracing) print each cause once; `{:#}` prints the whole chain
+/// through [`ErrorChain`], which is what operators see in `last_error`.
+///
 /// ```
 /// use connector_core::{ConnectorError, ErrorKind};
 ///
 /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
 /// let err = ConnectorError::transient("scrape http://127.0.0.1:9100/metrics").with_source(io);
 /// assert_eq!(err.kind(), ErrorKind::Transient);
-/// assert_eq!(err.to_string(), "scrape http://127.0.0.1:9100/metrics: read timed out");
+/// assert_eq!(err.to_string(), "scrape http://127.0.0.1:9100/metrics");
+/// assert_eq!(format!("{err:#}"), "scrape http://127.0.0.1:9100/metrics: read timed out");
 /// ```
 pub struct ConnectorError {
     kind: ErrorKind,
@@ -83,7 +88,7 @@ impl ConnectorError {
         Self::new(ErrorKind::Config, message)
     }
 
-    /// Keeps `source` as the cause; [`Display`](fmt::Display) appends its text after a colon.
+    /// Keeps `source` as the cause; `{:#}` prints its text (and its causes') after a colon.
     pub fn with_source(
         mut self,
         source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
@@ -113,11 +118,42 @@ impl ConnectorError {
 
 impl fmt::Display for ConnectorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        if f.alternate() {
+            ErrorChain(self).fmt(f)
+        } else {
+            f.write_str(&self.message)
         }
-        Ok(())
+    }
+}
+
+/// Prints an error and every cause behind it, each once, joined by `": "`.
+///
+/// A cause is left out when the text before it already ends with the cause's text,
+/// since some libraries repeat their source in their own message.
+///
+/// ```
+/// use connector_core::{ConnectorError, ErrorChain};
+///
+/// let inner = ConnectorError::permanent("bad gateway");
+/// let outer = ConnectorError::transient("scrape http://h/").with_source(inner);
+/// assert_eq!(ErrorChain(&outer).to_string(), "scrape http://h/: bad gateway");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let next = error.to_string();
+            if !next.is_empty() && !text.ends_with(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = error.source();
+        }
+        f.write_str(&text)
     }
 }
 
@@ -144,16 +180,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_appends_source_and_keeps_it() {
+    fn the_chain_prints_each_cause_once() {
         let err = ConnectorError::permanent("parse body").with_source(std::io::Error::other(
             "line 3, column 1 (byte 40): expected metric name",
         ));
+        assert_eq!(err.to_string(), "parse body");
         assert_eq!(
-            err.to_string(),
+            format!("{err:#}"),
             "parse body: line 3, column 1 (byte 40): expected metric name"
         );
         assert!(StdError::source(&err).is_some());
         assert_eq!(err.message(), "parse body");
+        let outer = ConnectorError::transient("tick").with_source(err);
+        assert_eq!(
+            format!("{outer:#}"),
+            "tick: parse body: line 3, column 1 (byte 40): expected metric name"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl fmt::Display for Repeats {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "request failed: {}", self.0)
+        }
+    }
+
+    impl StdError for Repeats {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_its_parent_already_printed_is_left_out() {
+        let err = ConnectorError::transient("scrape")
+            .with_source(Repeats(std::io::Error::other("connection refused")));
+        assert_eq!(
+            format!("{err:#}"),
+            "scrape: request failed: connection refused"
+        );
     }
 
     #[test]

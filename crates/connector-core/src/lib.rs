@@ -23,19 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
-pub use error::{ConnectorError, ErrorKind};
+pub use error::{ConnectorError, ErrorChain, ErrorKind};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
 pub use secret::{
     EnvSecrets, MapSecrets, Secret, SecretError, SecretRef, SecretRefError, SecretSource,
 };
-
-/// How the runner drives a connector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Drive {
-    /// One [`tick`](Connector::tick) per scheduled bucket of `schedule_ms`.
-    Periodic,
-}
 
 /// What a tick knows about the run it belongs to, and what it reports back besides
 /// its rows. Clones share the reported figures, so the runner keeps a clone to read them.
@@ -188,7 +180,7 @@ pub fn config_from_json<T: serde::de::DeserializeOwned>(
 /// let ctx = TickContext::new("c-1", 60_000).with_secrets(Arc::new(connector_core::MapSecrets::new()));
 /// let err = connector.tick(&ctx, &config).await.unwrap_err();
 /// assert_eq!(err.kind(), connector_core::ErrorKind::Config);
-/// assert_eq!(err.to_string(), "token resolve: environment variable `COUNTER_TOKEN` is not set");
+/// assert_eq!(format!("{err:#}"), "token resolve: environment variable `COUNTER_TOKEN` is not set");
 /// # }
 /// ```
 #[async_trait]
@@ -198,11 +190,6 @@ pub trait Connector: Send + Sync + 'static {
 
     /// The validated, typed config. Keep secrets in it as [`SecretRef`]s.
     type Config: Send + Sync + 'static;
-
-    /// How the runner drives this connector.
-    fn drive(&self) -> Drive {
-        Drive::Periodic
-    }
 
     /// The columns of the rows [`tick`](Connector::tick) returns.
     fn schema(&self) -> Arc<Schema>;

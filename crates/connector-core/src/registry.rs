@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Batch, Connector, ConnectorError, Drive, Schema, TickContext};
+use crate::{Batch, Connector, ConnectorError, Schema, TickContext};
 
 /// A config that a connector type has validated, with its concrete type erased.
 ///
@@ -39,9 +39,6 @@ pub trait DynConnector: Send + Sync {
     /// The connector's type id.
     fn connector_type(&self) -> &'static str;
 
-    /// How the runner drives the connector.
-    fn drive(&self) -> Drive;
-
     /// The columns of the rows the connector emits.
     fn schema(&self) -> Arc<Schema>;
 
@@ -65,10 +62,6 @@ struct Erased<C>(C);
 impl<C: Connector> DynConnector for Erased<C> {
     fn connector_type(&self) -> &'static str {
         C::TYPE_ID
-    }
-
-    fn drive(&self) -> Drive {
-        self.0.drive()
     }
 
     fn schema(&self) -> Arc<Schema> {

@@ -163,7 +163,7 @@ mod tests {
     fn error_of(raw: serde_json::Value) -> String {
         let err = PrometheusConfig::from_json(&raw).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-        err.to_string()
+        format!("{err:#}")
     }
 
     #[test]

@@ -224,7 +224,7 @@ async fn attempt(
         } else {
             "request failed"
         };
-        AttemptError::Retry(format!("{what}: {}", error_chain(&e)))
+        AttemptError::Retry(format!("{what}: {}", connector_core::ErrorChain(&e)))
     })?;
     let status = response.status();
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
@@ -271,7 +271,7 @@ async fn attempt(
     let mut bytes = Vec::with_capacity(usize::try_from(length.unwrap_or(0)).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            AttemptError::Retry(format!("reading the body failed: {}", error_chain(&e)))
+            AttemptError::Retry(format!("reading the body failed: {}", connector_core::ErrorChain(&e)))
         })?;
         if let Some(data) = frame.data_ref() {
             ctx.record_source_bytes(data.len() as u64);
@@ -300,21 +300,6 @@ async fn attempt(
         body: bytes,
         content_type,
     })
-}
-
-/// An error's text with its causes, which hyper keeps in its sources.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 async fn fetch(

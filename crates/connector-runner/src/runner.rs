@@ -230,7 +230,7 @@ impl Runner {
         let records = match self.shared.store.list_connectors().await {
             Ok(records) => records,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read connectors from the state store");
+                tracing::error!(error = format!("{e:#}"), "cannot read connectors from the state store");
                 return;
             }
         };
@@ -254,7 +254,7 @@ impl Runner {
             let config = match record.spec.validate(&self.shared.registry) {
                 Ok(config) => config,
                 Err(e) => {
-                    let reason = e.to_string();
+                    let reason = format!("{e:#}");
                     tracing::warn!(connector_id = %record.id, connector = %record.spec.name, %reason, "disabling connector: its spec does not validate");
                     if let Err(e) = self
                         .shared
@@ -262,7 +262,7 @@ impl Runner {
                         .set_status(&record.id, StatusChange::Disabled(reason))
                         .await
                     {
-                        tracing::error!(error = %e, "cannot record the disabled state");
+                        tracing::error!(error = format!("{e:#}"), "cannot record the disabled state");
                     }
                     continue;
                 }
@@ -357,7 +357,7 @@ async fn drive_tick(
                     return Ran::LeaseLost;
                 }
                 // The commit-time check against the last known expiry still protects the bucket.
-                Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot renew the lease"),
             },
         }
     }
@@ -424,7 +424,7 @@ async fn run_tick(
             return None;
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot claim the bucket");
+            tracing::error!(error = format!("{e:#}"), "cannot claim the bucket");
             return None;
         }
     };
@@ -468,7 +468,7 @@ async fn run_tick(
             error = Some(message);
         }
         Ran::Done(Ok(Err(e))) => {
-            let message = e.to_string();
+            let message = format!("{e:#}");
             (outcome, status) = match e.kind() {
                 ErrorKind::Transient => (
                     TickOutcome::Transient,
@@ -506,9 +506,9 @@ async fn run_tick(
                     .await
                     .map_err(|e| match e.kind() {
                         StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced => {
-                            (TickOutcome::Fenced, format!("commit refused: {e}"))
+                            (TickOutcome::Fenced, format!("commit refused: {e:#}"))
                         }
-                        _ => (TickOutcome::SinkError, format!("commit failed: {e}")),
+                        _ => (TickOutcome::SinkError, format!("commit failed: {e:#}")),
                     })
             };
             match committed {
@@ -516,7 +516,7 @@ async fn run_tick(
                     rows = report.rows;
                     sink_bytes = report.bytes;
                     if let Err(e) = shared.store.finish_task(&lease).await {
-                        tracing::warn!(error = %e, "cannot mark the bucket done; its ledger row still prevents a second commit");
+                        tracing::warn!(error = format!("{e:#}"), "cannot mark the bucket done; its ledger row still prevents a second commit");
                     }
                 }
                 Err((o, message)) => {
@@ -562,7 +562,7 @@ async fn run_tick(
     if let Some(status) = status
         && let Err(e) = shared.store.set_status(id, status).await
     {
-        tracing::error!(error = %e, "cannot record the connector's status");
+        tracing::error!(error = format!("{e:#}"), "cannot record the connector's status");
     }
     let history = TickRecord {
         connector_id: record.id.clone(),
@@ -577,7 +577,7 @@ async fn run_tick(
         runner_id: runner_id.clone(),
     };
     if let Err(e) = shared.store.record_tick(&history).await {
-        tracing::error!(error = %e, "cannot record the tick in the history");
+        tracing::error!(error = format!("{e:#}"), "cannot record the tick in the history");
     }
     Some(outcome)
 }

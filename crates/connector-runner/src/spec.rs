@@ -89,7 +89,7 @@ impl ConnectorSpec {
         }
         registry
             .validate(&self.connector_type, &self.config)
-            .map_err(|e| SpecError::new("config", e.to_string()))
+            .map_err(|e| SpecError::new("config", format!("{e:#}")))
     }
 }
 

@@ -105,13 +105,14 @@ impl StoreError {
     }
 }
 
+/// `{}` is the message alone (the cause is `source()`); `{:#}` adds every cause once.
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        if f.alternate() {
+            connector_core::ErrorChain(self).fmt(f)
+        } else {
+            f.write_str(&self.message)
         }
-        Ok(())
     }
 }
 

@@ -131,11 +131,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e.kind() {
             StoreErrorKind::NotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{e:#}"))
             }
-            StoreErrorKind::Conflict => ApiError::conflict(e.to_string()),
+            StoreErrorKind::Conflict => ApiError::conflict(format!("{e:#}")),
+            StoreErrorKind::Invalid => ApiError::bad_request(format!("{e:#}")),
             _ => {
-                tracing::error!(error = %e, "state store failed");
+                tracing::error!(error = format!("{e:#}"), "state store failed");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
@@ -346,7 +347,7 @@ async fn connector_types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
         .registry
         .connector_types()
-        .map(|t| json!({"type": t, "drive": "periodic"}))
+        .map(|t| json!({ "type": t }))
         .collect();
     Json(json!({ "types": types }))
 }

@@ -69,7 +69,7 @@ async fn create_get_list_update_delete() {
     let types = call(&d, "GET", "/v1/connector-types", None).json();
     assert_eq!(
         types,
-        json!({"types": [{"type": "prometheus", "drive": "periodic"}]})
+        json!({"types": [{"type": "prometheus"}]})
     );
 
     let mut changed = spec("api_one", &server.url());

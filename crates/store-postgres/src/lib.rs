@@ -166,7 +166,7 @@ impl Pool {
                     .map_err(backend("cannot connect to PostgreSQL"))?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
-                        tracing::warn!(error = %e, "PostgreSQL connection closed");
+                        tracing::warn!(error = format!("{e:#}"), "PostgreSQL connection closed");
                     }
                 });
                 client
