@@ -15,6 +15,10 @@ pub enum ColumnType {
     /// A JSON value (the Prometheus connector writes a label map). Stored as JSON
     /// text, which is what SQLite and PostgreSQL sinks bind directly.
     Dynamic,
+    /// A 64-bit signed integer (SQLite `INTEGER`, PostgreSQL `bigint`).
+    Integer,
+    /// True or false (SQLite `INTEGER` 0/1, PostgreSQL `boolean`).
+    Boolean,
 }
 
 impl ColumnType {
@@ -25,6 +29,8 @@ impl ColumnType {
             ColumnType::String => "string",
             ColumnType::Real => "real",
             ColumnType::Dynamic => "dynamic",
+            ColumnType::Integer => "integer",
+            ColumnType::Boolean => "boolean",
         }
     }
 }
@@ -175,6 +181,8 @@ enum ColumnData {
     String(TextColumn),
     Real(Vec<Option<f64>>),
     Dynamic(TextColumn),
+    Integer(Vec<Option<i64>>),
+    Boolean(Vec<Option<bool>>),
 }
 
 impl ColumnData {
@@ -184,13 +192,16 @@ impl ColumnData {
             ColumnType::String => ColumnData::String(TextColumn::default()),
             ColumnType::Real => ColumnData::Real(Vec::with_capacity(rows)),
             ColumnType::Dynamic => ColumnData::Dynamic(TextColumn::default()),
+            ColumnType::Integer => ColumnData::Integer(Vec::with_capacity(rows)),
+            ColumnType::Boolean => ColumnData::Boolean(Vec::with_capacity(rows)),
         }
     }
 
     fn truncate(&mut self, rows: usize) {
         match self {
-            ColumnData::Timestamp(v) => v.truncate(rows),
+            ColumnData::Timestamp(v) | ColumnData::Integer(v) => v.truncate(rows),
             ColumnData::Real(v) => v.truncate(rows),
+            ColumnData::Boolean(v) => v.truncate(rows),
             ColumnData::String(t) | ColumnData::Dynamic(t) => t.truncate(rows),
         }
     }
@@ -201,13 +212,16 @@ impl ColumnData {
             ColumnData::Real(v) => v[row].map_or(Value::Null, Value::Real),
             ColumnData::String(t) => t.get(row).map_or(Value::Null, Value::String),
             ColumnData::Dynamic(t) => t.get(row).map_or(Value::Null, Value::Dynamic),
+            ColumnData::Integer(v) => v[row].map_or(Value::Null, Value::Integer),
+            ColumnData::Boolean(v) => v[row].map_or(Value::Null, Value::Boolean),
         }
     }
 
     fn payload_bytes(&self) -> usize {
         match self {
-            ColumnData::Timestamp(v) => v.len() * 8,
+            ColumnData::Timestamp(v) | ColumnData::Integer(v) => v.len() * 8,
             ColumnData::Real(v) => v.len() * 8,
+            ColumnData::Boolean(v) => v.len(),
             ColumnData::String(t) | ColumnData::Dynamic(t) => t.text.len(),
         }
     }
@@ -226,6 +240,10 @@ pub enum Value<'a> {
     Real(f64),
     /// JSON text.
     Dynamic(&'a str),
+    /// A 64-bit signed integer.
+    Integer(i64),
+    /// True or false.
+    Boolean(bool),
 }
 
 /// The rows of one tick, stored by column for throughput.
@@ -327,7 +345,7 @@ impl Batch {
         (0..self.rows).map(move |index| Row { batch: self, index })
     }
 
-    /// Bytes of payload held (text bytes plus 8 per fixed-width value): what a sink
+    /// Bytes of payload held (text bytes, 8 per number, 1 per boolean): what a sink
     /// is about to write, for metrics.
     pub fn payload_bytes(&self) -> usize {
         self.columns.iter().map(ColumnData::payload_bytes).sum()
@@ -426,6 +444,22 @@ impl RowWriter<'_> {
         self
     }
 
+    /// Writes a 64-bit integer.
+    pub fn integer(mut self, value: i64) -> Self {
+        if let Some(ColumnData::Integer(v)) = self.slot(ColumnType::Integer) {
+            v.push(Some(value));
+        }
+        self
+    }
+
+    /// Writes a boolean.
+    pub fn boolean(mut self, value: bool) -> Self {
+        if let Some(ColumnData::Boolean(v)) = self.slot(ColumnType::Boolean) {
+            v.push(Some(value));
+        }
+        self
+    }
+
     /// Writes a JSON object of string keys and string values, escaping as JSON needs,
     /// straight into the column's buffer.
     pub fn map<K: AsRef<str>, V: AsRef<str>>(
@@ -469,8 +503,9 @@ impl RowWriter<'_> {
             return self;
         };
         match self.slot(ty) {
-            Some(ColumnData::Timestamp(v)) => v.push(None),
+            Some(ColumnData::Timestamp(v) | ColumnData::Integer(v)) => v.push(None),
             Some(ColumnData::Real(v)) => v.push(None),
+            Some(ColumnData::Boolean(v)) => v.push(None),
             Some(ColumnData::String(t) | ColumnData::Dynamic(t)) => t.close_row(true),
             None => {}
         }
@@ -672,5 +707,29 @@ mod tests {
             .unwrap();
         assert_eq!(batch.get(0, 3), Value::Dynamic(r#"{"n":[1,2]}"#));
         assert_eq!(batch.payload_bytes(), 8 + 3 + 8 + 11);
+    }
+
+    #[test]
+    fn integer_and_boolean_columns() {
+        let schema = Arc::new(Schema::new([
+            ("count", ColumnType::Integer),
+            ("ok", ColumnType::Boolean),
+        ]));
+        let mut batch = Batch::with_capacity(schema, 4);
+        batch.row().integer(i64::MIN).boolean(true).finish().unwrap();
+        batch.row().null().null().finish().unwrap();
+        let err = batch.row().integer(1).real(1.0).finish().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column `ok` is boolean, but a real value was written to it"
+        );
+        batch.row().integer(7).boolean(false).finish().unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.get(0, 0), Value::Integer(i64::MIN));
+        assert_eq!(batch.get(0, 1), Value::Boolean(true));
+        assert_eq!((batch.get(1, 0), batch.get(1, 1)), (Value::Null, Value::Null));
+        assert_eq!(batch.get(2, 0), Value::Integer(7));
+        assert_eq!(batch.get(2, 1), Value::Boolean(false));
+        assert_eq!(batch.payload_bytes(), 3 * 8 + 3);
     }
 }

@@ -774,6 +774,8 @@ fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
         ColumnType::Timestamp => (Type::TIMESTAMPTZ, "timestamptz", "timestamp with time zone"),
         ColumnType::Real => (Type::FLOAT8, "double precision", "double precision"),
         ColumnType::Dynamic => (Type::JSONB, "jsonb", "jsonb"),
+        ColumnType::Integer => (Type::INT8, "bigint", "bigint"),
+        ColumnType::Boolean => (Type::BOOL, "boolean", "boolean"),
         _ => (Type::TEXT, "text", "text"),
     }
 }
@@ -786,6 +788,8 @@ enum Cell<'a> {
     Text(&'a str),
     Real(f64),
     Json(&'a str),
+    Integer(i64),
+    Boolean(bool),
 }
 
 impl ToSql for Cell<'_> {
@@ -799,6 +803,8 @@ impl ToSql for Cell<'_> {
             Cell::Time(t) => t.to_sql(ty, out),
             Cell::Text(s) => s.to_sql(ty, out),
             Cell::Real(v) => v.to_sql(ty, out),
+            Cell::Integer(v) => v.to_sql(ty, out),
+            Cell::Boolean(v) => v.to_sql(ty, out),
             Cell::Json(text) => {
                 // jsonb's binary form is a version byte, then the JSON text.
                 if *ty == Type::JSONB {
@@ -817,6 +823,8 @@ impl ToSql for Cell<'_> {
             Type::FLOAT8,
             Type::JSONB,
             Type::JSON,
+            Type::INT8,
+            Type::BOOL,
         ]
         .contains(ty)
     }
@@ -838,6 +846,8 @@ fn cell(value: Value<'_>) -> Cell<'_> {
         Value::String(s) => Cell::Text(s),
         Value::Real(v) => Cell::Real(v),
         Value::Dynamic(s) => Cell::Json(s),
+        Value::Integer(v) => Cell::Integer(v),
+        Value::Boolean(v) => Cell::Boolean(v),
     }
 }
 

@@ -189,7 +189,7 @@ fn quote_ident(name: &str) -> String {
 
 fn sql_type(ty: ColumnType) -> &'static str {
     match ty {
-        ColumnType::Timestamp => "INTEGER",
+        ColumnType::Timestamp | ColumnType::Integer | ColumnType::Boolean => "INTEGER",
         ColumnType::Real => "REAL",
         _ => "TEXT",
     }
@@ -811,6 +811,8 @@ fn insert_rows(
                     Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null),
                     Value::Timestamp(ms) => statement.raw_bind_parameter(index, ms),
                     Value::Real(v) => statement.raw_bind_parameter(index, v),
+                    Value::Integer(v) => statement.raw_bind_parameter(index, v),
+                    Value::Boolean(v) => statement.raw_bind_parameter(index, v),
                     Value::String(s) | Value::Dynamic(s) => statement.raw_bind_parameter(index, s),
                 }
                 .map_err(backend("cannot bind a row value"))?;
