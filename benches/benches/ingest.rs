@@ -20,7 +20,7 @@ use connector_prometheus::exposition::{Format, parse};
 use connector_runner::{Sink, StateStore, Target};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use store_sqlite::SqliteStore;
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 const BODY_BYTES: usize = 2 * 1024 * 1024;
 
@@ -66,10 +66,10 @@ fn ingest(c: &mut Criterion) {
         .expect("the generated body parses")
         .len();
     let served = body.clone();
-    let server = runtime.block_on(ExpositionServer::start(move |_| Reply::ok(served.clone())));
+    let server = runtime.block_on(TestServer::start(move |_| Reply::ok(served.clone())));
     let connector = PrometheusConnector::new();
     let config = connector
-        .validate_config(&serde_json::json!({"endpoint": server.url()}))
+        .validate_config(&serde_json::json!({"endpoint": server.url("/metrics")}))
         .expect("a valid config");
     let dir = tempfile::tempdir().expect("a temporary folder");
     let store = SqliteStore::open(dir.path()).expect("the store opens");

@@ -130,7 +130,7 @@ pub fn run(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Result<()
 async fn chaos(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Result<()> {
     let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let server = testkit::ExpositionServer::start(|_| testkit::Reply::ok(BODY)).await;
+    let server = connector_http::testing::TestServer::start(|_| connector_http::testing::Reply::ok(BODY)).await;
     let run = format!("chaos_{}", std::process::id());
     std::fs::create_dir_all(work)?;
     let mut toml = format!(
@@ -142,7 +142,7 @@ async fn chaos(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Resul
             "\n[[connectors]]\nname = \"{run}_{i}\"\ntype = \"prometheus\"\ntarget_database = \"{run}\"\n\
              target_table = \"c{i}\"\nschedule_ms = {SCHEDULE_MS}\n[connectors.config]\nendpoint = \"{}?c={i}\"\n\
              timeout_ms = 1000\n",
-            server.url()
+            server.url("/metrics")
         ));
     }
     let config = work.join("chaos.toml");

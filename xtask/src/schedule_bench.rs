@@ -44,7 +44,7 @@ pub fn run(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
 }
 
 async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
-    let server = testkit::ExpositionServer::start(|_| testkit::Reply::ok("up 1\n")).await;
+    let server = connector_http::testing::TestServer::start(|_| connector_http::testing::Reply::ok("up 1\n")).await;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
     let url = std::env::var("DATABASE_URL").ok();
@@ -63,7 +63,7 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
             "\n[[connectors]]\nname = \"{run}_{i}\"\ntype = \"prometheus\"\ntarget_database = \"{run}\"\n\
              target_table = \"samples\"\nschedule_ms = {}\n[connectors.config]\nendpoint = \"{}\"\n",
             args.schedule_ms,
-            server.url()
+            server.url("/metrics")
         ));
     }
     let config = work.join("schedule.toml");

@@ -37,6 +37,7 @@ pub struct TickContext {
     scheduled_for_ms: i64,
     secrets: Arc<dyn SecretSource>,
     source_bytes: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
 }
 
 impl TickContext {
@@ -48,6 +49,7 @@ impl TickContext {
             scheduled_for_ms,
             secrets: Arc::new(EnvSecrets),
             source_bytes: Arc::new(AtomicU64::new(0)),
+            retries: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -84,6 +86,17 @@ impl TickContext {
     /// The bytes recorded so far by this tick and its clones.
     pub fn source_bytes(&self) -> u64 {
         self.source_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts one retried request (an attempt that failed and is tried again), for
+    /// the daemon's metrics.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The retries recorded so far by this tick and its clones.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 }
 

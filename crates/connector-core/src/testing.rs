@@ -72,17 +72,45 @@ impl<C: Connector> Harness<C> {
     /// Validates `raw` and runs one tick. Also checks that the batch follows the
     /// connector's own schema, which a daemon's sink relies on.
     pub async fn run(&self, raw: &serde_json::Value) -> Result<Batch, ConnectorError> {
-        let config = self.connector.validate_config(raw)?;
+        self.run_recorded(raw).await.result
+    }
+
+    /// Like [`run`](Harness::run), and also returns what the tick recorded for the
+    /// daemon's metrics: bytes read from the source and retried requests.
+    pub async fn run_recorded(&self, raw: &serde_json::Value) -> Recorded {
         let secrets: Arc<dyn SecretSource> = Arc::new(self.secrets.clone());
         let ctx = TickContext::new(self.connector_id.clone(), self.scheduled_for_ms)
             .with_secrets(secrets);
-        let batch = self.connector.tick(&ctx, &config).await?;
-        if **batch.schema() != *self.connector.schema() {
-            return Err(ConnectorError::permanent(format!(
-                "connector `{}` returned a batch whose schema differs from its `schema()`",
-                C::TYPE_ID
-            )));
+        let result = match self.connector.validate_config(raw) {
+            Ok(config) => self.connector.tick(&ctx, &config).await,
+            Err(e) => Err(e),
+        };
+        let result = result.and_then(|batch| {
+            if **batch.schema() == *self.connector.schema() {
+                Ok(batch)
+            } else {
+                Err(ConnectorError::permanent(format!(
+                    "connector `{}` returned a batch whose schema differs from its `schema()`",
+                    C::TYPE_ID
+                )))
+            }
+        });
+        Recorded {
+            result,
+            source_bytes: ctx.source_bytes(),
+            retries: ctx.retries(),
         }
-        Ok(batch)
     }
+}
+
+/// One tick run by [`Harness::run_recorded`].
+#[derive(Debug)]
+pub struct Recorded {
+    /// The rows, or the error the runner would see.
+    pub result: Result<Batch, ConnectorError>,
+    /// Bytes the connector recorded as read from its source
+    /// ([`TickContext::record_source_bytes`]).
+    pub source_bytes: u64,
+    /// Requests the connector recorded as retried ([`TickContext::record_retry`]).
+    pub retries: u64,
 }

@@ -4,7 +4,8 @@
 //! { "endpoint": "http://node-exporter:9100/metrics", "auth": { "type": "none" }, "timeout_ms": 5000 }
 //! ```
 
-use connector_core::{ConnectorError, SecretRef, config_from_json};
+use connector_core::{ConnectorError, config_from_json};
+pub use connector_http::{Auth, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 /// Bounds of `timeout_ms`, inclusive.
@@ -47,15 +48,6 @@ pub struct PrometheusConfig {
     pub strict: bool,
 }
 
-/// TLS settings for `https://` endpoints. Without them the web PKI roots are trusted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// A PEM file of CA certificates to trust instead of the web PKI roots, for
-    /// exporters with a private CA. Read at tick time.
-    pub ca_file: String,
-}
-
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
@@ -64,34 +56,13 @@ fn default_body_size_limit_bytes() -> u64 {
     DEFAULT_BODY_SIZE_LIMIT_BYTES
 }
 
-/// How a scrape authenticates. Secrets are references, resolved at tick time.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Auth {
-    /// No `Authorization` header.
-    #[default]
-    None,
-    /// `Authorization: Bearer <token>`.
-    Bearer {
-        /// Where the token comes from, `$env:NAME`.
-        token_ref: SecretRef,
-    },
-    /// `Authorization: Basic base64(username:password)`.
-    Basic {
-        /// The user name, sent as written.
-        username: String,
-        /// Where the password comes from, `$env:NAME`.
-        password_ref: SecretRef,
-    },
-}
-
 impl PrometheusConfig {
     /// Deserializes and checks a raw config. Pure: no I/O and no environment lookups.
     ///
     /// Unknown keys fail with serde's message verbatim; other errors name the key.
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, ConnectorError> {
         let config: PrometheusConfig = config_from_json(raw)?;
-        check_endpoint(&config.endpoint)?;
+        connector_http::check_endpoint("endpoint", &config.endpoint)?;
         if !TIMEOUT_MS_RANGE.contains(&config.timeout_ms) {
             return Err(ConnectorError::config(format!(
                 "timeout_ms: {} is out of range, expected {} to {}",
@@ -110,47 +81,11 @@ impl PrometheusConfig {
                 "sample_limit: must be at least 1 (leave it out for no limit)",
             ));
         }
-        if config
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.ca_file.trim().is_empty())
-        {
-            return Err(ConnectorError::config("tls.ca_file: must name a PEM file"));
+        if let Some(tls) = &config.tls {
+            tls.validate("tls")?;
         }
         Ok(config)
     }
-}
-
-fn check_endpoint(endpoint: &str) -> Result<(), ConnectorError> {
-    let uri: http::Uri = endpoint.parse().map_err(|e| {
-        ConnectorError::config(format!("endpoint: `{endpoint}` is not a valid URL")).with_source(e)
-    })?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => {
-            return Err(ConnectorError::config(format!(
-                "endpoint: scheme `{other}` is not supported, use http:// or https://"
-            )));
-        }
-        None => {
-            return Err(ConnectorError::config(format!(
-                "endpoint: `{endpoint}` has no scheme, use http:// or https://"
-            )));
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ConnectorError::config(format!(
-            "endpoint: `{endpoint}` has no host"
-        )));
-    }
-    let authority = uri.authority().map_or("", http::uri::Authority::as_str);
-    if authority.contains('@') {
-        // Credentials in a URL end up in logs and API responses; secrets belong in `auth`.
-        return Err(ConnectorError::config(
-            "endpoint: credentials in the URL are not allowed, use `auth` with a `$env:` reference",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -213,7 +148,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "node-exporter:9100/metrics"})),
-            "endpoint: `node-exporter:9100/metrics` is not a valid URL: invalid format"
+            "endpoint: `node-exporter:9100/metrics` has no scheme, use http:// or https://"
         );
         assert_eq!(
             error_of(json!({"endpoint": "/metrics"})),
@@ -280,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "tls": {"ca": "x"}})),
-            "unknown field `ca`, expected `ca_file`"
+            "unknown field `ca`, expected one of `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://user:pw@h/"})),

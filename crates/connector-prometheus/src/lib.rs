@@ -9,4 +9,4 @@ pub mod fixtures;
 mod scrape;
 
 pub use config::{Auth, PrometheusConfig, TlsConfig};
-pub use scrape::{ACCEPT_HEADER, BACKOFF_BASE, MAX_RETRIES, PrometheusConnector};
+pub use scrape::{ACCEPT_HEADER, PrometheusConnector};

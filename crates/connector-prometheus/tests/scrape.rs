@@ -9,7 +9,7 @@ use connector_core::{Batch, ConnectorError, ErrorKind, Value};
 use connector_prometheus::exposition::{Format, parse};
 use connector_prometheus::{ACCEPT_HEADER, PrometheusConnector};
 use serde_json::json;
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
 http_requests_total{method=\"get\",code=\"200\"} 1027 1395066363000\n\
@@ -74,8 +74,8 @@ fn expected(body: &str, format: Format) -> Vec<(String, Option<f64>, serde_json:
 
 #[tokio::test]
 async fn http_scrape_emits_one_row_per_sample_at_the_bucket_time() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
-    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
+    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
     assert_eq!(rows(&batch), expected(BODY, Format::Prometheus));
     assert_eq!(batch.len(), 4);
     let seen = &server.requests()[0];
@@ -96,19 +96,19 @@ async fn http_scrape_emits_one_row_per_sample_at_the_bucket_time() {
 
 #[tokio::test]
 async fn https_scrape_with_a_private_ca() {
-    let server = ExpositionServer::start_tls(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start_tls(|_| Reply::ok(BODY)).await;
     let ca = server.ca_file().unwrap();
-    let batch = tick(json!({"endpoint": server.url(), "tls": {"ca_file": ca}}))
+    let batch = tick(json!({"endpoint": server.url("/metrics"), "tls": {"ca_file": ca}}))
         .await
         .unwrap();
     assert_eq!(batch.len(), 4);
     // Without the CA the certificate is not trusted: a connection error, retried, then Transient.
-    let err = tick(json!({"endpoint": server.url(), "timeout_ms": 1000}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "timeout_ms": 1000}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    let err = tick(json!({"endpoint": server.url(), "tls": {"ca_file": "/nonexistent/ca.pem"}}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "tls": {"ca_file": "/nonexistent/ca.pem"}}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
@@ -124,11 +124,11 @@ async fn gzip_bodies_are_decoded() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(BODY.as_bytes()).unwrap();
     let compressed = gz.finish().unwrap();
-    let server = ExpositionServer::start(move |_| {
+    let server = TestServer::start(move |_| {
         Reply::ok(compressed.clone()).header("content-encoding", "gzip")
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
     assert_eq!(rows(&batch), expected(BODY, Format::Prometheus));
 }
 
@@ -136,7 +136,7 @@ async fn gzip_bodies_are_decoded() {
 async fn the_content_type_picks_the_parser() {
     // Float-second timestamps and `# EOF` are OpenMetrics; as Prometheus text they are an error.
     let om = "# TYPE a gauge\na{x=\"1\"} 1.5 1700000000.5\n# EOF\n";
-    let server = ExpositionServer::start(move |n| {
+    let server = TestServer::start(move |n| {
         let content_type = if n == 0 {
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         } else {
@@ -145,20 +145,20 @@ async fn the_content_type_picks_the_parser() {
         Reply::ok(om).header("content-type", content_type)
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
     assert_eq!(rows(&batch), expected(om, Format::OpenMetrics));
-    let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(err.to_string().contains("integer timestamp"), "{err}");
 }
 
 #[tokio::test]
 async fn bearer_and_basic_auth_resolve_env_references_at_tick_time() {
-    let server = ExpositionServer::start(|_| Reply::ok("up 1\n")).await;
-    tick(json!({"endpoint": server.url(), "auth": {"type": "bearer", "token_ref": "$env:SCRAPE_TOKEN"}}))
+    let server = TestServer::start(|_| Reply::ok("up 1\n")).await;
+    tick(json!({"endpoint": server.url("/metrics"), "auth": {"type": "bearer", "token_ref": "$env:SCRAPE_TOKEN"}}))
         .await
         .unwrap();
-    tick(json!({"endpoint": server.url(), "auth": {"type": "basic", "username": "prom", "password_ref": "$env:SCRAPE_TOKEN"}}))
+    tick(json!({"endpoint": server.url("/metrics"), "auth": {"type": "basic", "username": "prom", "password_ref": "$env:SCRAPE_TOKEN"}}))
         .await
         .unwrap();
     let seen = server.requests();
@@ -172,7 +172,7 @@ async fn bearer_and_basic_auth_resolve_env_references_at_tick_time() {
         "Basic cHJvbTpzM2NyM3QtdG9rZW4tdmFsdWU="
     );
 
-    let err = tick(json!({"endpoint": server.url(), "auth": {"type": "bearer", "token_ref": "$env:NOT_SET_ANYWHERE"}}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "auth": {"type": "bearer", "token_ref": "$env:NOT_SET_ANYWHERE"}}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
@@ -186,9 +186,9 @@ async fn bearer_and_basic_auth_resolve_env_references_at_tick_time() {
 #[tokio::test]
 async fn retryable_failures_retry_three_times_with_backoff_then_fail_transient() {
     for status in [503, 500, 429] {
-        let server = ExpositionServer::start(move |_| Reply::status(status)).await;
+        let server = TestServer::start(move |_| Reply::status(status)).await;
         let started = Instant::now();
-        let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+        let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
         let elapsed = started.elapsed();
         assert_eq!(err.kind(), ErrorKind::Transient, "{status}");
         assert_eq!(server.count(), 4, "{status}: one attempt and three retries");
@@ -201,7 +201,7 @@ async fn retryable_failures_retry_three_times_with_backoff_then_fail_transient()
 
 #[tokio::test]
 async fn a_retry_that_succeeds_lands_the_rows() {
-    let server = ExpositionServer::start(|n| {
+    let server = TestServer::start(|n| {
         if n < 2 {
             Reply::status(429)
         } else {
@@ -209,21 +209,25 @@ async fn a_retry_that_succeeds_lands_the_rows() {
         }
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
-    assert_eq!(batch.len(), 4);
+    let recorded = Harness::new(PrometheusConnector::new())
+        .run_recorded(&json!({"endpoint": server.url("/metrics")}))
+        .await;
+    assert_eq!(recorded.result.unwrap().len(), 4);
     assert_eq!(server.count(), 3);
+    assert_eq!(recorded.retries, 2, "two 429s, each retried");
+    assert_eq!(recorded.source_bytes, BODY.len() as u64);
 }
 
 #[tokio::test]
 async fn other_client_errors_are_permanent_without_retry() {
     for status in [404, 401, 403, 400] {
-        let server = ExpositionServer::start(move |_| Reply::status(status)).await;
-        let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+        let server = TestServer::start(move |_| Reply::status(status)).await;
+        let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Permanent, "{status}");
         assert_eq!(server.count(), 1, "{status}: no retry");
         assert!(
             err.to_string()
-                .starts_with(&format!("scrape {}: HTTP {status}", server.url())),
+                .starts_with(&format!("scrape {}: HTTP {status}", server.url("/metrics"))),
             "{err}"
         );
     }
@@ -231,9 +235,9 @@ async fn other_client_errors_are_permanent_without_retry() {
 
 #[tokio::test]
 async fn timeouts_bound_each_request_and_are_retried() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY).delay(Duration::from_secs(5))).await;
+    let server = TestServer::start(|_| Reply::ok(BODY).delay(Duration::from_secs(5))).await;
     let started = Instant::now();
-    let err = tick(json!({"endpoint": server.url(), "timeout_ms": 200}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "timeout_ms": 200}))
         .await
         .unwrap_err();
     let elapsed = started.elapsed();
@@ -268,8 +272,8 @@ async fn connection_errors_are_retried_then_transient() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_fail_permanent() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
-    let err = tick(json!({"endpoint": server.url(), "body_size_limit_bytes": 64}))
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
+    let err = tick(json!({"endpoint": server.url("/metrics"), "body_size_limit_bytes": 64}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
@@ -283,11 +287,11 @@ async fn bodies_over_the_limit_fail_permanent() {
     gz.write_all(&vec![b'#'; 100_000]).unwrap();
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 1000);
-    let server = ExpositionServer::start(move |_| {
+    let server = TestServer::start(move |_| {
         Reply::ok(bomb.clone()).header("content-encoding", "gzip")
     })
     .await;
-    let err = tick(json!({"endpoint": server.url(), "body_size_limit_bytes": 10_000}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "body_size_limit_bytes": 10_000}))
         .await
         .unwrap_err();
     assert!(
@@ -299,8 +303,8 @@ async fn bodies_over_the_limit_fail_permanent() {
 
 #[tokio::test]
 async fn sample_limit_fails_the_whole_scrape() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
-    let err = tick(json!({"endpoint": server.url(), "sample_limit": 3}))
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
+    let err = tick(json!({"endpoint": server.url("/metrics"), "sample_limit": 3}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
@@ -310,7 +314,7 @@ async fn sample_limit_fails_the_whole_scrape() {
         "{err}"
     );
     assert_eq!(
-        tick(json!({"endpoint": server.url(), "sample_limit": 4}))
+        tick(json!({"endpoint": server.url("/metrics"), "sample_limit": 4}))
             .await
             .unwrap()
             .len(),
@@ -322,18 +326,18 @@ async fn sample_limit_fails_the_whole_scrape() {
 async fn strict_config_rejects_what_lenient_scrapes_keep() {
     // Every line is well formed, but the buckets are not cumulative.
     let om = "# TYPE lat histogram\nlat_bucket{le=\"1\"} 5\nlat_bucket{le=\"+Inf\"} 3\n# EOF\n";
-    let server = ExpositionServer::start(move |_| {
+    let server = TestServer::start(move |_| {
         Reply::ok(om).header(
             "content-type",
             "application/openmetrics-text; version=1.0.0",
         )
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url()})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
     assert_eq!(rows(&batch), expected(om, Format::OpenMetrics));
     assert_eq!(batch.len(), 2);
 
-    let err = tick(json!({"endpoint": server.url(), "strict": true}))
+    let err = tick(json!({"endpoint": server.url("/metrics"), "strict": true}))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
@@ -341,7 +345,7 @@ async fn strict_config_rejects_what_lenient_scrapes_keep() {
         err.to_string(),
         format!(
             "parse body of {}: line 3, column 1 (byte 42): bucket le=\"+Inf\" of `lat` counts 3 but the bucket below it counts 5: buckets are cumulative",
-            server.url()
+            server.url("/metrics")
         )
     );
 }
@@ -350,7 +354,7 @@ async fn strict_config_rejects_what_lenient_scrapes_keep() {
 async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
     let html = "<!DOCTYPE html>\n<html><body>502</body></html>\n";
     let garbage = "up 1\nok{a=\"1\"} 2\nok{a=\"2\" 3\nlater 4\n";
-    let server = ExpositionServer::start(move |n| {
+    let server = TestServer::start(move |n| {
         if n == 0 {
             Reply::ok(html).header("content-type", "text/html")
         } else {
@@ -358,16 +362,16 @@ async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
         }
     })
     .await;
-    let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert_eq!(
         err.to_string(),
         format!(
             "parse body of {}: line 1, column 1 (byte 0): expected a metric name, found `<!DOCTYPE html>`",
-            server.url()
+            server.url("/metrics")
         )
     );
-    let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
     assert!(
         err.to_string().contains("line 3, column 10 (byte 26)"),
         "{err}"
@@ -376,15 +380,15 @@ async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let server = ExpositionServer::start(|_| {
+    let server = TestServer::start(|_| {
         Reply::status(301).header("location", "http://elsewhere/metrics")
     })
     .await;
-    let err = tick(json!({"endpoint": server.url()})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(
         err.to_string()
-            .ends_with("redirected to http://elsewhere/metrics; point endpoint at the final URL"),
+            .ends_with("redirected to http://elsewhere/metrics; point the connector at the final URL"),
         "{err}"
     );
 }

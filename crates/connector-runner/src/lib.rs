@@ -45,6 +45,10 @@ pub fn describe_metrics() {
         "Bytes read from the source, as received (before decompression)."
     );
     describe_counter!(
+        "connectord_source_retries_total",
+        "Requests to the source that failed and were tried again within a tick."
+    );
+    describe_counter!(
         "connectord_sink_bytes_total",
         Unit::Bytes,
         "Payload bytes written to the sink."

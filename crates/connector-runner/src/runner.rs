@@ -539,6 +539,7 @@ async fn run_tick(
     .increment(1);
     metrics::histogram!("connectord_tick_duration_seconds", &labels).record(duration.as_secs_f64());
     metrics::counter!("connectord_source_bytes_total", &labels).increment(source_bytes);
+    metrics::counter!("connectord_source_retries_total", &labels).increment(ctx.retries());
     metrics::counter!("connectord_rows_emitted_total", &labels).increment(rows);
     metrics::counter!("connectord_sink_bytes_total", &labels).increment(sink_bytes);
     if outcome == TickOutcome::Ok {

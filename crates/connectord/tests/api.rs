@@ -10,7 +10,7 @@ use support::{
     Daemon, Declared, Response, connector, ledger, request, wait_for, write_config,
     write_config_with,
 };
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\"} 1\nup{job=\"b\"} 0\n";
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -42,11 +42,11 @@ fn create(d: &Daemon, body: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_list_update_delete() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&write_config(dir.path(), &[]), &[]);
 
-    let id = create(&d, spec("api_one", &server.url()));
+    let id = create(&d, spec("api_one", &server.url("/metrics")));
     assert!(uuid::Uuid::parse_str(&id).is_ok());
     let got = call(&d, "GET", &format!("/v1/connectors/{id}"), None);
     assert_eq!(got.status, 200);
@@ -54,7 +54,7 @@ async fn create_get_list_update_delete() {
     assert_eq!(c["name"], "api_one");
     assert_eq!(c["origin"], "api");
     assert_eq!(c["state"], "enabled");
-    assert_eq!(c["config"]["endpoint"], server.url().as_str());
+    assert_eq!(c["config"]["endpoint"], server.url("/metrics").as_str());
     assert!(
         c["last_tick"].is_null() && c["disabled_reason"].is_null() && c["last_error"].is_null()
     );
@@ -72,12 +72,12 @@ async fn create_get_list_update_delete() {
         json!({"types": [{"type": "prometheus"}]})
     );
 
-    let mut changed = spec("api_one", &server.url());
+    let mut changed = spec("api_one", &server.url("/metrics"));
     changed["schedule_ms"] = json!(7_200_000);
     let put = call(&d, "PUT", &format!("/v1/connectors/{id}"), Some(changed));
     assert_eq!(put.status, 200, "{}", put.body);
     assert_eq!(put.json()["schedule_ms"], 7_200_000);
-    let mut bad = spec("api_one", &server.url());
+    let mut bad = spec("api_one", &server.url("/metrics"));
     bad["config"]["endpoint"] = json!("ftp://x/");
     let put = call(&d, "PUT", &format!("/v1/connectors/{id}"), Some(bad));
     assert_eq!(put.status, 400);
@@ -261,10 +261,10 @@ async fn hostile_requests_get_clean_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trigger_pause_resume_and_tick_history() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&write_config(dir.path(), &[]), &[]);
-    let id = create(&d, spec("manual", &server.url()));
+    let id = create(&d, spec("manual", &server.url("/metrics")));
     // The hourly schedule will not fire during the test: only triggers tick.
     let started = std::time::Instant::now();
     let r = call(&d, "POST", &format!("/v1/connectors/{id}/trigger"), None);
@@ -381,11 +381,11 @@ async fn file_connectors_are_marked_and_cannot_be_deleted_over_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_connectors_survive_a_restart_and_resume_clears_a_config_disable() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[]);
     let d = Daemon::start(&config, &[]);
-    let mut body = spec("late_secret", &server.url());
+    let mut body = spec("late_secret", &server.url("/metrics"));
     body["config"]["auth"] = json!({"type": "bearer", "token_ref": "$env:API_E2E_LATE_TOKEN"});
     let id = create(&d, body);
     assert_eq!(

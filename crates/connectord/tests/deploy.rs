@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::{Daemon, Declared, connector, ledger, wait_for, write_config};
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 /// Every `connectord_*` identifier in a text.
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -39,7 +39,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         .collect();
     assert!(variables.contains(&"connector_id") && variables.contains(&"connector_type_id"));
 
-    let server = ExpositionServer::start(|_| Reply::ok("up 1\n")).await;
+    let server = TestServer::start(|_| Reply::ok("up 1\n")).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -47,7 +47,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
             name: "watched",
             table: "watched",
             schedule_ms: 200,
-            config: format!("endpoint = \"{}\"", server.url()),
+            config: format!("endpoint = \"{}\"", server.url("/metrics")),
         }],
     );
     let d = Daemon::start(&config, &[]);

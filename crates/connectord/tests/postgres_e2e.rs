@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{Daemon, expected_rows};
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\",q=\"x\\\"y\"} 1\nup{job=\"b\"} NaN\nrequests_total 42 1700000000000\n";
 
@@ -134,11 +134,11 @@ async fn ledger_len(id: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_database_and_commit_each_bucket_once() {
     let Some(url) = database_url() else { return };
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (name, schema) = (format!("shared_{suffix}"), format!("t_{suffix}"));
-    let config = config(dir.path(), &name, &schema, &server.url());
+    let config = config(dir.path(), &name, &schema, &server.url("/metrics"));
     let env = [("DATABASE_URL", url.as_str())];
     let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&config, &env)).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

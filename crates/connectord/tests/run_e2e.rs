@@ -9,7 +9,7 @@ use std::time::Duration;
 use support::{
     Daemon, Declared, assert_exactly_once, connector, ledger, ticks, wait_for, write_config,
 };
-use testkit::{ExpositionServer, Reply};
+use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
 http_requests_total{method=\"get\",code=\"200\"} 1027 1395066363000\n\
@@ -18,13 +18,13 @@ temperature{room=\"a \\\"b\\\"\\nc\"} NaN\nratio +Inf\nup 1\n";
 
 const GARBAGE: &str = "up 1\nok{a=\"1\"} 2\nbroken{a=\"2\" 3\nlater 4\n";
 
-fn endpoint(server: &ExpositionServer) -> String {
-    format!("endpoint = \"{}\"", server.url())
+fn endpoint(server: &TestServer) -> String {
+    format!("endpoint = \"{}\"", server.url("/metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_equal_the_parse_of_the_body_at_the_bucket_time() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -86,8 +86,8 @@ async fn rows_equal_the_parse_of_the_body_at_the_bucket_time() {
 async fn garbage_commits_nothing_and_the_next_good_tick_lands() {
     // "flaky" serves garbage on its 2nd and 3rd scrapes; "broken" always does.
     let flaky =
-        ExpositionServer::start(|n| Reply::ok(if n == 1 || n == 2 { GARBAGE } else { BODY })).await;
-    let broken = ExpositionServer::start(|_| Reply::ok(GARBAGE)).await;
+        TestServer::start(|n| Reply::ok(if n == 1 || n == 2 { GARBAGE } else { BODY })).await;
+    let broken = TestServer::start(|_| Reply::ok(GARBAGE)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -168,7 +168,7 @@ async fn garbage_commits_nothing_and_the_next_good_tick_lands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_disables_the_connector() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -206,7 +206,7 @@ async fn a_missing_secret_disables_the_connector() {
 async fn a_secret_never_appears_in_logs_errors_metrics_or_storage() {
     const SECRET: &str = "zz-very-secret-token-4711";
     // Two refusals (a Permanent error each), then success.
-    let server = ExpositionServer::start(|n| {
+    let server = TestServer::start(|n| {
         if n < 2 {
             Reply::status(401)
         } else {
@@ -277,7 +277,7 @@ async fn a_secret_never_appears_in_logs_errors_metrics_or_storage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_connector_labels_for_every_series() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -328,7 +328,7 @@ async fn metrics_carry_connector_labels_for_every_series() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_on_one_data_folder_commit_every_bucket_once() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -386,7 +386,7 @@ async fn kill_9_mid_tick_then_restart_leaves_no_bucket_twice_or_partial() {
     .unwrap();
     let served = body.clone();
     // A slow source keeps a tick in flight most of the time, so kills land mid-tick.
-    let server = ExpositionServer::start(move |_| {
+    let server = TestServer::start(move |_| {
         Reply::ok(served.clone()).delay(Duration::from_millis(80))
     })
     .await;
@@ -427,7 +427,7 @@ async fn kill_9_mid_tick_then_restart_leaves_no_bucket_twice_or_partial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_the_tick_span() {
-    let server = ExpositionServer::start(|_| Reply::ok(BODY)).await;
+    let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -466,10 +466,10 @@ async fn json_logs_carry_the_tick_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connectors_in_the_file_are_updated_by_name_at_start() {
-    let first = ExpositionServer::start(|_| Reply::ok(BODY)).await;
-    let second = ExpositionServer::start(|_| Reply::ok("up 1\n")).await;
+    let first = TestServer::start(|_| Reply::ok(BODY)).await;
+    let second = TestServer::start(|_| Reply::ok("up 1\n")).await;
     let dir = tempfile::tempdir().unwrap();
-    let declare = |server: &ExpositionServer| Declared {
+    let declare = |server: &TestServer| Declared {
         name: "moving",
         table: "moving",
         schedule_ms: 200,

@@ -1,14 +1,32 @@
-//! Test support shared by the workspace's integration tests and benchmarks: an
-//! exposition server on 127.0.0.1 (port 0) whose every reply is scripted, over HTTP or
-//! HTTPS with a throwaway CA. Never used outside tests and benches.
+//! A scriptable HTTP/HTTPS server on 127.0.0.1 for connector tests (feature
+//! `testing`). Every reply is scripted by a closure of the request's number; every
+//! request is recorded (method, path, headers, body).
+//!
+//! ```
+//! use connector_http::testing::{Reply, TestServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let server = TestServer::start(|n| match n {
+//!     0 => Reply::status(503).header("retry-after", "0"),
+//!     _ => Reply::json(&serde_json::json!({"devices": []})).gzip(),
+//! })
+//! .await;
+//! let url = server.url("/v1/readings");
+//! # let _ = url;
+//! // ... point the connector at `url`, tick, then:
+//! assert_eq!(server.count(), 0);
+//! # }
+//! ```
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -18,26 +36,30 @@ use tokio::net::TcpListener;
 pub struct Reply {
     /// HTTP status code.
     pub status: u16,
-    /// Extra response headers.
+    /// Response headers.
     pub headers: Vec<(String, String)>,
-    /// The body.
+    /// The body, as sent.
     pub body: Bytes,
     /// How long to wait before answering.
     pub delay: Duration,
 }
 
 impl Reply {
-    /// 200 with `body` as Prometheus text.
+    /// 200 with `body` as Prometheus text 0.0.4.
     pub fn ok(body: impl Into<Bytes>) -> Self {
-        Reply {
-            status: 200,
-            headers: vec![(
-                "content-type".into(),
-                "text/plain; version=0.0.4; charset=utf-8".into(),
-            )],
-            body: body.into(),
-            delay: Duration::ZERO,
-        }
+        Self::text(body, "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    /// 200 with `body` and a content type.
+    pub fn text(body: impl Into<Bytes>, content_type: &str) -> Self {
+        Reply::status(200)
+            .header("content-type", content_type)
+            .body(body)
+    }
+
+    /// 200 with `value` as JSON.
+    pub fn json(value: &serde_json::Value) -> Self {
+        Self::text(value.to_string(), "application/json")
     }
 
     /// An empty response with `status`.
@@ -50,11 +72,29 @@ impl Reply {
         }
     }
 
+    /// Replaces the body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
     /// Replaces (or adds) a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// Compresses the body with gzip and says so in `Content-Encoding`.
+    ///
+    /// # Panics
+    ///
+    /// If compressing into memory fails, which it does not.
+    pub fn gzip(mut self) -> Self {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&self.body).expect("gzip into memory");
+        self.body = encoder.finish().expect("gzip into memory").into();
+        self.header("content-encoding", "gzip")
     }
 
     /// Answers after `delay`.
@@ -67,17 +107,21 @@ impl Reply {
 /// What the server saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The method.
+    pub method: http::Method,
     /// The request path and query.
     pub path: String,
     /// The request headers.
     pub headers: http::HeaderMap,
+    /// The request body.
+    pub body: Bytes,
 }
 
 type Handler = dyn Fn(usize) -> Reply + Send + Sync;
 
-/// A scriptable exposition server; stops when dropped.
+/// A scriptable server on 127.0.0.1 (port 0); stops when dropped.
 #[derive(Debug)]
-pub struct ExpositionServer {
+pub struct TestServer {
     addr: SocketAddr,
     scheme: &'static str,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -85,20 +129,24 @@ pub struct ExpositionServer {
     ca_dir: Option<tempfile::TempDir>,
 }
 
-impl Drop for ExpositionServer {
+impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl ExpositionServer {
-    /// Serves HTTP on 127.0.0.1; `handler(n)` scripts the reply to the n-th request (from 0).
+impl TestServer {
+    /// Serves HTTP; `handler(n)` scripts the reply to the n-th request (from 0).
     pub async fn start(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
         Self::spawn(Arc::new(handler), None).await
     }
 
-    /// Serves HTTPS on 127.0.0.1 with a certificate for `127.0.0.1` and `localhost`
-    /// signed by a fresh CA, whose PEM file is at [`ExpositionServer::ca_file`].
+    /// Serves HTTPS with a certificate for `127.0.0.1` and `localhost` signed by a
+    /// fresh CA, whose PEM file is at [`TestServer::ca_file`].
+    ///
+    /// # Panics
+    ///
+    /// If the certificate cannot be generated or the CA file written.
     pub async fn start_tls(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
         let (config, ca_pem) = tls_config();
         let dir = tempfile::tempdir().expect("a temporary folder for the CA");
@@ -129,27 +177,7 @@ impl ExpositionServer {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let handler = Arc::clone(&handler);
                         let seen = Arc::clone(&seen);
-                        async move {
-                            let n = {
-                                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-                                seen.push(Seen {
-                                    path: req
-                                        .uri()
-                                        .path_and_query()
-                                        .map(ToString::to_string)
-                                        .unwrap_or_default(),
-                                    headers: req.headers().clone(),
-                                });
-                                seen.len() - 1
-                            };
-                            let reply = handler(n);
-                            tokio::time::sleep(reply.delay).await;
-                            let mut response = hyper::Response::builder().status(reply.status);
-                            for (name, value) in &reply.headers {
-                                response = response.header(name, value);
-                            }
-                            response.body(Full::new(reply.body))
-                        }
+                        async move { Ok::<_, hyper::Error>(answer(req, &*handler, &seen).await) }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match acceptor {
@@ -167,7 +195,7 @@ impl ExpositionServer {
                 });
             }
         });
-        ExpositionServer {
+        TestServer {
             addr,
             scheme,
             seen,
@@ -176,9 +204,9 @@ impl ExpositionServer {
         }
     }
 
-    /// `http(s)://127.0.0.1:PORT/metrics`.
-    pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}/metrics", self.scheme, self.addr.port())
+    /// `http(s)://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.addr.port())
     }
 
     /// The bound address.
@@ -208,6 +236,47 @@ impl ExpositionServer {
     }
 }
 
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    handler: &Handler,
+    seen: &Mutex<Vec<Seen>>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let n = {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.push(Seen {
+            method: parts.method,
+            path: parts
+                .uri
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            headers: parts.headers,
+            body,
+        });
+        seen.len() - 1
+    };
+    let reply = handler(n);
+    tokio::time::sleep(reply.delay).await;
+    let mut response = hyper::Response::new(Full::new(reply.body));
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
 fn tls_config() -> (rustls::ServerConfig, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("a CA key");
@@ -234,7 +303,7 @@ fn tls_config() -> (rustls::ServerConfig, String) {
 }
 
 /// PEM-encodes DER, 64 base64 characters a line.
-fn pem(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

@@ -1,0 +1,178 @@
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+use crate::HttpError;
+
+/// The largest PEM file read: a bundle of every public CA is about 220 KiB.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// TLS settings for `https://` requests, as operators write them under `tls` in a
+/// connector's config. Without a `ca_file` the web PKI roots are trusted.
+///
+/// Files are read when a request needs them, off the async workers, and must be
+/// regular files of at most [`MAX_PEM_BYTES`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates to trust instead of the web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// A PEM client certificate (chain) to present; needs `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// The PEM private key of `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Accept any server certificate. For tests and emergencies only: it logs a
+    /// warning every time a client is built with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+impl TlsConfig {
+    /// Checks the settings without touching the file system; `key` is where they
+    /// sit in the connector's config (`"tls"`).
+    pub fn validate(&self, key: &str) -> Result<(), connector_core::ConnectorError> {
+        let fail = |m: String| Err(connector_core::ConnectorError::config(m));
+        for (name, value) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return fail(format!("{key}.{name}: must name a PEM file"));
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => fail(format!("{key}.cert_file: needs {key}.key_file too")),
+            (None, Some(_)) => fail(format!("{key}.key_file: needs {key}.cert_file too")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Reads a PEM file named by config key `key`: a regular file of at most
+/// [`MAX_PEM_BYTES`]. Blocking; call it on a blocking thread.
+fn read_pem(key: &str, path: &str) -> Result<Vec<u8>, HttpError> {
+    let unreadable = || HttpError::config(format!("tls.{key}: cannot read `{path}` as a regular file"));
+    let file = std::fs::File::open(Path::new(path)).map_err(|e| unreadable().with_source(e))?;
+    let meta = file.metadata().map_err(|e| unreadable().with_source(e))?;
+    if !meta.is_file() {
+        return Err(unreadable());
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| unreadable().with_source(e))?;
+    if pem.len() as u64 > MAX_PEM_BYTES {
+        return Err(HttpError::config(format!(
+            "tls.{key}: `{path}` is larger than {MAX_PEM_BYTES} bytes"
+        )));
+    }
+    Ok(pem)
+}
+
+fn certificates(key: &str, path: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| HttpError::config(format!("tls.{key}: `{path}` is not valid PEM")).with_source(e))?;
+    if certs.is_empty() {
+        return Err(HttpError::config(format!(
+            "tls.{key}: `{path}` holds no certificate"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Builds the rustls client configuration for `tls` (web PKI roots when `None`).
+/// Reads files, so it runs on a blocking thread.
+pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientConfig, HttpError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::config("tls: cannot build the TLS configuration").with_source(e))?;
+    let tls_default = TlsConfig::default();
+    let tls = tls.unwrap_or(&tls_default);
+    let builder = if tls.insecure_skip_verify {
+        tracing::warn!("tls.insecure_skip_verify is set: server certificates are not verified");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca_file {
+            None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            Some(path) => {
+                let pem = read_pem("ca_file", path)?;
+                for cert in certificates("ca_file", path, &pem)? {
+                    roots.add(cert).map_err(|e| {
+                        HttpError::config(format!("tls.ca_file: `{path}` holds an unusable certificate"))
+                            .with_source(e)
+                    })?;
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let certs = certificates("cert_file", cert_path, &read_pem("cert_file", cert_path)?)?;
+            let key = PrivateKeyDer::from_pem_slice(&read_pem("key_file", key_path)?).map_err(|e| {
+                HttpError::config(format!("tls.key_file: `{key_path}` holds no usable private key"))
+                    .with_source(e)
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                HttpError::config("tls: the client certificate does not match its key").with_source(e)
+            })
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The verifier behind `insecure_skip_verify`: any certificate, but the handshake's
+/// signatures are still checked, so the connection is at least to the key holder.
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
