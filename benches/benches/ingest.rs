@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use benches::generate_exposition;
 use connector_core::{Batch, Connector as _, TickContext, Value};
+use connector_http::testing::{Reply, TestServer};
 use connector_prometheus::PrometheusConnector;
 use connector_prometheus::exposition::{Format, parse};
 use connector_runner::{Sink, StateStore, Target};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use store_sqlite::SqliteStore;
-use connector_http::testing::{Reply, TestServer};
 
 const BODY_BYTES: usize = 2 * 1024 * 1024;
 

@@ -130,7 +130,9 @@ pub fn run(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Result<()
 async fn chaos(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Result<()> {
     let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let server = connector_http::testing::TestServer::start(|_| connector_http::testing::Reply::ok(BODY)).await;
+    let server =
+        connector_http::testing::TestServer::start(|_| connector_http::testing::Reply::ok(BODY))
+            .await;
     let run = format!("chaos_{}", std::process::id());
     std::fs::create_dir_all(work)?;
     let mut toml = format!(

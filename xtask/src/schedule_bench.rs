@@ -44,7 +44,10 @@ pub fn run(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
 }
 
 async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
-    let server = connector_http::testing::TestServer::start(|_| connector_http::testing::Reply::ok("up 1\n")).await;
+    let server = connector_http::testing::TestServer::start(|_| {
+        connector_http::testing::Reply::ok("up 1\n")
+    })
+    .await;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
     let url = std::env::var("DATABASE_URL").ok();

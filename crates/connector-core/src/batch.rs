@@ -716,7 +716,12 @@ mod tests {
             ("ok", ColumnType::Boolean),
         ]));
         let mut batch = Batch::with_capacity(schema, 4);
-        batch.row().integer(i64::MIN).boolean(true).finish().unwrap();
+        batch
+            .row()
+            .integer(i64::MIN)
+            .boolean(true)
+            .finish()
+            .unwrap();
         batch.row().null().null().finish().unwrap();
         let err = batch.row().integer(1).real(1.0).finish().unwrap_err();
         assert_eq!(
@@ -727,7 +732,10 @@ mod tests {
         assert_eq!(batch.len(), 3);
         assert_eq!(batch.get(0, 0), Value::Integer(i64::MIN));
         assert_eq!(batch.get(0, 1), Value::Boolean(true));
-        assert_eq!((batch.get(1, 0), batch.get(1, 1)), (Value::Null, Value::Null));
+        assert_eq!(
+            (batch.get(1, 0), batch.get(1, 1)),
+            (Value::Null, Value::Null)
+        );
         assert_eq!(batch.get(2, 0), Value::Integer(7));
         assert_eq!(batch.get(2, 1), Value::Boolean(false));
         assert_eq!(batch.payload_bytes(), 3 * 8 + 3);

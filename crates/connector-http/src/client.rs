@@ -478,9 +478,8 @@ impl Response {
     /// The body parsed as JSON into `T`; a body that does not fit is `Permanent`,
     /// with serde's line and column.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            HttpError::permanent("the body is not the expected JSON").with_source(e)
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| HttpError::permanent("the body is not the expected JSON").with_source(e))
     }
 }
 

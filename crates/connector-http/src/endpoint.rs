@@ -97,7 +97,10 @@ mod tests {
 
     #[test]
     fn hosts_and_credentials() {
-        assert!(error("http://bad host/").starts_with("endpoint: `http://bad host/` is not a valid URL"));
+        assert!(
+            error("http://bad host/")
+                .starts_with("endpoint: `http://bad host/` is not a valid URL")
+        );
         assert_eq!(
             error("http://user:pw@h/"),
             "endpoint: credentials in the URL are not allowed, use `auth` with a `$env:` reference"

@@ -63,7 +63,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Reads a PEM file named by config key `key`: a regular file of at most
 /// [`MAX_PEM_BYTES`]. Blocking; call it on a blocking thread.
 fn read_pem(key: &str, path: &str) -> Result<Vec<u8>, HttpError> {
-    let unreadable = || HttpError::config(format!("tls.{key}: cannot read `{path}` as a regular file"));
+    let unreadable =
+        || HttpError::config(format!("tls.{key}: cannot read `{path}` as a regular file"));
     let file = std::fs::File::open(Path::new(path)).map_err(|e| unreadable().with_source(e))?;
     let meta = file.metadata().map_err(|e| unreadable().with_source(e))?;
     if !meta.is_file() {
@@ -81,10 +82,16 @@ fn read_pem(key: &str, path: &str) -> Result<Vec<u8>, HttpError> {
     Ok(pem)
 }
 
-fn certificates(key: &str, path: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+fn certificates(
+    key: &str,
+    path: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| HttpError::config(format!("tls.{key}: `{path}` is not valid PEM")).with_source(e))?;
+        .map_err(|e| {
+            HttpError::config(format!("tls.{key}: `{path}` is not valid PEM")).with_source(e)
+        })?;
     if certs.is_empty() {
         return Err(HttpError::config(format!(
             "tls.{key}: `{path}` holds no certificate"
@@ -114,8 +121,10 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
                 let pem = read_pem("ca_file", path)?;
                 for cert in certificates("ca_file", path, &pem)? {
                     roots.add(cert).map_err(|e| {
-                        HttpError::config(format!("tls.ca_file: `{path}` holds an unusable certificate"))
-                            .with_source(e)
+                        HttpError::config(format!(
+                            "tls.ca_file: `{path}` holds an unusable certificate"
+                        ))
+                        .with_source(e)
                     })?;
                 }
             }
@@ -125,12 +134,16 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert_path), Some(key_path)) => {
             let certs = certificates("cert_file", cert_path, &read_pem("cert_file", cert_path)?)?;
-            let key = PrivateKeyDer::from_pem_slice(&read_pem("key_file", key_path)?).map_err(|e| {
-                HttpError::config(format!("tls.key_file: `{key_path}` holds no usable private key"))
+            let key =
+                PrivateKeyDer::from_pem_slice(&read_pem("key_file", key_path)?).map_err(|e| {
+                    HttpError::config(format!(
+                        "tls.key_file: `{key_path}` holds no usable private key"
+                    ))
                     .with_source(e)
-            })?;
+                })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
-                HttpError::config("tls: the client certificate does not match its key").with_source(e)
+                HttpError::config("tls: the client certificate does not match its key")
+                    .with_source(e)
             })
         }
         _ => Ok(builder.with_no_client_auth()),
@@ -160,7 +173,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -169,7 +187,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -13,7 +13,10 @@ fn ctx() -> TickContext {
     TickContext::new("c", 0).with_secrets(Arc::new(MapSecrets::new().with("TOKEN", "t0ken")))
 }
 
-async fn get(server: &TestServer, ctx: &TickContext) -> Result<connector_http::Response, HttpError> {
+async fn get(
+    server: &TestServer,
+    ctx: &TickContext,
+) -> Result<connector_http::Response, HttpError> {
     HttpClient::new()
         .get(&server.url("/x"))
         .timeout_ms(1_000)
@@ -35,13 +38,20 @@ async fn a_json_body_arrives_with_auth_and_counts_its_bytes() {
         .send(&ctx)
         .await
         .unwrap();
-    assert_eq!(response.json::<serde_json::Value>().unwrap(), json!({"a": 1}));
+    assert_eq!(
+        response.json::<serde_json::Value>().unwrap(),
+        json!({"a": 1})
+    );
     assert_eq!(response.content_type(), Some("application/json"));
     let seen = &server.requests()[0];
     assert_eq!(seen.path, "/x?y=1");
     assert_eq!(seen.headers["authorization"], "Bearer t0ken");
     assert_eq!(seen.headers["accept"], "application/json");
-    assert!(ctx.source_bytes() > 0 && ctx.source_bytes() < 64, "{}", ctx.source_bytes());
+    assert!(
+        ctx.source_bytes() > 0 && ctx.source_bytes() < 64,
+        "{}",
+        ctx.source_bytes()
+    );
     assert_eq!(ctx.retries(), 0);
 }
 
@@ -76,7 +86,11 @@ async fn retry_after_is_honoured_and_capped() {
     let started = Instant::now();
     let response = get(&server, &ctx()).await.unwrap();
     assert_eq!(response.body(), b"fine");
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 
     let server = TestServer::start(|_| Reply::status(429).header("retry-after", "3600")).await;
     let started = Instant::now();
@@ -85,7 +99,8 @@ async fn retry_after_is_honoured_and_capped() {
     assert_eq!(server.count(), 1, "no wait of an hour");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
-        err.to_string().contains("the server asked to retry after 3600 s, longer than the 30 s"),
+        err.to_string()
+            .contains("the server asked to retry after 3600 s, longer than the 30 s"),
         "{err}"
     );
 }
@@ -102,13 +117,21 @@ async fn timeouts_bound_the_whole_exchange_and_are_transient() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
-    assert!(err.to_string().contains("timed out after 200 ms (after 2 attempts)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("timed out after 200 ms (after 2 attempts)"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn connection_errors_carry_their_cause_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let err = HttpClient::new()
         .get(&format!("http://127.0.0.1:{port}/"))
         .retries(0)
@@ -117,7 +140,10 @@ async fn connection_errors_carry_their_cause_once() {
         .await
         .unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.starts_with(&format!("poll http://127.0.0.1:{port}/: cannot connect")), "{text}");
+    assert!(
+        text.starts_with(&format!("poll http://127.0.0.1:{port}/: cannot connect")),
+        "{text}"
+    );
     assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
 }
 
@@ -137,20 +163,32 @@ async fn bodies_are_capped_before_and_after_gzip() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Permanent);
-        assert!(err.to_string().ends_with("body exceeds the limit of 1000 bytes"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("body exceeds the limit of 1000 bytes"),
+            "{err}"
+        );
     }
-    let corrupt = TestServer::start(|_| Reply::ok("not gzip").header("content-encoding", "gzip")).await;
+    let corrupt =
+        TestServer::start(|_| Reply::ok("not gzip").header("content-encoding", "gzip")).await;
     let err = get(&corrupt, &ctx()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
-    assert!(format!("{err:#}").contains("the gzip body is corrupt: "), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("the gzip body is corrupt: "),
+        "{err:#}"
+    );
 }
 
 #[tokio::test]
 async fn redirects_are_permanent_and_not_followed() {
-    let server = TestServer::start(|_| Reply::status(301).header("location", "http://elsewhere/")).await;
+    let server =
+        TestServer::start(|_| Reply::status(301).header("location", "http://elsewhere/")).await;
     let err = get(&server, &ctx()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
-    assert!(err.to_string().contains("redirected to http://elsewhere/"), "{err}");
+    assert!(
+        err.to_string().contains("redirected to http://elsewhere/"),
+        "{err}"
+    );
     assert_eq!(server.count(), 1);
 }
 
@@ -163,18 +201,33 @@ async fn tls_with_a_ca_file_and_insecure_skip_verify() {
         ..TlsConfig::default()
     };
     let client = HttpClient::new();
-    let response = client.get(&server.url("/")).tls(Some(&with_ca)).send(&ctx()).await.unwrap();
+    let response = client
+        .get(&server.url("/"))
+        .tls(Some(&with_ca))
+        .send(&ctx())
+        .await
+        .unwrap();
     assert_eq!(response.body(), b"secure");
 
     // The web PKI does not know the test CA: not retried as a network blip would be.
-    let err = client.get(&server.url("/")).retries(0).send(&ctx()).await.unwrap_err();
+    let err = client
+        .get(&server.url("/"))
+        .retries(0)
+        .send(&ctx())
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("UnknownIssuer"), "{err:#}");
 
     let insecure = TlsConfig {
         insecure_skip_verify: true,
         ..TlsConfig::default()
     };
-    let response = client.get(&server.url("/")).tls(Some(&insecure)).send(&ctx()).await.unwrap();
+    let response = client
+        .get(&server.url("/"))
+        .tls(Some(&insecure))
+        .send(&ctx())
+        .await
+        .unwrap();
     assert_eq!(response.body(), b"secure");
 }
 
@@ -214,8 +267,16 @@ async fn a_missing_secret_is_a_config_error_and_sends_nothing() {
         username: "u".into(),
         password_ref: "$env:NOPE".parse().unwrap(),
     };
-    let err = HttpClient::new().get(&server.url("/")).auth(&auth).send(&ctx()).await.unwrap_err();
+    let err = HttpClient::new()
+        .get(&server.url("/"))
+        .auth(&auth)
+        .send(&ctx())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert_eq!(err.to_string(), "token resolve: environment variable `NOPE` is not set");
+    assert_eq!(
+        err.to_string(),
+        "token resolve: environment variable `NOPE` is not set"
+    );
     assert_eq!(server.count(), 0);
 }

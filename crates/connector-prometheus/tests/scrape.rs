@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use connector_core::testing::Harness;
 use connector_core::{Batch, ConnectorError, ErrorKind, Value};
+use connector_http::testing::{Reply, TestServer};
 use connector_prometheus::exposition::{Format, parse};
 use connector_prometheus::{ACCEPT_HEADER, PrometheusConnector};
 use serde_json::json;
-use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
 http_requests_total{method=\"get\",code=\"200\"} 1027 1395066363000\n\
@@ -75,7 +75,9 @@ fn expected(body: &str, format: Format) -> Vec<(String, Option<f64>, serde_json:
 #[tokio::test]
 async fn http_scrape_emits_one_row_per_sample_at_the_bucket_time() {
     let server = TestServer::start(|_| Reply::ok(BODY)).await;
-    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap();
     assert_eq!(rows(&batch), expected(BODY, Format::Prometheus));
     assert_eq!(batch.len(), 4);
     let seen = &server.requests()[0];
@@ -108,9 +110,11 @@ async fn https_scrape_with_a_private_ca() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient);
     assert!(err.to_string().contains("cannot connect"), "{err}");
-    let err = tick(json!({"endpoint": server.url("/metrics"), "tls": {"ca_file": "/nonexistent/ca.pem"}}))
-        .await
-        .unwrap_err();
+    let err = tick(
+        json!({"endpoint": server.url("/metrics"), "tls": {"ca_file": "/nonexistent/ca.pem"}}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(
         err.to_string()
@@ -128,7 +132,9 @@ async fn gzip_bodies_are_decoded() {
         Reply::ok(compressed.clone()).header("content-encoding", "gzip")
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap();
     assert_eq!(rows(&batch), expected(BODY, Format::Prometheus));
 }
 
@@ -145,9 +151,13 @@ async fn the_content_type_picks_the_parser() {
         Reply::ok(om).header("content-type", content_type)
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap();
     assert_eq!(rows(&batch), expected(om, Format::OpenMetrics));
-    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(err.to_string().contains("integer timestamp"), "{err}");
 }
@@ -188,7 +198,9 @@ async fn retryable_failures_retry_three_times_with_backoff_then_fail_transient()
     for status in [503, 500, 429] {
         let server = TestServer::start(move |_| Reply::status(status)).await;
         let started = Instant::now();
-        let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+        let err = tick(json!({"endpoint": server.url("/metrics")}))
+            .await
+            .unwrap_err();
         let elapsed = started.elapsed();
         assert_eq!(err.kind(), ErrorKind::Transient, "{status}");
         assert_eq!(server.count(), 4, "{status}: one attempt and three retries");
@@ -222,7 +234,9 @@ async fn a_retry_that_succeeds_lands_the_rows() {
 async fn other_client_errors_are_permanent_without_retry() {
     for status in [404, 401, 403, 400] {
         let server = TestServer::start(move |_| Reply::status(status)).await;
-        let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+        let err = tick(json!({"endpoint": server.url("/metrics")}))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Permanent, "{status}");
         assert_eq!(server.count(), 1, "{status}: no retry");
         assert!(
@@ -287,10 +301,9 @@ async fn bodies_over_the_limit_fail_permanent() {
     gz.write_all(&vec![b'#'; 100_000]).unwrap();
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 1000);
-    let server = TestServer::start(move |_| {
-        Reply::ok(bomb.clone()).header("content-encoding", "gzip")
-    })
-    .await;
+    let server =
+        TestServer::start(move |_| Reply::ok(bomb.clone()).header("content-encoding", "gzip"))
+            .await;
     let err = tick(json!({"endpoint": server.url("/metrics"), "body_size_limit_bytes": 10_000}))
         .await
         .unwrap_err();
@@ -333,7 +346,9 @@ async fn strict_config_rejects_what_lenient_scrapes_keep() {
         )
     })
     .await;
-    let batch = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap();
+    let batch = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap();
     assert_eq!(rows(&batch), expected(om, Format::OpenMetrics));
     assert_eq!(batch.len(), 2);
 
@@ -362,7 +377,9 @@ async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
         }
     })
     .await;
-    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert_eq!(
         err.to_string(),
@@ -371,7 +388,9 @@ async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
             server.url("/metrics")
         )
     );
-    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+    let err = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("line 3, column 10 (byte 26)"),
         "{err}"
@@ -380,15 +399,17 @@ async fn a_body_that_is_not_exposition_text_is_permanent_with_its_position() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let server = TestServer::start(|_| {
-        Reply::status(301).header("location", "http://elsewhere/metrics")
-    })
-    .await;
-    let err = tick(json!({"endpoint": server.url("/metrics")})).await.unwrap_err();
+    let server =
+        TestServer::start(|_| Reply::status(301).header("location", "http://elsewhere/metrics"))
+            .await;
+    let err = tick(json!({"endpoint": server.url("/metrics")}))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(
-        err.to_string()
-            .ends_with("redirected to http://elsewhere/metrics; point the connector at the final URL"),
+        err.to_string().ends_with(
+            "redirected to http://elsewhere/metrics; point the connector at the final URL"
+        ),
         "{err}"
     );
 }

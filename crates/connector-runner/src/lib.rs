@@ -4,6 +4,7 @@
 //! (connectors, leases, tick history) and [`Sink`] (rows, at most once per bucket),
 //! and knows nothing of HTTP servers, TOML or any particular database.
 
+pub mod protocol;
 mod runner;
 pub mod schedule;
 mod spec;
@@ -15,8 +16,8 @@ pub use spec::{
     SCHEDULE_MS_RANGE, SpecError,
 };
 pub use store::{
-    CommitReport, Lease, Sink, StateStore, StatusChange, StoreError, StoreErrorKind, Target,
-    TickOutcome, TickRecord,
+    CommitReport, Lease, RowQuery, RowsRead, Sink, StateStore, StatusChange, StoreError,
+    StoreErrorKind, Target, TickOutcome, TickRecord,
 };
 
 /// The duration histogram's name, for exporters that set its buckets.

@@ -230,7 +230,10 @@ impl Runner {
         let records = match self.shared.store.list_connectors().await {
             Ok(records) => records,
             Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "cannot read connectors from the state store");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot read connectors from the state store"
+                );
                 return;
             }
         };
@@ -262,7 +265,10 @@ impl Runner {
                         .set_status(&record.id, StatusChange::Disabled(reason))
                         .await
                     {
-                        tracing::error!(error = format!("{e:#}"), "cannot record the disabled state");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "cannot record the disabled state"
+                        );
                     }
                     continue;
                 }
@@ -516,7 +522,10 @@ async fn run_tick(
                     rows = report.rows;
                     sink_bytes = report.bytes;
                     if let Err(e) = shared.store.finish_task(&lease).await {
-                        tracing::warn!(error = format!("{e:#}"), "cannot mark the bucket done; its ledger row still prevents a second commit");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "cannot mark the bucket done; its ledger row still prevents a second commit"
+                        );
                     }
                 }
                 Err((o, message)) => {
@@ -563,7 +572,10 @@ async fn run_tick(
     if let Some(status) = status
         && let Err(e) = shared.store.set_status(id, status).await
     {
-        tracing::error!(error = format!("{e:#}"), "cannot record the connector's status");
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot record the connector's status"
+        );
     }
     let history = TickRecord {
         connector_id: record.id.clone(),
@@ -578,7 +590,10 @@ async fn run_tick(
         runner_id: runner_id.clone(),
     };
     if let Err(e) = shared.store.record_tick(&history).await {
-        tracing::error!(error = format!("{e:#}"), "cannot record the tick in the history");
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot record the tick in the history"
+        );
     }
     Some(outcome)
 }

@@ -122,6 +122,25 @@ pub enum Origin {
     Api,
 }
 
+impl Origin {
+    /// The lowercase name stored and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::File => "file",
+            Origin::Api => "api",
+        }
+    }
+
+    /// Parses [`Origin::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(Origin::File),
+            "api" => Some(Origin::Api),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a connector ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +199,9 @@ pub struct ConnectorRecord {
     pub created_at_ms: i64,
     /// Last change of the spec, Unix ms.
     pub updated_at_ms: i64,
+    /// The newest tick of its history, kept beside the record so a list of every
+    /// connector is one query.
+    pub last_tick: Option<crate::TickRecord>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use connector_core::Batch;
+use std::sync::Arc;
+
+use connector_core::{Batch, Schema};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ConnectorRecord, ConnectorSpec, ConnectorState, Origin};
@@ -97,6 +99,12 @@ impl StoreError {
             message: message.into(),
             source: Some(source.into()),
         }
+    }
+
+    /// Keeps `cause` as this error's source.
+    pub fn with_cause(mut self, cause: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        self.source = Some(cause.into());
+        self
     }
 
     /// What went wrong.
@@ -328,6 +336,33 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     async fn now_ms(&self) -> Result<i64, StoreError>;
 }
 
+/// Which rows of a target table to read back, for `connectord rows`.
+#[derive(Debug, Clone)]
+pub struct RowQuery {
+    /// A SQLite file or PostgreSQL schema.
+    pub database: String,
+    /// The table.
+    pub table: String,
+    /// The connector's row schema, when known: it tells a store whose column types
+    /// are coarser than the schema's (SQLite keeps JSON as TEXT and booleans as
+    /// INTEGER) how to print them. Columns come from the table itself.
+    pub schema: Option<Arc<Schema>>,
+    /// Only rows whose `timestamp` is at or after this, Unix ms.
+    pub since_ms: Option<i64>,
+    /// At most this many rows, newest first.
+    pub limit: usize,
+}
+
+/// Rows read back from a table, newest first: timestamps as Unix ms, JSON columns
+/// as JSON, booleans as booleans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowsRead {
+    /// The table's columns, in table order.
+    pub columns: Vec<String>,
+    /// One value per column per row.
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
 /// Commits batches, at most once per (connector, bucket).
 #[async_trait]
 pub trait Sink: Send + Sync + fmt::Debug {
@@ -342,4 +377,9 @@ pub trait Sink: Send + Sync + fmt::Debug {
         lease: &Lease,
         batch: Batch,
     ) -> Result<CommitReport, StoreError>;
+
+    /// Reads rows of a target table back, whatever its columns. A table (or
+    /// database) that does not exist is [`StoreErrorKind::NotFound`]; a `since_ms`
+    /// on a table without a `timestamp` column is [`StoreErrorKind::Invalid`].
+    async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError>;
 }

@@ -6,25 +6,18 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
-use connector_prometheus::PrometheusConnector;
 use connector_runner::{Origin, Runner, RunnerConfig, Sink, StateStore};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
 
+use crate::api;
+use crate::cli::LogFormat;
 use crate::config::{self, FileConfig, StorageKind};
-use crate::{LogFormat, api};
 
-/// Every connector type this build knows.
-pub fn registry() -> Result<Registry> {
-    let mut registry = Registry::new();
-    registry.register(PrometheusConnector::new())?;
-    Ok(registry)
-}
-
-pub fn validate(path: &Path) -> Result<()> {
-    let config = config::load(path, &registry()?)?;
+pub fn validate(path: &Path, registry: &Registry) -> Result<()> {
+    let config = config::load(path, registry)?;
     let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
     println!("ok: {} connectors ({})", names.len(), names.join(", "));
     Ok(())
@@ -59,9 +52,8 @@ fn install_metrics() -> Result<PrometheusHandle> {
     Ok(handle)
 }
 
-pub fn run(path: &Path, log_format: LogFormat) -> Result<()> {
+pub fn run(path: &Path, log_format: LogFormat, registry: Arc<Registry>) -> Result<()> {
     init_logging(log_format);
-    let registry = Arc::new(registry()?);
     let config = config::load(path, &registry)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,7 +137,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
 
 /// Opens the configured store: SQLite files, or one PostgreSQL database whose URL is
 /// resolved from its `$env:` reference here, at start.
-async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, Arc<dyn Sink>)> {
+pub async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, Arc<dyn Sink>)> {
     use connector_core::SecretSource as _;
     match config.storage.kind {
         StorageKind::Sqlite => {
@@ -229,57 +221,4 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-pub fn rows(path: &Path, connector: &str, limit: u32) -> Result<()> {
-    let config = config::load(path, &registry()?)?;
-    if config.storage.kind == StorageKind::Postgres {
-        bail!(
-            "`rows` reads SQLite files; with PostgreSQL use psql: SELECT * FROM <target_database>.<target_table> ORDER BY timestamp DESC LIMIT {limit}"
-        );
-    }
-    let Some(spec) = config.connectors.iter().find(|c| c.name == connector) else {
-        let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
-        bail!(
-            "no connector `{connector}` in {}; it has: {}",
-            path.display(),
-            names.join(", ")
-        );
-    };
-    let file = config
-        .storage
-        .data_dir
-        .join(format!("{}.sqlite", spec.target_database));
-    if !file.exists() {
-        bail!(
-            "{} does not exist yet: has `connectord run` landed a tick?",
-            file.display()
-        );
-    }
-    let conn =
-        rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("cannot open {}", file.display()))?;
-    let sql = format!(
-        "SELECT timestamp, name, value, labels FROM \"{}\" ORDER BY rowid DESC LIMIT ?1",
-        spec.target_table
-    );
-    let mut stmt = conn.prepare(&sql).with_context(|| {
-        format!(
-            "cannot read table `{}` in {}",
-            spec.target_table,
-            file.display()
-        )
-    })?;
-    let mut rows = stmt.query([limit])?;
-    while let Some(row) = rows.next()? {
-        let labels: String = row.get(3)?;
-        let line = serde_json::json!({
-            "timestamp": row.get::<_, i64>(0)?,
-            "name": row.get::<_, String>(1)?,
-            "value": row.get::<_, Option<f64>>(2)?,
-            "labels": serde_json::from_str::<serde_json::Value>(&labels).unwrap_or(serde_json::Value::String(labels)),
-        });
-        println!("{line}");
-    }
-    Ok(())
 }

@@ -5,12 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use connector_http::testing::{Reply, TestServer};
 use serde_json::{Value, json};
 use support::{
     Daemon, Declared, Response, connector, ledger, request, wait_for, write_config,
     write_config_with,
 };
-use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\"} 1\nup{job=\"b\"} 0\n";
 const JSON: (&str, &str) = ("Content-Type", "application/json");
@@ -67,10 +67,7 @@ async fn create_get_list_update_delete() {
     let list = call(&d, "GET", "/v1/connectors", None).json();
     assert_eq!(list["connectors"].as_array().unwrap().len(), 1);
     let types = call(&d, "GET", "/v1/connector-types", None).json();
-    assert_eq!(
-        types,
-        json!({"types": [{"type": "prometheus"}]})
-    );
+    assert_eq!(types, json!({"types": [{"type": "prometheus"}]}));
 
     let mut changed = spec("api_one", &server.url("/metrics"));
     changed["schedule_ms"] = json!(7_200_000);

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{Daemon, Declared, connector, ledger, wait_for, write_config};
 use connector_http::testing::{Reply, TestServer};
+use support::{Daemon, Declared, connector, ledger, wait_for, write_config};
 
 /// Every `connectord_*` identifier in a text.
 fn metric_names(text: &str) -> BTreeSet<String> {

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Daemon, expected_rows};
 use connector_http::testing::{Reply, TestServer};
+use support::{Daemon, expected_rows};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\",q=\"x\\\"y\"} 1\nup{job=\"b\"} NaN\nrequests_total 42 1700000000000\n";
 

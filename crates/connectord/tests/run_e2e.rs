@@ -6,10 +6,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use connector_http::testing::{Reply, TestServer};
 use support::{
     Daemon, Declared, assert_exactly_once, connector, ledger, ticks, wait_for, write_config,
 };
-use connector_http::testing::{Reply, TestServer};
 
 const BODY: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
 http_requests_total{method=\"get\",code=\"200\"} 1027 1395066363000\n\
@@ -386,10 +386,9 @@ async fn kill_9_mid_tick_then_restart_leaves_no_bucket_twice_or_partial() {
     .unwrap();
     let served = body.clone();
     // A slow source keeps a tick in flight most of the time, so kills land mid-tick.
-    let server = TestServer::start(move |_| {
-        Reply::ok(served.clone()).delay(Duration::from_millis(80))
-    })
-    .await;
+    let server =
+        TestServer::start(move |_| Reply::ok(served.clone()).delay(Duration::from_millis(80)))
+            .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

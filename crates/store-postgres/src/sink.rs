@@ -1,0 +1,348 @@
+//! The sink: target schemas and tables, the ledger, binary COPY commits, and reading
+//! rows back.
+
+use std::error::Error as StdError;
+use std::sync::PoisonError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::{BufMut as _, BytesMut};
+use connector_core::{Batch, ColumnType, Value};
+use connector_runner::protocol::{check_fencing, quote_ident, to_i64};
+use connector_runner::{
+    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, Target,
+};
+use postgres_types::{IsNull, ToSql, Type};
+use tokio_postgres::Client;
+
+use crate::{PgStore, backend, is_unique_violation};
+
+fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
+    // (COPY type, DDL type, information_schema data_type)
+    match ty {
+        ColumnType::Timestamp => (Type::TIMESTAMPTZ, "timestamptz", "timestamp with time zone"),
+        ColumnType::Real => (Type::FLOAT8, "double precision", "double precision"),
+        ColumnType::Dynamic => (Type::JSONB, "jsonb", "jsonb"),
+        ColumnType::Integer => (Type::INT8, "bigint", "bigint"),
+        ColumnType::Boolean => (Type::BOOL, "boolean", "boolean"),
+        _ => (Type::TEXT, "text", "text"),
+    }
+}
+
+/// One value on its way into a binary COPY.
+#[derive(Debug)]
+enum Cell<'a> {
+    Null,
+    Time(SystemTime),
+    Text(&'a str),
+    Real(f64),
+    Json(&'a str),
+    Integer(i64),
+    Boolean(bool),
+}
+
+impl ToSql for Cell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match self {
+            Cell::Null => Ok(IsNull::Yes),
+            Cell::Time(t) => t.to_sql(ty, out),
+            Cell::Text(s) => s.to_sql(ty, out),
+            Cell::Real(v) => v.to_sql(ty, out),
+            Cell::Integer(v) => v.to_sql(ty, out),
+            Cell::Boolean(v) => v.to_sql(ty, out),
+            Cell::Json(text) => {
+                // jsonb's binary form is a version byte, then the JSON text.
+                if *ty == Type::JSONB {
+                    out.put_u8(1);
+                }
+                out.put_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::FLOAT8,
+            Type::JSONB,
+            Type::JSON,
+            Type::INT8,
+            Type::BOOL,
+        ]
+        .contains(ty)
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+fn cell(value: Value<'_>) -> Cell<'_> {
+    match value {
+        Value::Null => Cell::Null,
+        Value::Timestamp(ms) => {
+            let offset = Duration::from_millis(ms.unsigned_abs());
+            Cell::Time(if ms >= 0 {
+                UNIX_EPOCH + offset
+            } else {
+                UNIX_EPOCH - offset
+            })
+        }
+        Value::String(s) => Cell::Text(s),
+        Value::Real(v) => Cell::Real(v),
+        Value::Dynamic(s) => Cell::Json(s),
+        Value::Integer(v) => Cell::Integer(v),
+        Value::Boolean(v) => Cell::Boolean(v),
+    }
+}
+
+impl PgStore {
+    async fn ensure_table(
+        &self,
+        client: &mut Client,
+        target: &Target,
+        batch: &Batch,
+    ) -> Result<(), StoreError> {
+        let key = (target.database.clone(), target.table.clone());
+        if self
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&key)
+        {
+            return Ok(());
+        }
+        let columns: Vec<String> = batch
+            .schema()
+            .columns()
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(c.name()), pg_type(c.ty()).1))
+            .collect();
+        let tx = client
+            .transaction()
+            .await
+            .map_err(backend("cannot start a transaction"))?;
+        // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog: serialize.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&crate::schema::MIGRATION_LOCK],
+        )
+        .await
+        .map_err(backend("cannot take the schema lock"))?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE IF NOT EXISTS {schema}.{table} ({columns})",
+            schema = quote_ident(&target.database),
+            table = quote_ident(&target.table),
+            columns = columns.join(", ")
+        ))
+        .await
+        .map_err(backend("cannot create the target table"))?;
+        let existing: Vec<(String, String)> = tx
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&target.database, &target.table],
+            )
+            .await
+            .map_err(backend("cannot read the target table's columns"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit()
+            .await
+            .map_err(backend("cannot commit the target table"))?;
+        let wanted: Vec<(String, String)> = batch
+            .schema()
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_owned(), pg_type(c.ty()).2.to_owned()))
+            .collect();
+        StoreError::check_columns(
+            &format!("{}.{}", target.database, target.table),
+            &existing,
+            &wanted,
+        )?;
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for PgStore {
+    async fn commit(
+        &self,
+        target: &Target,
+        lease: &Lease,
+        batch: Batch,
+    ) -> Result<CommitReport, StoreError> {
+        let mut client = self.pool.get().await?;
+        self.ensure_table(&mut client, target, &batch).await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(backend("cannot start a transaction"))?;
+        let rows = to_i64(batch.len() as u64);
+        tx.execute(
+            "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::already_committed(lease)
+            } else {
+                StoreError::backend("cannot write the ledger row", e)
+            }
+        })?;
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2",
+                &[&target.connector_id, &lease.scheduled_for_ms],
+            )
+            .await
+            .map_err(backend("cannot read the fencing token"))?
+            .map(|r| r.get(0));
+        check_fencing(lease, current)?;
+        let schema = batch.schema();
+        let types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
+        let names: Vec<String> = schema
+            .columns()
+            .iter()
+            .map(|c| quote_ident(c.name()))
+            .collect();
+        let copy = format!(
+            "COPY {}.{} ({}) FROM STDIN (FORMAT binary)",
+            quote_ident(&target.database),
+            quote_ident(&target.table),
+            names.join(", ")
+        );
+        let sink = tx
+            .copy_in(&copy)
+            .await
+            .map_err(backend("cannot start the COPY"))?;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+        tokio::pin!(writer);
+        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(types.len());
+        for row in batch.rows() {
+            cells.clear();
+            cells.extend((0..types.len()).map(|c| cell(row.at(c))));
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            writer
+                .as_mut()
+                .write(&refs)
+                .await
+                .map_err(backend("cannot copy a row"))?;
+        }
+        writer
+            .finish()
+            .await
+            .map_err(backend("cannot finish the COPY"))?;
+        tx.commit()
+            .await
+            .map_err(backend("cannot commit the rows"))?;
+        Ok(CommitReport {
+            rows: batch.len() as u64,
+            bytes: batch.payload_bytes() as u64,
+        })
+    }
+
+    async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
+        let client = self.pool.get().await?;
+        let columns: Vec<(String, String)> = client
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&query.database, &query.table],
+            )
+            .await
+            .map_err(backend("cannot read the table's columns"))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if columns.is_empty() {
+            return Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                format!(
+                    "table `{}.{}` does not exist yet: has a tick committed?",
+                    query.database, query.table
+                ),
+            ));
+        }
+        let has_timestamp = columns.iter().any(|(c, _)| c == "timestamp");
+        if query.since_ms.is_some() && !has_timestamp {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "table `{}.{}` has no `timestamp` column to filter on",
+                    query.database, query.table
+                ),
+            ));
+        }
+        // Timestamps leave as Unix ms, like SQLite's; everything else as its JSON form.
+        let select: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| {
+                let q = quote_ident(name);
+                if ty.starts_with("timestamp") {
+                    format!("(extract(epoch FROM {q}) * 1000)::bigint AS {q}")
+                } else {
+                    q
+                }
+            })
+            .collect();
+        let table = format!(
+            "{}.{}",
+            quote_ident(&query.database),
+            quote_ident(&query.table)
+        );
+        let (filter, order) = if has_timestamp {
+            (
+                "WHERE $2::bigint IS NULL OR \"timestamp\" >= to_timestamp($2::bigint / 1000.0)",
+                "ORDER BY \"timestamp\" DESC",
+            )
+        } else {
+            ("WHERE $2::bigint IS NULL", "")
+        };
+        let sql = format!(
+            "SELECT to_jsonb(x)::text FROM (SELECT {} FROM {table} {filter} {order} LIMIT $1) x {}",
+            select.join(", "),
+            if has_timestamp {
+                "ORDER BY x.\"timestamp\" DESC"
+            } else {
+                ""
+            }
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&sql, &[&limit, &query.since_ms])
+            .await
+            .map_err(backend("cannot read the table"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let text: String = row.get(0);
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| {
+                    StoreError::backend("PostgreSQL returned a row that is not JSON", e)
+                })?;
+            out.push(
+                columns
+                    .iter()
+                    .map(|(name, _)| object.remove(name).unwrap_or(serde_json::Value::Null))
+                    .collect(),
+            );
+        }
+        Ok(RowsRead {
+            columns: columns.into_iter().map(|(name, _)| name).collect(),
+            rows: out,
+        })
+    }
+}

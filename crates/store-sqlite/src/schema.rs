@@ -1,0 +1,149 @@
+//! The state database's numbered migrations, and the names SQLite keeps for itself.
+
+use std::path::Path;
+
+use connector_runner::protocol::{Migration, pending, refuse_reserved, wall_clock_ms};
+use connector_runner::{ConnectorSpec, StoreError};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::backend;
+
+/// Every schema change of the state database, in order. Version 1 is the schema
+/// connectord had before versions were recorded (`IF NOT EXISTS`, so such a
+/// database adopts it as is).
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "connectors, leases, fencing tokens and tick history",
+        sql: "
+CREATE TABLE IF NOT EXISTS connectors (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    target_database TEXT NOT NULL,
+    target_table TEXT NOT NULL,
+    schedule_ms INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    state TEXT NOT NULL,
+    disabled_reason TEXT,
+    last_error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    connector_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    runner_id TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (connector_id, scheduled_for_ms)
+);
+CREATE TABLE IF NOT EXISTS fencing (
+    connector_id TEXT PRIMARY KEY,
+    last_token INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ticks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    connector_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    source_bytes INTEGER NOT NULL,
+    sink_bytes INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    error TEXT,
+    runner_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ticks_by_connector ON ticks (connector_id, id);
+",
+    },
+    Migration {
+        version: 2,
+        description: "the newest tick beside each connector, so listing is one query",
+        sql: "
+ALTER TABLE connectors ADD COLUMN last_tick TEXT;
+UPDATE connectors SET last_tick = (
+    SELECT json_object('connector_id', t.connector_id, 'scheduled_for_ms', t.scheduled_for_ms,
+        'started_at_ms', t.started_at_ms, 'outcome', t.outcome, 'rows', t.rows,
+        'source_bytes', t.source_bytes, 'sink_bytes', t.sink_bytes, 'duration_ms', t.duration_ms,
+        'error', t.error, 'runner_id', t.runner_id)
+    FROM ticks t WHERE t.connector_id = connectors.id ORDER BY t.id DESC LIMIT 1
+);
+",
+    },
+];
+
+/// The ledger every target file carries.
+pub(crate) const LEDGER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _connectord_ledger (
+    connector_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    target_table TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    committed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (connector_id, scheduled_for_ms)
+);
+";
+
+/// Brings the state database at `path` to the newest schema, one transaction per
+/// migration, or refuses one that a newer connectord wrote. Safe when several
+/// processes open one data folder at once: the first takes the write lock, the
+/// others then find nothing left to do.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            description TEXT NOT NULL,
+            applied_at_ms INTEGER NOT NULL
+        )",
+    )
+    .map_err(backend("cannot create the schema version table"))?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("cannot start the migration"))?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(backend("cannot read the schema version"))?;
+    let store = format!("the state database {}", path.display());
+    for migration in pending(&store, current, MIGRATIONS)? {
+        tx.execute_batch(migration.sql).map_err(|e| {
+            StoreError::backend(
+                format!(
+                    "cannot apply migration {} ({})",
+                    migration.version, migration.description
+                ),
+                e,
+            )
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.description, wall_clock_ms()],
+        )
+        .map_err(backend("cannot record the migration"))?;
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "state database migrated"
+        );
+    }
+    tx.commit().map_err(backend("cannot commit the migration"))
+}
+
+/// Refuses target names SQLite keeps for itself (`sqlite_*` tables).
+pub(crate) fn check_target(spec: &ConnectorSpec) -> Result<(), StoreError> {
+    refuse_reserved(
+        "target_table",
+        &spec.target_table,
+        &["sqlite_"],
+        &[],
+        "SQLite (its own tables start with `sqlite_`)",
+    )
+}

@@ -1,0 +1,343 @@
+//! The sink: target files, their tables and ledger, commits, and reading rows back.
+
+use std::collections::HashSet;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use connector_core::{Batch, ColumnType, Schema, Value};
+use connector_runner::protocol::{check_fencing, quote_ident, to_i64, wall_clock_ms};
+use connector_runner::{
+    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, Target,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{STATE_FILE, SqliteStore, backend, lock};
+
+pub(crate) struct TargetDb {
+    conn: Connection,
+    /// Tables whose columns were checked against a batch schema on this connection.
+    checked: HashSet<String>,
+    /// Wakes the checkpointer after a commit; dropping it stops the checkpointer.
+    checkpoint: SyncSender<()>,
+}
+
+fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Timestamp | ColumnType::Integer | ColumnType::Boolean => "INTEGER",
+        ColumnType::Real => "REAL",
+        _ => "TEXT",
+    }
+}
+
+impl SqliteStore {
+    /// The open target file of `database`, opened (and its ledger created) on first
+    /// use. Blocking: runs on the blocking pool.
+    fn target(&self, database: &str) -> Result<Arc<Mutex<TargetDb>>, StoreError> {
+        let mut targets = lock(&self.targets);
+        if let Some(db) = targets.get(database) {
+            return Ok(Arc::clone(db));
+        }
+        let path = self.database_path(database);
+        let conn = crate::open_connection(&path)?;
+        conn.execute_batch(crate::schema::LEDGER_SCHEMA)
+            .map_err(backend("cannot create the ledger table"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend("cannot hand checkpoints to the checkpointer"))?;
+        let checkpoint = crate::checkpoint::spawn(path)?;
+        let state_path = self.data_dir.join(STATE_FILE);
+        conn.execute(
+            "ATTACH DATABASE ?1 AS state",
+            [state_path.to_string_lossy()],
+        )
+        .map_err(backend("cannot attach the state database"))?;
+        let db = Arc::new(Mutex::new(TargetDb {
+            conn,
+            checked: HashSet::new(),
+            checkpoint,
+        }));
+        targets.insert(database.to_owned(), Arc::clone(&db));
+        Ok(db)
+    }
+}
+
+fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT name, type FROM pragma_table_info(?1)")
+        .map_err(backend("cannot read the table's columns"))?;
+    stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(Iterator::collect)
+        .map_err(backend("cannot read the table's columns"))
+}
+
+fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), StoreError> {
+    if db.checked.contains(table) {
+        return Ok(());
+    }
+    let columns: Vec<String> = batch
+        .schema()
+        .columns()
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(c.name()), sql_type(c.ty())))
+        .collect();
+    db.conn
+        .execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({})",
+            quote_ident(table),
+            columns.join(", ")
+        ))
+        .map_err(backend("cannot create the target table"))?;
+    let existing = table_columns(&db.conn, table)?;
+    let wanted: Vec<(String, String)> = batch
+        .schema()
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), sql_type(c.ty()).to_owned()))
+        .collect();
+    StoreError::check_columns(table, &existing, &wanted)?;
+    db.checked.insert(table.to_owned());
+    Ok(())
+}
+
+/// Rows per INSERT statement: one statement per row spends most of its time in the
+/// statement machinery rather than the b-tree, so rows go in multi-row VALUES lists.
+const ROWS_PER_INSERT: usize = 64;
+
+fn insert_statement(table: &str, columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(","));
+    format!(
+        "INSERT INTO {} VALUES {}",
+        quote_ident(table),
+        vec![row; rows].join(",")
+    )
+}
+
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    let columns = batch.schema().len();
+    let mut rows = batch.rows();
+    while rows.len() > 0 {
+        let chunk = rows.len().min(ROWS_PER_INSERT);
+        // Cached: the full-size statement is prepared once per connection and table.
+        let mut statement = tx
+            .prepare_cached(&insert_statement(table, columns, chunk))
+            .map_err(backend("cannot prepare the row insert"))?;
+        let mut index = 1;
+        for row in rows.by_ref().take(chunk) {
+            for column in 0..columns {
+                match row.at(column) {
+                    Value::Null => statement.raw_bind_parameter(index, rusqlite::types::Null),
+                    Value::Timestamp(ms) => statement.raw_bind_parameter(index, ms),
+                    Value::Real(v) => statement.raw_bind_parameter(index, v),
+                    Value::Integer(v) => statement.raw_bind_parameter(index, v),
+                    Value::Boolean(v) => statement.raw_bind_parameter(index, v),
+                    Value::String(s) | Value::Dynamic(s) => statement.raw_bind_parameter(index, s),
+                }
+                .map_err(backend("cannot bind a row value"))?;
+                index += 1;
+            }
+        }
+        statement
+            .raw_execute()
+            .map_err(backend("cannot insert rows"))?;
+    }
+    Ok(())
+}
+
+fn commit_batch(
+    db: &mut TargetDb,
+    target: &Target,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<CommitReport, StoreError> {
+    ensure_table(db, &target.table, batch)?;
+    let tx = db
+        .conn
+        .transaction()
+        .map_err(backend("cannot start a transaction"))?;
+    // The ledger row first: it takes this file's write lock, and a second commit of the
+    // bucket stops here on the primary key.
+    let inserted = tx.execute(
+        "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![target.connector_id, lease.scheduled_for_ms, target.table, lease.token, to_i64(batch.len() as u64), wall_clock_ms()],
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(StoreError::already_committed(lease));
+        }
+        Err(e) => return Err(StoreError::backend("cannot write the ledger row", e)),
+    }
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT token FROM state.leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
+            params![target.connector_id, lease.scheduled_for_ms],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend("cannot read the fencing token"))?;
+    check_fencing(lease, current)?;
+    insert_rows(&tx, &target.table, batch)?;
+    tx.commit().map_err(backend("cannot commit the rows"))?;
+    Ok(CommitReport {
+        rows: batch.len() as u64,
+        bytes: batch.payload_bytes() as u64,
+    })
+}
+
+/// One stored value as JSON, typed by the connector's schema where SQLite's own
+/// types are coarser (JSON is TEXT, booleans are INTEGER).
+fn json_value(
+    value: rusqlite::types::ValueRef<'_>,
+    declared: Option<ColumnType>,
+    column: &str,
+    rowid: i64,
+) -> Result<serde_json::Value, StoreError> {
+    use rusqlite::types::ValueRef;
+    Ok(match value {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(i) if declared == Some(ColumnType::Boolean) => (i != 0).into(),
+        ValueRef::Integer(i) => i.into(),
+        ValueRef::Real(f) => {
+            serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into)
+        }
+        ValueRef::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            if declared == Some(ColumnType::Dynamic) {
+                serde_json::from_str(&text).map_err(|e| {
+                    StoreError::new(
+                        StoreErrorKind::Invalid,
+                        format!("row {rowid}: column `{column}` holds text that is not JSON"),
+                    )
+                    .with_cause(e)
+                })?
+            } else {
+                text.into_owned().into()
+            }
+        }
+        ValueRef::Blob(_) => {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "row {rowid}: column `{column}` holds a blob, which connectord never writes"
+                ),
+            ));
+        }
+    })
+}
+
+fn read_rows(path: &std::path::Path, query: &RowQuery) -> Result<RowsRead, StoreError> {
+    let not_found = || {
+        StoreError::new(
+            StoreErrorKind::NotFound,
+            format!(
+                "table `{}` in {} does not exist yet: has a tick committed?",
+                query.table,
+                path.display()
+            ),
+        )
+    };
+    if !path.exists() {
+        return Err(not_found());
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::backend(format!("cannot open {}", path.display()), e))?;
+    let columns: Vec<String> = table_columns(&conn, &query.table)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if columns.is_empty() {
+        return Err(not_found());
+    }
+    let declared: Vec<Option<ColumnType>> = columns
+        .iter()
+        .map(|c| declared_type(query.schema.as_deref(), c))
+        .collect();
+    let has_timestamp = columns.iter().any(|c| c == "timestamp");
+    let filter = match (query.since_ms, has_timestamp) {
+        (None, _) => "",
+        (Some(_), true) => "WHERE \"timestamp\" >= ?2",
+        (Some(_), false) => {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "table `{}` has no `timestamp` column to filter on",
+                    query.table
+                ),
+            ));
+        }
+    };
+    let order = if has_timestamp {
+        "\"timestamp\" DESC, rowid DESC"
+    } else {
+        "rowid DESC"
+    };
+    let sql = format!(
+        "SELECT rowid, * FROM {} {filter} ORDER BY {order} LIMIT ?1",
+        quote_ident(&query.table)
+    );
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(backend("cannot read the table"))?;
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let mut rows = match query.since_ms {
+        Some(since) => stmt.query(params![limit, since]),
+        None => stmt.query(params![limit]),
+    }
+    .map_err(backend("cannot read the table"))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(backend("cannot read the table"))? {
+        let rowid: i64 = row.get(0).map_err(backend("cannot read the table"))?;
+        let mut values = Vec::with_capacity(columns.len());
+        for (i, column) in columns.iter().enumerate() {
+            let value = row
+                .get_ref(i + 1)
+                .map_err(backend("cannot read the table"))?;
+            values.push(json_value(value, declared[i], column, rowid)?);
+        }
+        out.push(values);
+    }
+    Ok(RowsRead { columns, rows: out })
+}
+
+fn declared_type(schema: Option<&Schema>, column: &str) -> Option<ColumnType> {
+    let schema = schema?;
+    schema.index_of(column).map(|i| schema.columns()[i].ty())
+}
+
+#[async_trait]
+impl Sink for SqliteStore {
+    async fn commit(
+        &self,
+        target: &Target,
+        lease: &Lease,
+        batch: Batch,
+    ) -> Result<CommitReport, StoreError> {
+        let store = self.clone();
+        let (target, lease) = (target.clone(), lease.clone());
+        tokio::task::spawn_blocking(move || {
+            let db = store.target(&target.database)?;
+            let mut db = lock(&db);
+            let report = commit_batch(&mut db, &target, &lease, &batch)?;
+            // Full means a checkpoint is already pending.
+            let _ = db.checkpoint.try_send(());
+            Ok(report)
+        })
+        .await
+        .map_err(|e| StoreError::backend("sink task failed", e))?
+    }
+
+    async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
+        let path = self.database_path(&query.database);
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || read_rows(&path, &query))
+            .await
+            .map_err(|e| StoreError::backend("read task failed", e))?
+    }
+}
