@@ -4,6 +4,8 @@
 //! (connectors, leases, tick history) and [`Sink`] (rows, at most once per bucket),
 //! and knows nothing of HTTP servers, TOML or any particular database.
 
+#[cfg(feature = "store-contract")]
+pub mod contract;
 pub mod protocol;
 mod runner;
 pub mod schedule;

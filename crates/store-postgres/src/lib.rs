@@ -44,12 +44,15 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
+/// (schema, table, the row schema it was checked against).
+type CheckedTable = (String, String, Arc<connector_core::Schema>);
+
 /// State store and sink over one PostgreSQL database.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Arc<pool::Pool>,
-    /// Target tables already created and checked by this process.
-    tables: Arc<Mutex<HashSet<(String, String)>>>,
+    /// Target tables already created and checked against a row schema by this process.
+    tables: Arc<Mutex<HashSet<CheckedTable>>>,
 }
 
 impl std::fmt::Debug for PgStore {

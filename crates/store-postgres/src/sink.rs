@@ -2,7 +2,7 @@
 //! rows back.
 
 use std::error::Error as StdError;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -107,7 +107,13 @@ impl PgStore {
         target: &Target,
         batch: &Batch,
     ) -> Result<(), StoreError> {
-        let key = (target.database.clone(), target.table.clone());
+        // Keyed by the schema too: another connector may write another shape to the
+        // same table, and must be refused rather than trusted.
+        let key = (
+            target.database.clone(),
+            target.table.clone(),
+            Arc::clone(batch.schema()),
+        );
         if self
             .tables
             .lock()

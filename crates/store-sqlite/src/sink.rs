@@ -16,8 +16,10 @@ use crate::{STATE_FILE, SqliteStore, backend, lock};
 
 pub(crate) struct TargetDb {
     conn: Connection,
-    /// Tables whose columns were checked against a batch schema on this connection.
-    checked: HashSet<String>,
+    /// Tables whose columns were checked against a row schema on this connection.
+    /// Keyed by the schema too: another connector may write another shape to the
+    /// same table, and must be refused rather than trusted.
+    checked: HashSet<(String, Arc<Schema>)>,
     /// Wakes the checkpointer after a commit; dropping it stops the checkpointer.
     checkpoint: SyncSender<()>,
 }
@@ -71,7 +73,8 @@ fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>
 }
 
 fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), StoreError> {
-    if db.checked.contains(table) {
+    let key = (table.to_owned(), Arc::clone(batch.schema()));
+    if db.checked.contains(&key) {
         return Ok(());
     }
     let columns: Vec<String> = batch
@@ -95,7 +98,7 @@ fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), Sto
         .map(|c| (c.name().to_owned(), sql_type(c.ty()).to_owned()))
         .collect();
     StoreError::check_columns(table, &existing, &wanted)?;
-    db.checked.insert(table.to_owned());
+    db.checked.insert(key);
     Ok(())
 }
 

@@ -1,6 +1,6 @@
-//! The runner driving scripted connectors against the real SQLite store: outcome
-//! handling per error kind, panics, tick timeouts, triggers and clean shutdown.
-#![allow(clippy::unwrap_used)] // helpers of a test file: a panic is the failure report
+//! The runner half of the contract: the runner driving scripted connectors against
+//! the store, for outcome handling per error kind, panics, tick timeouts, triggers,
+//! lease renewal and clean shutdown.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,23 +10,29 @@ use connector_core::{
     Batch, ColumnType, Connector, ConnectorError, ErrorKind, Registry, Schema, TickContext,
     async_trait, config_from_json,
 };
-use connector_runner::{
+
+use super::{ContractStore, Opened, read_all, unique};
+use crate::{
     ConnectorSpec, ConnectorState, Origin, Runner, RunnerConfig, StateStore, TickOutcome,
     TickRecord,
 };
-use store_sqlite::SqliteStore;
 
+/// One tick's behaviour in a script.
 #[derive(Debug, Clone)]
-enum Step {
+pub enum Step {
+    /// Emit this many rows.
     Rows(usize),
+    /// Fail with this kind.
     Fail(ErrorKind),
+    /// Panic.
     Panic,
+    /// Sleep, then emit one row.
     Sleep(Duration),
 }
 
 /// Plays its script one step per tick; `Rows(1)` once the script runs out.
-#[derive(Clone, Default)]
-struct Scripted {
+#[derive(Clone, Default, Debug)]
+pub struct Scripted {
     script: Arc<Mutex<VecDeque<Step>>>,
     scheduled: Arc<Mutex<Vec<i64>>>,
 }
@@ -81,35 +87,39 @@ impl Connector for Scripted {
     }
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
+struct Setup<S> {
+    store: Arc<S>,
     connector: Scripted,
     id: String,
+    database: String,
     registry: Arc<Registry>,
 }
 
-async fn setup(script: Vec<Step>) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+async fn setup<S: ContractStore>(o: &Opened<S>, script: Vec<Step>) -> Setup<S> {
     let connector = Scripted::default();
     connector.script.lock().unwrap().extend(script);
     let mut registry = Registry::new();
     registry.register(connector.clone()).unwrap();
+    let database = unique("d");
     let spec = ConnectorSpec {
-        name: "scripted".into(),
+        name: unique("scripted"),
         connector_type: "scripted".into(),
-        target_database: "db".into(),
+        target_database: database.clone(),
         target_table: "t".into(),
         schedule_ms: 100,
         config: serde_json::Value::Null,
     };
-    let id = store.upsert_connector(&spec, Origin::Api).await.unwrap().id;
+    let id = o
+        .store
+        .upsert_connector(&spec, Origin::Api)
+        .await
+        .unwrap()
+        .id;
     Setup {
-        _dir: dir,
-        store,
+        store: Arc::clone(&o.store),
         connector,
         id,
+        database,
         registry: Arc::new(registry),
     }
 }
@@ -124,51 +134,63 @@ fn config(tick_timeout: Duration) -> RunnerConfig {
     }
 }
 
-/// Runs until `done(history)` holds (oldest first), then stops the runner cleanly.
-async fn run_until(
-    s: &Setup,
-    tick_timeout: Duration,
-    done: impl Fn(&[TickRecord]) -> bool,
-) -> Vec<TickRecord> {
-    let runner = Runner::new(
-        s.store.clone(),
-        s.store.clone(),
-        s.registry.clone(),
-        config(tick_timeout),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(runner.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut history = s.store.ticks(&s.id, 100).await.unwrap();
-        history.reverse();
-        if done(&history) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "timed out; history: {history:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl<S: ContractStore> Setup<S> {
+    fn runner(&self, config: RunnerConfig) -> Runner {
+        Runner::new(
+            Arc::clone(&self.store) as Arc<dyn StateStore>,
+            Arc::clone(&self.store) as Arc<dyn crate::Sink>,
+            Arc::clone(&self.registry),
+            config,
+        )
     }
-    stop.send(()).unwrap();
-    task.await.unwrap();
-    let mut history = s.store.ticks(&s.id, 100).await.unwrap();
-    history.reverse();
-    history
+
+    async fn history(&self) -> Vec<TickRecord> {
+        let mut history = self.store.ticks(&self.id, 100).await.unwrap();
+        history.reverse();
+        history
+    }
+
+    /// Runs until `done(history)` holds (oldest first), then stops the runner cleanly.
+    async fn run_until(
+        &self,
+        tick_timeout: Duration,
+        done: impl Fn(&[TickRecord]) -> bool,
+    ) -> Vec<TickRecord> {
+        let runner = self.runner(config(tick_timeout));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(runner.run(async move {
+            let _ = stopped.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let history = self.history().await;
+            if done(&history) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "timed out; history: {history:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        self.history().await
+    }
 }
 
 fn outcomes(history: &[TickRecord]) -> Vec<TickOutcome> {
     history.iter().map(|t| t.outcome).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_and_permanent_errors_keep_ticking_and_set_last_error() {
-    let s = setup(vec![
-        Step::Fail(ErrorKind::Transient),
-        Step::Fail(ErrorKind::Permanent),
-    ])
+/// Transient and Permanent errors set `last_error` and ticking goes on, on one phase.
+pub async fn runner_transient_and_permanent_errors_keep_ticking<S: ContractStore>(o: Opened<S>) {
+    let s = setup(
+        &o,
+        vec![
+            Step::Fail(ErrorKind::Transient),
+            Step::Fail(ErrorKind::Permanent),
+        ],
+    )
     .await;
-    let history = run_until(&s, Duration::from_secs(5), |h| h.len() >= 2).await;
+    let history = s.run_until(Duration::from_secs(5), |h| h.len() >= 2).await;
     assert_eq!(
         outcomes(&history)[..2],
         [TickOutcome::Transient, TickOutcome::Permanent]
@@ -178,18 +200,17 @@ async fn transient_and_permanent_errors_keep_ticking_and_set_last_error() {
         Some("scripted permanent failure")
     );
     assert_eq!(history[1].rows, 0);
-    let history = run_until(&s, Duration::from_secs(5), |h| {
-        h.iter().any(|t| t.outcome == TickOutcome::Ok)
-    })
-    .await;
-    // The failures did not stop the schedule, and success cleared last_error.
+    let history = s
+        .run_until(Duration::from_secs(5), |h| {
+            h.iter().any(|t| t.outcome == TickOutcome::Ok)
+        })
+        .await;
     assert_eq!(history.last().unwrap().outcome, TickOutcome::Ok);
     let record = s.store.get_connector(&s.id).await.unwrap().unwrap();
     assert_eq!(
         (record.state, record.last_error),
         (ConnectorState::Enabled, None)
     );
-    // Buckets are 100 ms apart, on one phase.
     let scheduled = s.connector.scheduled.lock().unwrap().clone();
     for pair in scheduled.windows(2) {
         assert!(pair[1] > pair[0]);
@@ -197,10 +218,10 @@ async fn transient_and_permanent_errors_keep_ticking_and_set_last_error() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_error_disables_the_connector() {
-    let s = setup(vec![Step::Fail(ErrorKind::Config)]).await;
-    let history = run_until(&s, Duration::from_secs(5), |h| !h.is_empty()).await;
+/// A Config error disables the connector, which then does not tick.
+pub async fn runner_a_config_error_disables_the_connector<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, vec![Step::Fail(ErrorKind::Config)]).await;
+    let history = s.run_until(Duration::from_secs(5), |h| !h.is_empty()).await;
     assert_eq!(outcomes(&history), [TickOutcome::Config]);
     let record = s.store.get_connector(&s.id).await.unwrap().unwrap();
     assert_eq!(record.state, ConnectorState::Disabled);
@@ -208,13 +229,7 @@ async fn a_config_error_disables_the_connector() {
         record.disabled_reason.as_deref(),
         Some("scripted config failure")
     );
-    // A disabled connector does not tick.
-    let runner = Runner::new(
-        s.store.clone(),
-        s.store.clone(),
-        s.registry.clone(),
-        config(Duration::from_secs(5)),
-    );
+    let runner = s.runner(config(Duration::from_secs(5)));
     tokio::time::timeout(
         Duration::from_millis(500),
         runner.run(std::future::pending::<()>()),
@@ -224,10 +239,10 @@ async fn a_config_error_disables_the_connector() {
     assert_eq!(s.store.ticks(&s.id, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_fails_that_tick_only() {
-    let s = setup(vec![Step::Panic, Step::Rows(3)]).await;
-    let history = run_until(&s, Duration::from_secs(5), |h| h.len() >= 2).await;
+/// A panicking connector fails that tick only.
+pub async fn runner_a_panic_fails_that_tick_only<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, vec![Step::Panic, Step::Rows(3)]).await;
+    let history = s.run_until(Duration::from_secs(5), |h| h.len() >= 2).await;
     assert_eq!(
         outcomes(&history)[..2],
         [TickOutcome::Panic, TickOutcome::Ok]
@@ -239,10 +254,12 @@ async fn a_panic_fails_that_tick_only() {
     assert_eq!(history[1].rows, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tick_past_the_timeout_is_stopped_and_commits_nothing() {
-    let s = setup(vec![Step::Sleep(Duration::from_secs(3))]).await;
-    let history = run_until(&s, Duration::from_millis(300), |h| h.len() >= 2).await;
+/// A tick past the runner's timeout is stopped and commits nothing.
+pub async fn runner_a_tick_past_the_timeout_commits_nothing<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, vec![Step::Sleep(Duration::from_secs(3))]).await;
+    let history = s
+        .run_until(Duration::from_millis(300), |h| h.len() >= 2)
+        .await;
     assert_eq!(history[0].outcome, TickOutcome::Timeout);
     assert_eq!(
         history[0].error.as_deref(),
@@ -250,26 +267,15 @@ async fn a_tick_past_the_timeout_is_stopped_and_commits_nothing() {
     );
     assert!(history[0].duration_ms < 1000, "{:?}", history[0]);
     assert_eq!(history[1].outcome, TickOutcome::Ok);
-    let conn = rusqlite::Connection::open(s.store.database_path("db")).unwrap();
-    let stamps: Vec<i64> = conn
-        .prepare("SELECT timestamp FROM t")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(!stamps.contains(&history[0].scheduled_for_ms));
+    let rows = read_all(&*s.store, &s.database, "t", None).await;
+    let stamps: Vec<i64> = rows.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert!(!stamps.contains(&history[0].scheduled_for_ms), "{stamps:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_waits_for_the_tick_in_flight() {
-    let s = setup(vec![Step::Sleep(Duration::from_millis(600))]).await;
-    let runner = Runner::new(
-        s.store.clone(),
-        s.store.clone(),
-        s.registry.clone(),
-        config(Duration::from_secs(5)),
-    );
+/// Stopping the runner waits for the tick in flight, which commits.
+pub async fn runner_stopping_waits_for_the_tick_in_flight<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, vec![Step::Sleep(Duration::from_millis(600))]).await;
+    let runner = s.runner(config(Duration::from_secs(5)));
     let started = Arc::clone(&s.connector.scheduled);
     let stop = async move {
         while started.lock().unwrap().is_empty() {
@@ -278,34 +284,24 @@ async fn stopping_waits_for_the_tick_in_flight() {
     };
     let begun = Instant::now();
     runner.run(stop).await;
-    // The stop came while the slow tick ran; run() returned only after it committed.
     assert!(begun.elapsed() >= Duration::from_millis(600));
     let history = s.store.ticks(&s.id, 10).await.unwrap();
     assert_eq!(outcomes(&history), [TickOutcome::Ok]);
     assert_eq!(history[0].rows, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_runs_a_tick_now() {
-    let s = setup(Vec::new()).await;
+/// A trigger runs a tick for now, whatever the schedule.
+pub async fn runner_trigger_runs_a_tick_now<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, Vec::new()).await;
     let mut spec = s.store.get_connector(&s.id).await.unwrap().unwrap().spec;
     spec.schedule_ms = 3_600_000;
     s.store.upsert_connector(&spec, Origin::Api).await.unwrap();
-    let runner = Runner::new(
-        s.store.clone(),
-        s.store.clone(),
-        s.registry.clone(),
-        config(Duration::from_secs(5)),
-    );
+    let runner = s.runner(config(Duration::from_secs(5)));
     let handle = runner.handle();
-    let id = s.id.clone();
-    let store = s.store.clone();
+    let (id, store) = (s.id.clone(), Arc::clone(&s.store));
     let stop = async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let before = crate::protocol::wall_clock_ms();
         handle.trigger(&id);
         while store.ticks(&id, 1).await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -325,21 +321,16 @@ async fn trigger_runs_a_tick_now() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tick_longer_than_its_lease_commits_because_the_runner_renews() {
-    let s = setup(vec![Step::Sleep(Duration::from_millis(1500))]).await;
-    let runner_config = RunnerConfig {
+/// A tick longer than its lease still commits, because the runner renews the lease.
+pub async fn runner_a_tick_longer_than_its_lease_commits_because_it_renews<S: ContractStore>(
+    o: Opened<S>,
+) {
+    let s = setup(&o, vec![Step::Sleep(Duration::from_millis(1500))]).await;
+    let runner = s.runner(RunnerConfig {
         lease: Duration::from_millis(400),
         ..config(Duration::from_secs(5))
-    };
-    let runner = Runner::new(
-        s.store.clone(),
-        s.store.clone(),
-        s.registry.clone(),
-        runner_config,
-    );
-    let store = s.store.clone();
-    let id = s.id.clone();
+    });
+    let (store, id) = (Arc::clone(&s.store), s.id.clone());
     let stop = async move {
         while store.ticks(&id, 1).await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
