@@ -248,7 +248,7 @@ impl<'a> RequestBuilder<'a> {
         loop {
             let attempt = tokio::time::timeout(
                 self.timeout,
-                self.attempt(client, ctx, authorization.as_ref()),
+                self.attempt(client, ctx, authorization.as_ref(), &what),
             )
             .await
             .unwrap_or_else(|_| {
@@ -300,6 +300,7 @@ impl<'a> RequestBuilder<'a> {
         client: &HttpClient,
         ctx: &TickContext,
         authorization: Option<&HeaderValue>,
+        what: &str,
     ) -> Result<Response, Attempt> {
         let mut request = http::Request::builder()
             .method(self.method.clone())
@@ -405,6 +406,7 @@ impl<'a> RequestBuilder<'a> {
             bytes = decoded;
         }
         Ok(Response {
+            request: what.to_owned(),
             status,
             headers,
             body: bytes,
@@ -444,6 +446,7 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// A 2xx response with its whole body (gzip decoded).
 #[derive(Debug, Clone)]
 pub struct Response {
+    request: String,
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
@@ -476,10 +479,15 @@ impl Response {
     }
 
     /// The body parsed as JSON into `T`; a body that does not fit is `Permanent`,
-    /// with serde's line and column.
+    /// naming the request, with serde's line and column as the cause.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| HttpError::permanent("the body is not the expected JSON").with_source(e))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            HttpError::permanent(format!(
+                "{}: the body is not the expected JSON",
+                self.request
+            ))
+            .with_source(e)
+        })
     }
 }
 

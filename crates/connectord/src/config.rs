@@ -76,6 +76,9 @@ pub struct StorageConfig {
     /// For `postgres`: where the connection URL comes from, e.g. `$env:DATABASE_URL`.
     #[serde(default)]
     pub url_ref: Option<connector_core::SecretRef>,
+    /// For `postgres`: the most connections one process opens (2 to 1000).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for StorageConfig {
@@ -84,8 +87,16 @@ impl Default for StorageConfig {
             kind: StorageKind::default(),
             data_dir: default_data_dir(),
             url_ref: None,
+            max_connections: default_max_connections(),
         }
     }
+}
+
+/// Bounds of `[storage] max_connections`.
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 2..=1000;
+
+fn default_max_connections() -> usize {
+    16
 }
 
 /// Where state and rows live.
@@ -172,6 +183,15 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
              add tokens, listen on 127.0.0.1, or set server.allow_unauthenticated = true",
             path.display(),
             config.server.listen
+        );
+    }
+    if !MAX_CONNECTIONS_RANGE.contains(&config.storage.max_connections) {
+        bail!(
+            "{}: storage.max_connections: {} is out of range, expected {} to {}",
+            path.display(),
+            config.storage.max_connections,
+            MAX_CONNECTIONS_RANGE.start(),
+            MAX_CONNECTIONS_RANGE.end()
         );
     }
     match (config.storage.kind, &config.storage.url_ref) {
@@ -276,6 +296,14 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
         );
         let config = load_str(&pg).unwrap();
         assert_eq!(config.storage.kind, StorageKind::Postgres);
+        assert_eq!(config.storage.max_connections, 16);
+        let err = load_str(&pg.replace("url_ref", "max_connections = 1\nurl_ref"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FILE: storage.max_connections: 1 is out of range, expected 2 to 1000"
+        );
         let err = load_str(&GOOD.replace("data_dir = \"/tmp/x\"", "kind = \"postgres\""))
             .unwrap_err()
             .to_string();

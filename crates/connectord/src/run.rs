@@ -162,7 +162,7 @@ pub async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, A
                 .map_err(|e| anyhow::anyhow!("storage.url_ref: token resolve: {e}"))?;
             // The URL may carry a password: name only the variable in errors.
             let store = Arc::new(
-                PgStore::connect(url.expose(), 16)
+                PgStore::connect(url.expose(), config.storage.max_connections)
                     .await
                     .with_context(|| format!("cannot open PostgreSQL from {url_ref}"))?,
             );
