@@ -375,6 +375,7 @@ fn services(action: ServicesAction) -> Result<()> {
                     .stdout(std::process::Stdio::null());
                 run(initdb)?;
             }
+            let tls = server_tls(&dir)?;
             let running = as_postgres(&ctl)
                 .args(["-D"])
                 .arg(&data)
@@ -382,7 +383,15 @@ fn services(action: ServicesAction) -> Result<()> {
                 .stdout(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            if !running {
+            // A cluster started before TLS was part of the setup is restarted with it.
+            if running && !ssl_is_on()? {
+                let mut stop = as_postgres(&ctl);
+                stop.args(["-D"])
+                    .arg(&data)
+                    .args(["-m", "fast", "-w", "stop"]);
+                run(stop)?;
+            }
+            if !running || !ssl_is_on().unwrap_or(false) {
                 let mut start = as_postgres(&ctl);
                 start
                     .args(["-D"])
@@ -392,8 +401,11 @@ fn services(action: ServicesAction) -> Result<()> {
                     .args([
                         "-o",
                         &format!(
-                            "-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {} -c max_connections=300",
-                            socket.display()
+                            "-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {} -c max_connections=300 \
+                             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                            socket.display(),
+                            tls.cert.display(),
+                            tls.key.display()
                         ),
                         "-w",
                         "start",
@@ -412,9 +424,79 @@ fn services(action: ServicesAction) -> Result<()> {
                 run(create)?;
             }
             println!("export DATABASE_URL=postgres://postgres@127.0.0.1:{PG_PORT}/connectord");
+            println!("export DATABASE_TLS_CA={}", tls.ca.display());
             Ok(())
         }
     }
+}
+
+/// The test cluster's TLS files: a throwaway CA and a server certificate for
+/// `localhost` only (so tests can show that `verify-full` checks the name and
+/// `verify-ca` does not, by connecting to 127.0.0.1).
+struct ServerTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn server_tls(dir: &Path) -> Result<ServerTls> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let tls = dir.join("tls");
+    let files = ServerTls {
+        ca: tls.join("ca.pem"),
+        cert: tls.join("server.crt"),
+        key: tls.join("server.key"),
+    };
+    if files.ca.exists() && files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(&tls)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &issuer)?;
+    std::fs::write(&files.ca, pem("CERTIFICATE", ca.der()))?;
+    std::fs::write(&files.cert, pem("CERTIFICATE", cert.der()))?;
+    std::fs::write(&files.key, pem("PRIVATE KEY", &key.serialize_der()))?;
+    let mut chown = Command::new("chown");
+    chown.args(["-R", "postgres:postgres"]).arg(&tls);
+    run(chown)?;
+    // PostgreSQL refuses a key that others can read.
+    let mut chmod = Command::new("chmod");
+    chmod.arg("600").arg(&files.key);
+    run(chmod)?;
+    Ok(files)
+}
+
+/// PEM-encodes DER, 64 base64 characters a line.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in encoded.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn ssl_is_on() -> Result<bool> {
+    let out = as_postgres("/usr/bin/psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &PG_PORT.to_string(),
+            "-tAc",
+            "SHOW ssl",
+        ])
+        .output()
+        .context("cannot run psql")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "on")
 }
 
 const FUZZ_TARGETS: [&str; 4] = [

@@ -366,7 +366,30 @@ impl Pool {
         })
     }
 
+    /// Opens a connection, bounded by the connect timeout as a whole: tokio-postgres
+    /// bounds only the TCP connect, and a server that accepts and then says nothing
+    /// would hang the handshake forever.
     async fn connect(&self) -> Result<Client, StoreError> {
+        let limit = self
+            .options
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        tokio::time::timeout(limit, self.handshake())
+            .await
+            .map_err(|_| {
+                StoreError::new(
+                    connector_runner::StoreErrorKind::Backend,
+                    format!(
+                        "cannot connect to PostgreSQL: no answer within the connect timeout ({} s)",
+                        limit.as_secs()
+                    ),
+                )
+            })?
+    }
+
+    async fn handshake(&self) -> Result<Client, StoreError> {
         let config = &self.options.config;
         let client = match &self.tls {
             None => {
