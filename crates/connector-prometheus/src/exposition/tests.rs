@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use super::*;
 
 fn prom(text: &str) -> Vec<Sample<'_>> {
