@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod chaos;
 mod schedule_bench;
+mod tidy;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Project automation")]
@@ -31,6 +32,10 @@ enum Task {
     },
     /// Rewrites the goldens under fixtures/exposition from the current parser.
     Fixtures,
+    /// Checks the rules ARCHITECTURE.md states that a machine can check: dependency
+    /// direction, connector-core's dependency list, anyhow only in connectord and
+    /// xtask, workspace lints everywhere. `cargo test` runs it too.
+    Tidy,
     /// Starts (`up`) or stops (`down`) a throwaway PostgreSQL 15 on 127.0.0.1 for the
     /// tests, installing Debian's package when missing. `up` prints
     /// `export DATABASE_URL=...` on stdout: `eval "$(cargo xtask services up)"`.
@@ -79,6 +84,7 @@ fn main() -> Result<()> {
             run(cmd)
         }
         Task::Fixtures => fixtures(),
+        Task::Tidy => tidy::tidy(),
         Task::Services { action } => services(action),
         Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
         Task::BenchSchedule(args) => {
@@ -131,6 +137,7 @@ fn run(mut cmd: Command) -> Result<()> {
 
 fn ci() -> Result<()> {
     run(cargo(&["fmt", "--all", "--", "--check"]))?;
+    tidy::tidy()?;
     run(cargo(&[
         "clippy",
         "--workspace",
