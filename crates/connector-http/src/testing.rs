@@ -148,10 +148,21 @@ impl TestServer {
     ///
     /// If the certificate cannot be generated or the CA file written.
     pub async fn start_tls(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
-        let (config, ca_pem) = tls_config();
+        Self::spawn_tls(Arc::new(handler), false).await
+    }
+
+    /// Like [`start_tls`](TestServer::start_tls), and the server also demands a
+    /// client certificate signed by its CA: one is at
+    /// [`client_cert_file`](TestServer::client_cert_file) with its key at
+    /// [`client_key_file`](TestServer::client_key_file).
+    pub async fn start_mtls(handler: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::spawn_tls(Arc::new(handler), true).await
+    }
+
+    async fn spawn_tls(handler: Arc<Handler>, client_auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder for the CA");
-        std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("the CA file is written");
-        let mut server = Self::spawn(Arc::new(handler), Some(Arc::new(config))).await;
+        let config = tls_config(dir.path(), client_auth);
+        let mut server = Self::spawn(handler, Some(Arc::new(config))).await;
         server.ca_dir = Some(dir);
         server
     }
@@ -219,6 +230,18 @@ impl TestServer {
         self.ca_dir.as_ref().map(|d| d.path().join("ca.pem"))
     }
 
+    /// A client certificate the HTTPS server's CA signed (PEM).
+    pub fn client_cert_file(&self) -> Option<PathBuf> {
+        self.ca_dir.as_ref().map(|d| d.path().join("client.pem"))
+    }
+
+    /// The private key of [`client_cert_file`](TestServer::client_cert_file) (PEM).
+    pub fn client_key_file(&self) -> Option<PathBuf> {
+        self.ca_dir
+            .as_ref()
+            .map(|d| d.path().join("client-key.pem"))
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Seen> {
         self.seen
@@ -277,7 +300,9 @@ async fn answer(
     response
 }
 
-fn tls_config() -> (rustls::ServerConfig, String) {
+/// A server configuration with a fresh CA, whose certificate (and a client
+/// certificate and key it signed) are written to `dir`.
+fn tls_config(dir: &std::path::Path, client_auth: bool) -> rustls::ServerConfig {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("a CA key");
     let mut ca_params = CertificateParams::new(Vec::new()).expect("CA parameters");
@@ -289,17 +314,42 @@ fn tls_config() -> (rustls::ServerConfig, String) {
         .expect("server parameters")
         .signed_by(&leaf_key, &issuer)
         .expect("a server certificate");
+    let client_key = KeyPair::generate().expect("a client key");
+    let client = CertificateParams::new(vec!["connector".to_owned()])
+        .expect("client parameters")
+        .signed_by(&client_key, &issuer)
+        .expect("a client certificate");
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).expect("a certificate file is written");
+    };
+    write("ca.pem", pem("CERTIFICATE", ca_cert.der()));
+    write("client.pem", pem("CERTIFICATE", client.der()));
+    write(
+        "client-key.pem",
+        pem("PRIVATE KEY", &client_key.serialize_der()),
+    );
     let key =
         rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).expect("a DER key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .expect("a server TLS configuration");
-    (config, pem("CERTIFICATE", ca_cert.der()))
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca_cert.der().clone())
+            .expect("the CA is a usable root");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("a client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    builder
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("a server TLS configuration")
 }
 
 /// PEM-encodes DER, 64 base64 characters a line.

@@ -232,6 +232,37 @@ async fn tls_with_a_ca_file_and_insecure_skip_verify() {
 }
 
 #[tokio::test]
+async fn a_client_certificate_is_presented_when_configured() {
+    let server = TestServer::start_mtls(|_| Reply::ok("mutual")).await;
+    let path = |p: Option<std::path::PathBuf>| Some(p.unwrap().to_string_lossy().into_owned());
+    let ca_only = TlsConfig {
+        ca_file: path(server.ca_file()),
+        ..TlsConfig::default()
+    };
+    let client = HttpClient::new();
+    let err = client
+        .get(&server.url("/"))
+        .tls(Some(&ca_only))
+        .retries(0)
+        .send(&ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err:#}");
+    let with_cert = TlsConfig {
+        cert_file: path(server.client_cert_file()),
+        key_file: path(server.client_key_file()),
+        ..ca_only
+    };
+    let response = client
+        .get(&server.url("/"))
+        .tls(Some(&with_cert))
+        .send(&ctx())
+        .await
+        .unwrap();
+    assert_eq!(response.body(), b"mutual");
+}
+
+#[tokio::test]
 async fn tls_files_that_cannot_work_are_config_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("not.pem");

@@ -154,6 +154,15 @@ async fn invalid_creates_say_why() {
         (
             {
                 let mut s = spec("a", url);
+                s["target_table"] = json!("sqlite_master");
+                s
+            },
+            400,
+            "target_table: `sqlite_master` is reserved by SQLite (its own tables start with `sqlite_`); pick another name",
+        ),
+        (
+            {
+                let mut s = spec("a", url);
                 s["schedule_ms"] = json!(10);
                 s
             },

@@ -181,4 +181,44 @@ async fn three_processes_share_one_database_and_commit_each_bucket_once() {
     let buckets = assert_exactly_once(&id, &schema).await;
     assert!(buckets >= 20);
     assert!(lost >= 1.0, "three runners never raced");
+
+    // `connectord rows` reads the table back from PostgreSQL, typed as SQLite's are.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connectord"))
+        .args([
+            "rows",
+            "--connector",
+            &name,
+            "--limit",
+            "3",
+            "--since",
+            "1h",
+            "--config",
+        ])
+        .arg(&config)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let expected = expected_rows(BODY);
+    for row in &rows {
+        assert!(
+            row["timestamp"].as_i64().unwrap() > 1_700_000_000_000,
+            "{row}"
+        );
+        assert!(row["labels"].is_object(), "{row}");
+        assert!(
+            expected.iter().any(|(n, _, _)| row["name"] == n.as_str()),
+            "{row}"
+        );
+    }
 }
