@@ -465,9 +465,18 @@ fn server_tls(dir: &Path) -> Result<ServerTls> {
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;
     let cert = CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&key, &issuer)?;
-    std::fs::write(&files.ca, pem("CERTIFICATE", ca.der()))?;
-    std::fs::write(&files.cert, pem("CERTIFICATE", cert.der()))?;
-    std::fs::write(&files.key, pem("PRIVATE KEY", &key.serialize_der()))?;
+    std::fs::write(
+        &files.ca,
+        connector_http::testing::pem("CERTIFICATE", ca.der()),
+    )?;
+    std::fs::write(
+        &files.cert,
+        connector_http::testing::pem("CERTIFICATE", cert.der()),
+    )?;
+    std::fs::write(
+        &files.key,
+        connector_http::testing::pem("PRIVATE KEY", &key.serialize_der()),
+    )?;
     let mut chown = Command::new("chown");
     chown.args(["-R", "postgres:postgres"]).arg(&tls);
     run(chown)?;
@@ -476,19 +485,6 @@ fn server_tls(dir: &Path) -> Result<ServerTls> {
     chmod.arg("600").arg(&files.key);
     run(chmod)?;
     Ok(files)
-}
-
-/// PEM-encodes DER, 64 base64 characters a line.
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in encoded.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn ssl_is_on() -> Result<bool> {

@@ -352,8 +352,9 @@ fn tls_config(dir: &std::path::Path, client_auth: bool) -> rustls::ServerConfig 
         .expect("a server TLS configuration")
 }
 
-/// PEM-encodes DER, 64 base64 characters a line.
-pub(crate) fn pem(label: &str, der: &[u8]) -> String {
+/// PEM-encodes DER (`label` is `CERTIFICATE`, `PRIVATE KEY`, ...), 64 base64
+/// characters a line, for tests that write their own certificates.
+pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

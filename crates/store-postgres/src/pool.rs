@@ -390,35 +390,29 @@ impl Pool {
     }
 
     async fn handshake(&self) -> Result<Client, StoreError> {
-        let config = &self.options.config;
-        let client = match &self.tls {
-            None => {
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(backend("cannot connect to PostgreSQL"))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = format!("{e:#}"), "PostgreSQL connection closed");
-                    }
-                });
-                client
-            }
-            Some(tls) => {
-                let (client, connection) = config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(backend("cannot connect to PostgreSQL"))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = format!("{e:#}"), "PostgreSQL connection closed");
-                    }
-                });
-                client
-            }
-        };
-        Ok(client)
+        match &self.tls {
+            None => open(&self.options.config, tokio_postgres::NoTls).await,
+            Some(tls) => open(&self.options.config, tls.clone()).await,
+        }
     }
+}
+
+/// Connects with `tls` and drives the connection on a task of its own.
+async fn open<T>(config: &tokio_postgres::Config, tls: T) -> Result<Client, StoreError>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(backend("cannot connect to PostgreSQL"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = format!("{e:#}"), "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
 }
 
 #[cfg(test)]
