@@ -321,6 +321,13 @@ impl<'a> RequestBuilder<'a> {
             Attempt::Fail(HttpError::config("cannot build the request").with_source(e))
         })?;
         let response = client.inner.request(request).await.map_err(|e| {
+            // A certificate that fails verification will fail again at once: the
+            // tick stops here, saying what is wrong with it.
+            if let Some(problem) = crate::tls::certificate_problem(&e) {
+                return Attempt::Fail(HttpError::permanent(format!(
+                    "the server's TLS certificate was refused: {problem}"
+                )));
+            }
             let what = if e.is_connect() {
                 "cannot connect"
             } else {

@@ -159,9 +159,23 @@ impl TestServer {
         Self::spawn_tls(Arc::new(handler), true).await
     }
 
+    /// Serves HTTPS with a certificate of the given kind (for testing how clients
+    /// treat self-signed, expired or misnamed certificates); `ca.pem` holds what a
+    /// client should trust.
+    pub async fn start_tls_with(
+        handler: impl Fn(usize) -> Reply + Send + Sync + 'static,
+        cert: TestCert,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder for the CA");
+        let config = tls_config(dir.path(), false, cert);
+        let mut server = Self::spawn(Arc::new(handler), Some(Arc::new(config))).await;
+        server.ca_dir = Some(dir);
+        server
+    }
+
     async fn spawn_tls(handler: Arc<Handler>, client_auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder for the CA");
-        let config = tls_config(dir.path(), client_auth);
+        let config = tls_config(dir.path(), client_auth, TestCert::SignedByCa);
         let mut server = Self::spawn(handler, Some(Arc::new(config))).await;
         server.ca_dir = Some(dir);
         server
@@ -300,9 +314,24 @@ async fn answer(
     response
 }
 
+/// The server certificate of [`TestServer::start_tls_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TestCert {
+    /// For `127.0.0.1` and `localhost`, signed by a fresh CA in `ca.pem`.
+    SignedByCa,
+    /// Self-signed and marked as a CA, as `openssl req -x509` makes it by default;
+    /// `ca.pem` is the certificate itself.
+    SelfSigned,
+    /// Signed by the CA, but expired a day ago.
+    Expired,
+    /// Signed by the CA, but for `example.invalid` only.
+    OtherName,
+}
+
 /// A server configuration with a fresh CA, whose certificate (and a client
 /// certificate and key it signed) are written to `dir`.
-fn tls_config(dir: &std::path::Path, client_auth: bool) -> rustls::ServerConfig {
+fn tls_config(dir: &std::path::Path, client_auth: bool, kind: TestCert) -> rustls::ServerConfig {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("a CA key");
     let mut ca_params = CertificateParams::new(Vec::new()).expect("CA parameters");
@@ -310,10 +339,25 @@ fn tls_config(dir: &std::path::Path, client_auth: bool) -> rustls::ServerConfig 
     let ca_cert = ca_params.self_signed(&ca_key).expect("a CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().expect("a server key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("server parameters")
-        .signed_by(&leaf_key, &issuer)
-        .expect("a server certificate");
+    let names = match kind {
+        TestCert::OtherName => vec!["example.invalid".to_owned()],
+        _ => vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+    };
+    let mut leaf_params = CertificateParams::new(names).expect("server parameters");
+    if kind == TestCert::Expired {
+        leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let leaf = if kind == TestCert::SelfSigned {
+        leaf_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        leaf_params
+            .self_signed(&leaf_key)
+            .expect("a self-signed certificate")
+    } else {
+        leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("a server certificate")
+    };
     let client_key = KeyPair::generate().expect("a client key");
     let client = CertificateParams::new(vec!["connector".to_owned()])
         .expect("client parameters")
@@ -322,7 +366,12 @@ fn tls_config(dir: &std::path::Path, client_auth: bool) -> rustls::ServerConfig 
     let write = |name: &str, text: String| {
         std::fs::write(dir.join(name), text).expect("a certificate file is written");
     };
-    write("ca.pem", pem("CERTIFICATE", ca_cert.der()));
+    let trusted = if kind == TestCert::SelfSigned {
+        leaf.der()
+    } else {
+        ca_cert.der()
+    };
+    write("ca.pem", pem("CERTIFICATE", trusted));
     write("client.pem", pem("CERTIFICATE", client.der()));
     write(
         "client-key.pem",

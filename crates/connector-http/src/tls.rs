@@ -62,18 +62,25 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Reads a PEM file named by config key `key`: a regular file of at most
 /// [`MAX_PEM_BYTES`]. Blocking; call it on a blocking thread.
+///
+/// Anything else (missing, unreadable, a folder, a FIFO, a device) gets one and the
+/// same message, so the error is no oracle for what exists on the file system. The
+/// type is checked before opening, since opening a FIFO blocks until a writer comes.
 fn read_pem(key: &str, path: &str) -> Result<Vec<u8>, HttpError> {
     let unreadable =
         || HttpError::config(format!("tls.{key}: cannot read `{path}` as a regular file"));
-    let file = std::fs::File::open(Path::new(path)).map_err(|e| unreadable().with_source(e))?;
-    let meta = file.metadata().map_err(|e| unreadable().with_source(e))?;
-    if !meta.is_file() {
+    let is_file = |meta: std::io::Result<std::fs::Metadata>| meta.is_ok_and(|m| m.is_file());
+    if !is_file(std::fs::metadata(path)) {
+        return Err(unreadable());
+    }
+    let file = std::fs::File::open(Path::new(path)).map_err(|_| unreadable())?;
+    if !is_file(file.metadata()) {
         return Err(unreadable());
     }
     let mut pem = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut pem)
-        .map_err(|e| unreadable().with_source(e))?;
+        .map_err(|_| unreadable())?;
     if pem.len() as u64 > MAX_PEM_BYTES {
         return Err(HttpError::config(format!(
             "tls.{key}: `{path}` is larger than {MAX_PEM_BYTES} bytes"
@@ -115,21 +122,33 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
     } else {
         let mut roots = rustls::RootCertStore::empty();
+        let mut pinned = Vec::new();
         match &tls.ca_file {
             None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             Some(path) => {
                 let pem = read_pem("ca_file", path)?;
                 for cert in certificates("ca_file", path, &pem)? {
-                    roots.add(cert).map_err(|e| {
+                    roots.add(cert.clone()).map_err(|e| {
                         HttpError::config(format!(
                             "tls.ca_file: `{path}` holds an unusable certificate"
                         ))
                         .with_source(e)
                     })?;
+                    pinned.push(cert);
                 }
             }
         }
-        builder.with_root_certificates(roots)
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| {
+            HttpError::config("tls: cannot build the certificate verifier").with_source(e)
+        })?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pinned }))
     };
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert_path), Some(key_path)) => {
@@ -147,6 +166,114 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
             })
         }
         _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The web PKI verifier, plus pinning: a server certificate that is itself one of
+/// the certificates in `ca_file` (a self-signed server certificate, as curl's
+/// `--cacert` and Prometheus accept) is trusted if it names the host. rustls alone
+/// refuses such a certificate (`CaUsedAsEndEntity`) when it is marked as a CA, as
+/// `openssl req -x509` marks it by default.
+#[derive(Debug)]
+struct PinningVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinningVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verdict =
+            self.webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        if verdict.is_err()
+            && self
+                .pinned
+                .iter()
+                .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_name(&parsed, server_name)?;
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// What is wrong with a refused server certificate, in an operator's words, if the
+/// error (or one of its causes) is a certificate verification failure.
+pub(crate) fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as C;
+    /// The rustls error `e` is, or wraps in (possibly nested) io::Errors, which hide
+    /// their inner error from `source()`.
+    fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        let inner: &(dyn std::error::Error + 'static) =
+            e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        rustls_error(inner)
+    }
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error(e) {
+            return Some(match problem {
+                C::Expired | C::ExpiredContext { .. } => "it has expired".to_owned(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+                C::NotValidForName => "it is not valid for the host name".to_owned(),
+                C::NotValidForNameContext { expected, presented } => format!(
+                    "it is valid for {}, not for {}",
+                    presented
+                        .iter()
+                        .map(|name| unquote(name))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    expected.to_str()
+                ),
+                C::UnknownIssuer => "its issuer is unknown: name the CA that signed it (or the certificate itself) in tls.ca_file".to_owned(),
+                C::BadSignature => "its signature does not verify against the trusted CA".to_owned(),
+                C::Revoked => "it was revoked".to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// `DnsName("example.com")`, as rustls lists presented names, becomes `example.com`.
+fn unquote(name: &str) -> &str {
+    match (name.find('"'), name.rfind('"')) {
+        (Some(start), Some(end)) if end > start => &name[start + 1..end],
+        _ => name,
     }
 }
 

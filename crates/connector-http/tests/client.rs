@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector_core::{ErrorKind, MapSecrets, TickContext};
-use connector_http::testing::{Reply, TestServer};
+use connector_http::testing::{Reply, TestCert, TestServer};
 use connector_http::{Auth, HttpClient, HttpError, TlsConfig};
 use serde_json::json;
 
@@ -209,14 +209,22 @@ async fn tls_with_a_ca_file_and_insecure_skip_verify() {
         .unwrap();
     assert_eq!(response.body(), b"secure");
 
-    // The web PKI does not know the test CA: not retried as a network blip would be.
+    // The web PKI does not know the test CA: Permanent, not retried as a network
+    // blip would be.
+    let unknown = ctx();
     let err = client
         .get(&server.url("/"))
-        .retries(0)
-        .send(&ctx())
+        .send(&unknown)
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("UnknownIssuer"), "{err:#}");
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert_eq!(unknown.retries(), 0);
+    assert!(
+        err.to_string().ends_with(
+            "the server's TLS certificate was refused: its issuer is unknown: name the CA that signed it (or the certificate itself) in tls.ca_file"
+        ),
+        "{err}"
+    );
 
     let insecure = TlsConfig {
         insecure_skip_verify: true,
@@ -229,6 +237,56 @@ async fn tls_with_a_ca_file_and_insecure_skip_verify() {
         .await
         .unwrap();
     assert_eq!(response.body(), b"secure");
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_named_as_the_ca_file_is_pinned() {
+    let server = TestServer::start_tls_with(|_| Reply::ok("pinned"), TestCert::SelfSigned).await;
+    let pinned = TlsConfig {
+        ca_file: Some(server.ca_file().unwrap().to_string_lossy().into_owned()),
+        ..TlsConfig::default()
+    };
+    let response = HttpClient::new()
+        .get(&server.url("/"))
+        .tls(Some(&pinned))
+        .send(&ctx())
+        .await
+        .unwrap();
+    assert_eq!(response.body(), b"pinned");
+}
+
+#[tokio::test]
+async fn certificate_failures_are_permanent_and_say_what_is_wrong() {
+    for (cert, problem) in [
+        (TestCert::Expired, "it has expired"),
+        (
+            TestCert::OtherName,
+            "it is valid for example.invalid, not for 127.0.0.1",
+        ),
+    ] {
+        let server = TestServer::start_tls_with(|_| Reply::ok("x"), cert).await;
+        let trusted = TlsConfig {
+            ca_file: Some(server.ca_file().unwrap().to_string_lossy().into_owned()),
+            ..TlsConfig::default()
+        };
+        let ctx = ctx();
+        let started = Instant::now();
+        let err = HttpClient::new()
+            .get(&server.url("/"))
+            .tls(Some(&trusted))
+            .send(&ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Permanent, "{cert:?}: {err:#}");
+        assert!(
+            err.to_string().contains(&format!(
+                "the server's TLS certificate was refused: {problem}"
+            )),
+            "{cert:?}: {err}"
+        );
+        assert_eq!((ctx.retries(), server.count()), (0, 0), "{cert:?}");
+        assert!(started.elapsed() < Duration::from_millis(500), "no backoff");
+    }
 }
 
 #[tokio::test]
@@ -267,19 +325,59 @@ async fn tls_files_that_cannot_work_are_config_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
+    let fifo = dir.path().join("fifo.pem");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'x'; 1024 * 1024 + 1]).unwrap();
+    let unreadable = |p: &std::path::Path| {
+        format!(
+            "tls.ca_file: cannot read `{}` as a regular file",
+            p.display()
+        )
+    };
     let cases = [
-        (dir.path().join("missing.pem"), "tls.ca_file: cannot read"),
-        (dir.path().to_path_buf(), "tls.ca_file: cannot read"),
-        (not_pem, "holds no certificate"),
+        (
+            dir.path().join("missing.pem"),
+            unreadable(&dir.path().join("missing.pem")),
+        ),
+        (dir.path().to_path_buf(), unreadable(dir.path())),
+        (fifo.clone(), unreadable(&fifo)),
+        (
+            "/dev/zero".into(),
+            unreadable(std::path::Path::new("/dev/zero")),
+        ),
+        (
+            big.clone(),
+            format!(
+                "tls.ca_file: `{}` is larger than 1048576 bytes",
+                big.display()
+            ),
+        ),
+        (
+            not_pem.clone(),
+            format!("tls.ca_file: `{}` holds no certificate", not_pem.display()),
+        ),
     ];
     for (path, expected) in cases {
         let tls = TlsConfig {
             ca_file: Some(path.to_string_lossy().into_owned()),
             ..TlsConfig::default()
         };
+        let started = Instant::now();
         let err = HttpClient::with_tls(&tls).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{path:?} blocked"
+        );
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains(expected), "{err}");
+        // One message for missing and unreadable alike, with no cause behind it.
+        assert_eq!(format!("{err:#}"), expected);
     }
     let half = TlsConfig {
         cert_file: Some("c.pem".into()),

@@ -104,12 +104,17 @@ async fn https_scrape_with_a_private_ca() {
         .await
         .unwrap();
     assert_eq!(batch.len(), 4);
-    // Without the CA the certificate is not trusted: a connection error, retried, then Transient.
+    // Without the CA the certificate is not trusted: Permanent at once (it would
+    // fail the same way on every retry), saying what is wrong with it.
     let err = tick(json!({"endpoint": server.url("/metrics"), "timeout_ms": 1000}))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Transient);
-    assert!(err.to_string().contains("cannot connect"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert!(
+        err.to_string()
+            .contains("the server's TLS certificate was refused: its issuer is unknown"),
+        "{err}"
+    );
     let err = tick(
         json!({"endpoint": server.url("/metrics"), "tls": {"ca_file": "/nonexistent/ca.pem"}}),
     )
