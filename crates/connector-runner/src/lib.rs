@@ -18,7 +18,7 @@ pub use spec::{
     SCHEDULE_MS_RANGE, SpecError,
 };
 pub use store::{
-    CommitReport, Lease, RowQuery, RowsRead, Sink, StateStore, StatusChange, StoreError,
+    CommitReport, Lease, ListQuery, RowQuery, RowsRead, Sink, StateStore, StatusChange, StoreError,
     StoreErrorKind, Target, TickOutcome, TickRecord,
 };
 

@@ -298,6 +298,9 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Every connector.
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError>;
 
+    /// One page of connectors in id order, filtered, in one query.
+    async fn list_page(&self, query: &ListQuery) -> Result<Vec<ConnectorRecord>, StoreError>;
+
     /// One connector.
     async fn get_connector(&self, id: &str) -> Result<Option<ConnectorRecord>, StoreError>;
 
@@ -334,6 +337,19 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// The store's clock, Unix ms: leases are measured against it.
     async fn now_ms(&self) -> Result<i64, StoreError>;
+}
+
+/// One page of connectors, in id order, for the REST API's list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only connectors whose id sorts after this one (the previous page's last id).
+    pub after: Option<String>,
+    /// Only connectors in this state.
+    pub state: Option<ConnectorState>,
+    /// Only connectors of this type.
+    pub connector_type: Option<String>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// Which rows of a target table to read back, for `connectord rows`.

@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use connector_core::Registry;
 use connector_runner::schedule::{bucket_start, phase_ms};
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Origin, RunnerHandle, StateStore, StoreError,
-    StoreErrorKind, TickRecord,
+    ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, RunnerHandle, StateStore,
+    StoreError, StoreErrorKind, TickRecord,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -481,18 +481,72 @@ fn refuse_file_connector(record: &ConnectorRecord, what: &str) -> Result<(), Api
     Ok(())
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
+/// `GET /v1/connectors` returns this many connectors when `limit` is left out.
+const DEFAULT_LIST_LIMIT: usize = 1_000;
+
+/// The most connectors one page may hold.
+const MAX_LIST_LIMIT: usize = 10_000;
+
+/// One page of connectors in id order: `?limit=N&after=<cursor>&state=&type=`.
+/// `next` is the cursor of the following page, or null on the last one.
+async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(query): ApiQuery,
+) -> Result<Response, ApiError> {
     #[derive(serde::Serialize)]
-    struct List<'a> {
+    struct Page<'a> {
         connectors: Vec<ConnectorView<'a>>,
+        next: Option<&'a str>,
     }
-    let records = state.store.list_connectors().await?;
+    const PARAMETERS: [&str; 4] = ["limit", "after", "state", "type"];
+    if let Some(unknown) = query.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{unknown}`; accepted: {}",
+            PARAMETERS.join(", ")
+        )));
+    }
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: `{text}` is not a whole number from 1 to {MAX_LIST_LIMIT}"
+                )));
+            }
+        },
+    };
+    let connector_state = match query.get("state") {
+        None => None,
+        Some(text) => Some(ConnectorState::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "state: `{text}` is not one of enabled, paused, disabled"
+            ))
+        })?),
+    };
+    // One more than the page, to know whether another page follows.
+    let mut records = state
+        .store
+        .list_page(&ListQuery {
+            after: query.get("after").cloned(),
+            state: connector_state,
+            connector_type: query.get("type").cloned(),
+            limit: limit + 1,
+        })
+        .await?;
+    let more = records.len() > limit;
+    records.truncate(limit);
     let now = now_ms();
-    let connectors = records
-        .iter()
-        .map(|record| ConnectorView::of(&state, record, now))
-        .collect();
-    Ok(Json(List { connectors }).into_response())
+    let page = Page {
+        connectors: records
+            .iter()
+            .map(|record| ConnectorView::of(&state, record, now))
+            .collect(),
+        next: more
+            .then(|| records.last().map(|r| r.id.as_str()))
+            .flatten(),
+    };
+    Ok(Json(page).into_response())
 }
 
 async fn create(

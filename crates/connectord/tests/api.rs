@@ -611,3 +611,71 @@ async fn openapi_covers_every_route_and_only_those() {
     assert_eq!(documented, 13);
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_in_id_order_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&write_config(dir.path(), &[]), &[]);
+    let mut ids: Vec<String> = (0..5)
+        .map(|i| create(&d, spec(&format!("page_{i}"), "http://127.0.0.1:9/metrics")))
+        .collect();
+    ids.sort();
+    let paused = &ids[1];
+    assert_eq!(
+        call(&d, "POST", &format!("/v1/connectors/{paused}/pause"), None).status,
+        200
+    );
+
+    let mut walked = Vec::new();
+    let mut path = "/v1/connectors?limit=2".to_owned();
+    loop {
+        let page = call(&d, "GET", &path, None).json();
+        let connectors = page["connectors"].as_array().unwrap();
+        assert!(connectors.len() <= 2);
+        walked.extend(
+            connectors
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/connectors?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, ids, "every connector once, in id order");
+
+    let only_paused = call(&d, "GET", "/v1/connectors?state=paused", None).json();
+    assert_eq!(only_paused["connectors"].as_array().unwrap().len(), 1);
+    assert_eq!(only_paused["connectors"][0]["id"], paused.as_str());
+    assert_eq!(only_paused["next"], Value::Null);
+    let none = call(&d, "GET", "/v1/connectors?type=kafka", None).json();
+    assert_eq!(none, json!({"connectors": [], "next": null}));
+
+    for (query, message) in [
+        (
+            "limit=0",
+            "limit: `0` is not a whole number from 1 to 10000",
+        ),
+        (
+            "limit=10001",
+            "limit: `10001` is not a whole number from 1 to 10000",
+        ),
+        (
+            "state=asleep",
+            "state: `asleep` is not one of enabled, paused, disabled",
+        ),
+        (
+            "page=2",
+            "unknown query parameter `page`; accepted: limit, after, state, type",
+        ),
+    ] {
+        let r = call(&d, "GET", &format!("/v1/connectors?{query}"), None);
+        assert_eq!(r.status, 400, "{query}");
+        assert_eq!(
+            r.error(),
+            ("invalid_request".to_owned(), message.to_owned()),
+            "{query}"
+        );
+    }
+    d.stop();
+}

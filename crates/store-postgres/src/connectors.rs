@@ -2,7 +2,7 @@
 
 use connector_runner::protocol::{ConnectorRow, SpecValues};
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Origin, StatusChange, StoreError,
+    ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, StatusChange, StoreError,
 };
 use postgres_types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row};
@@ -58,6 +58,30 @@ async fn read_back(client: &impl GenericClient, id: &str) -> Result<ConnectorRec
 pub(crate) async fn list(client: &Client) -> Result<Vec<ConnectorRecord>, StoreError> {
     client
         .query(&format!("{SELECT} ORDER BY name"), &[])
+        .await
+        .map_err(backend("cannot list connectors"))?
+        .iter()
+        .map(read_row)
+        .collect()
+}
+
+pub(crate) async fn page(
+    client: &Client,
+    query: &ListQuery,
+) -> Result<Vec<ConnectorRecord>, StoreError> {
+    client
+        .query(
+            &format!(
+                "{SELECT} WHERE ($1::text IS NULL OR id COLLATE \"C\" > $1) AND ($2::text IS NULL OR state = $2) \
+                 AND ($3::text IS NULL OR type = $3) ORDER BY id COLLATE \"C\" LIMIT $4"
+            ),
+            &[
+                &query.after,
+                &query.state.map(ConnectorState::as_str),
+                &query.connector_type,
+                &i64::try_from(query.limit).unwrap_or(i64::MAX),
+            ],
+        )
         .await
         .map_err(backend("cannot list connectors"))?
         .iter()

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, Origin, StateStore, StatusChange,
-    StoreError, TickRecord,
+    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, ListQuery, Origin, StateStore,
+    StatusChange, StoreError, TickRecord,
 };
 use tokio_postgres::Client;
 
@@ -162,6 +162,10 @@ impl StateStore for PgStore {
 
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError> {
         connectors::list(&*self.pool.get().await?).await
+    }
+
+    async fn list_page(&self, query: &ListQuery) -> Result<Vec<ConnectorRecord>, StoreError> {
+        connectors::page(&*self.pool.get().await?, query).await
     }
 
     async fn get_connector(&self, id: &str) -> Result<Option<ConnectorRecord>, StoreError> {

@@ -2,7 +2,7 @@
 
 use connector_runner::protocol::{ConnectorRow, SpecValues};
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Origin, StatusChange, StoreError,
+    ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, StatusChange, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -56,6 +56,31 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<ConnectorRecord>, StoreError
         .map_err(backend("cannot list connectors"))?;
     let rows = stmt
         .query_map([], read_row)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(backend("cannot list connectors"))?;
+    rows.into_iter().map(ConnectorRow::into_record).collect()
+}
+
+pub(crate) fn page(
+    conn: &Connection,
+    query: &ListQuery,
+) -> Result<Vec<ConnectorRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "{SELECT} WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR state = ?2) \
+             AND (?3 IS NULL OR type = ?3) ORDER BY id LIMIT ?4"
+        ))
+        .map_err(backend("cannot list connectors"))?;
+    let rows = stmt
+        .query_map(
+            params![
+                query.after,
+                query.state.map(ConnectorState::as_str),
+                query.connector_type,
+                i64::try_from(query.limit).unwrap_or(i64::MAX)
+            ],
+            read_row,
+        )
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(backend("cannot list connectors"))?;
     rows.into_iter().map(ConnectorRow::into_record).collect()

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, Origin, StateStore, StatusChange,
-    StoreError, TickRecord,
+    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, ListQuery, Origin, StateStore,
+    StatusChange, StoreError, TickRecord,
 };
 use rusqlite::Connection;
 
@@ -176,6 +176,11 @@ impl StateStore for SqliteStore {
 
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError> {
         self.with_state(|c| connectors::list(c)).await
+    }
+
+    async fn list_page(&self, query: &ListQuery) -> Result<Vec<ConnectorRecord>, StoreError> {
+        let query = query.clone();
+        self.with_state(move |c| connectors::page(c, &query)).await
     }
 
     async fn get_connector(&self, id: &str) -> Result<Option<ConnectorRecord>, StoreError> {

@@ -125,6 +125,7 @@ macro_rules! store_contract_tests {
             rows_read_back_newest_first_with_since_and_limit,
             connectors_are_upserted_by_name_and_keep_their_status,
             create_update_delete_and_state_changes,
+            connectors_page_in_id_order_with_filters,
             reserved_target_names_are_refused,
             tick_history_is_newest_first_trimmed_and_beside_the_connector,
             renewal_only_while_the_token_matches,

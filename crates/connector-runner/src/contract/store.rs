@@ -9,7 +9,8 @@ use serde_json::json;
 use super::{ContractStore, Opened, metric_batch, metric_schema, read_all, spec, unique};
 use crate::protocol::TICKS_KEPT;
 use crate::{
-    ConnectorState, Origin, RowQuery, StatusChange, StoreErrorKind, Target, TickOutcome, TickRecord,
+    ConnectorState, ListQuery, Origin, RowQuery, StatusChange, StoreErrorKind, Target, TickOutcome,
+    TickRecord,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -465,6 +466,82 @@ pub async fn create_update_delete_and_state_changes<S: ContractStore>(o: Opened<
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), StoreErrorKind::NotFound);
+}
+
+/// Pages come in id order, each after the last id of the one before, filtered by
+/// state and type, in one query each.
+pub async fn connectors_page_in_id_order_with_filters<S: ContractStore>(o: Opened<S>) {
+    let store = &o.store;
+    let db = unique("d");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut s = spec(&unique("p"), &db);
+        if i % 3 == 0 {
+            s.connector_type = "other".into();
+        }
+        let record = store.create_connector(&s, Origin::Api).await.unwrap();
+        if i % 2 == 0 {
+            store
+                .set_state(&record.id, ConnectorState::Paused)
+                .await
+                .unwrap();
+        }
+        ids.push(record.id);
+    }
+    ids.sort();
+    let mine = |page: Vec<crate::ConnectorRecord>| -> Vec<String> {
+        page.into_iter()
+            .map(|r| r.id)
+            .filter(|id| ids.contains(id))
+            .collect()
+    };
+    // Walk every connector of the store in pages of 3; ours come back in id order.
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_page(&ListQuery {
+                after: after.clone(),
+                limit: 3,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        let ordered: Vec<_> = page.iter().map(|r| r.id.clone()).collect();
+        let mut sorted = ordered.clone();
+        sorted.sort();
+        assert_eq!(ordered, sorted);
+        walked.extend(mine(page));
+    }
+    assert_eq!(walked, ids);
+    let paused = store
+        .list_page(&ListQuery {
+            state: Some(ConnectorState::Paused),
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(paused.iter().all(|r| r.state == ConnectorState::Paused));
+    assert_eq!(mine(paused).len(), 4);
+    let other = store
+        .list_page(&ListQuery {
+            connector_type: Some("other".into()),
+            state: Some(ConnectorState::Enabled),
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(other.iter().all(|r| r.spec.connector_type == "other"));
+    assert_eq!(
+        mine(other).len(),
+        1,
+        "i = 3 only: of type other and not paused"
+    );
 }
 
 /// Names a store keeps for itself are refused when a connector is created or updated.
