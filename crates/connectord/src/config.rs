@@ -155,11 +155,44 @@ fn default_tick_timeout_ms() -> u64 {
 
 /// Reads and checks the whole file: TOML syntax and keys, then every connector's spec
 /// and its own `validate_config`. Errors name the connector and the key.
+/// A TOML error for the operator. toml quotes the offending line; when that line
+/// sets a `*_ref` key, the line may hold a secret pasted where a `$env:NAME`
+/// reference belongs, so the error names the line and the key and quotes nothing.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let Some(span) = e.span() else {
+        return anyhow::anyhow!("{}: {e}", path.display());
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let before = &text[line_start..start];
+    let Some(key_end) = before.rfind("_ref") else {
+        if !text[line_start..line_end].contains("_ref") {
+            return anyhow::anyhow!("{}: {e}", path.display());
+        }
+        return anyhow::anyhow!(
+            "{}: line {}: {} (the line is not shown: it sets a secret reference)",
+            path.display(),
+            text[..start].matches('\n').count() + 1,
+            e.message()
+        );
+    };
+    let key_start = before[..key_end]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    anyhow::anyhow!(
+        "{}: line {}: `{}`: {} (the line is not shown: it may hold a secret)",
+        path.display(),
+        text[..start].matches('\n').count() + 1,
+        &before[key_start..key_end + "_ref".len()],
+        e.message()
+    )
+}
+
 pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config: FileConfig =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let config: FileConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     if !(1_000..=3_600_000).contains(&config.runner.tick_timeout_ms) {
         bail!(
             "{}: runner.tick_timeout_ms: {} is out of range, expected 1000 to 3600000",
@@ -346,6 +379,23 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             config.server.tokens[0].scopes,
             [crate::api::Scope::MetricsRead]
         );
+        // A token pasted literally where a reference belongs: refused, never echoed.
+        let pasted = with_token.replace("$env:GRAFANA_TOKEN", "glsa_Secr3tPastedToken_0123456789");
+        let err = load_str(&pasted).unwrap_err().to_string();
+        assert!(!err.contains("Secr3t"), "{err}");
+        assert!(
+            err.starts_with(
+                "FILE: line 6: `token_ref`: invalid secret reference (33 characters, not shown)"
+            ),
+            "{err}"
+        );
+        let inline = GOOD.replace(
+            "[storage]",
+            "[storage]\nkind = \"postgres\"\nurl_ref = \"postgres://u:hunter2@db/x\"\n",
+        );
+        let err = load_str(&inline).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("`url_ref`: invalid secret reference"), "{err}");
         let err = load_str(&with_token.replace("metrics:read", "metrics:write"))
             .unwrap_err()
             .to_string();
