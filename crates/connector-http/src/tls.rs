@@ -115,41 +115,39 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
         .map_err(|e| HttpError::config("tls: cannot build the TLS configuration").with_source(e))?;
     let tls_default = TlsConfig::default();
     let tls = tls.unwrap_or(&tls_default);
-    let builder = if tls.insecure_skip_verify {
-        tracing::warn!("tls.insecure_skip_verify is set: server certificates are not verified");
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        let mut pinned = Vec::new();
-        match &tls.ca_file {
-            None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            Some(path) => {
-                let pem = read_pem("ca_file", path)?;
-                for cert in certificates("ca_file", path, &pem)? {
-                    roots.add(cert.clone()).map_err(|e| {
-                        HttpError::config(format!(
-                            "tls.ca_file: `{path}` holds an unusable certificate"
-                        ))
-                        .with_source(e)
-                    })?;
-                    pinned.push(cert);
-                }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut pinned = Vec::new();
+    match &tls.ca_file {
+        Some(path) if !tls.insecure_skip_verify => {
+            let pem = read_pem("ca_file", path)?;
+            for cert in certificates("ca_file", path, &pem)? {
+                roots.add(cert.clone()).map_err(|e| {
+                    HttpError::config(format!(
+                        "tls.ca_file: `{path}` holds an unusable certificate"
+                    ))
+                    .with_source(e)
+                })?;
+                pinned.push(cert);
             }
         }
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider(),
-        )
-        .build()
-        .map_err(|e| {
-            HttpError::config("tls: cannot build the certificate verifier").with_source(e)
-        })?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinningVerifier { webpki, pinned }))
-    };
+        _ => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+    if tls.insecure_skip_verify {
+        tracing::warn!("tls.insecure_skip_verify is set: server certificates are not verified");
+    }
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| {
+                HttpError::config("tls: cannot build the certificate verifier").with_source(e)
+            })?;
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+            webpki,
+            pinned,
+            insecure: tls.insecure_skip_verify,
+        }));
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert_path), Some(key_path)) => {
             let certs = certificates("cert_file", cert_path, &read_pem("cert_file", cert_path)?)?;
@@ -173,14 +171,17 @@ pub(crate) fn client_config(tls: Option<&TlsConfig>) -> Result<rustls::ClientCon
 /// the certificates in `ca_file` (a self-signed server certificate, as curl's
 /// `--cacert` and Prometheus accept) is trusted if it names the host. rustls alone
 /// refuses such a certificate (`CaUsedAsEndEntity`) when it is marked as a CA, as
-/// `openssl req -x509` marks it by default.
+/// `openssl req -x509` marks it by default. With `insecure` (`insecure_skip_verify`)
+/// any certificate passes; the handshake's signatures are checked either way, so the
+/// connection is at least to the key holder.
 #[derive(Debug)]
-struct PinningVerifier {
+struct ServerVerifier {
     webpki: Arc<rustls::client::WebPkiServerVerifier>,
     pinned: Vec<CertificateDer<'static>>,
+    insecure: bool,
 }
 
-impl rustls::client::danger::ServerCertVerifier for PinningVerifier {
+impl rustls::client::danger::ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -189,6 +190,9 @@ impl rustls::client::danger::ServerCertVerifier for PinningVerifier {
         ocsp: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.insecure {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
         let verdict =
             self.webpki
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
@@ -274,55 +278,5 @@ fn unquote(name: &str) -> &str {
     match (name.find('"'), name.rfind('"')) {
         (Some(start), Some(end)) if end > start => &name[start + 1..end],
         _ => name,
-    }
-}
-
-/// The verifier behind `insecure_skip_verify`: any certificate, but the handshake's
-/// signatures are still checked, so the connection is at least to the key holder.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
