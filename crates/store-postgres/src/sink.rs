@@ -100,6 +100,25 @@ fn cell(value: Value<'_>) -> Cell<'_> {
     }
 }
 
+/// A table's `(name, data type)` columns in order; empty when it does not exist.
+async fn table_columns(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(backend("cannot read the table's columns"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
 impl PgStore {
     async fn ensure_table(
         &self,
@@ -147,17 +166,7 @@ impl PgStore {
         ))
         .await
         .map_err(backend("cannot create the target table"))?;
-        let existing: Vec<(String, String)> = tx
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                &[&target.database, &target.table],
-            )
-            .await
-            .map_err(backend("cannot read the target table's columns"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let existing = table_columns(&tx, &target.database, &target.table).await?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the target table"))?;
@@ -263,17 +272,7 @@ impl Sink for PgStore {
 
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
         let client = self.pool.get().await?;
-        let columns: Vec<(String, String)> = client
-            .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                &[&query.database, &query.table],
-            )
-            .await
-            .map_err(backend("cannot read the table's columns"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let columns = table_columns(&*client, &query.database, &query.table).await?;
         if columns.is_empty() {
             return Err(StoreError::new(
                 StoreErrorKind::NotFound,
