@@ -13,21 +13,25 @@
 
 mod batch;
 mod error;
+mod redact;
 mod registry;
 mod secret;
+mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
 pub use error::{ConnectorError, ErrorChain, ErrorKind};
+pub use redact::{REDACTED, redact};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
 pub use secret::{
     EnvSecrets, MapSecrets, Secret, SecretError, SecretRef, SecretRefError, SecretSource,
 };
+pub use stop::Stopping;
 
 /// What a tick knows about the run it belongs to, and what it reports back besides
 /// its rows. Clones share the reported figures, so the runner keeps a clone to read them.
@@ -38,6 +42,8 @@ pub struct TickContext {
     secrets: Arc<dyn SecretSource>,
     source_bytes: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
+    resolved: Arc<Mutex<Vec<Secret>>>,
+    stop: Arc<stop::StopSignal>,
 }
 
 impl TickContext {
@@ -50,6 +56,8 @@ impl TickContext {
             secrets: Arc::new(EnvSecrets),
             source_bytes: Arc::new(AtomicU64::new(0)),
             retries: Arc::new(AtomicU64::new(0)),
+            resolved: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(stop::StopSignal::default()),
         }
     }
 
@@ -73,8 +81,41 @@ impl TickContext {
 
     /// Resolves a secret reference. Call it in `tick`, never in `validate_config`,
     /// and keep the value only as long as the request that needs it.
+    /// The value is remembered for [`TickContext::redact`], so it cannot leave the
+    /// process in an error message.
     pub fn resolve(&self, secret: &SecretRef) -> Result<Secret, SecretError> {
-        self.secrets.resolve(secret)
+        let value = self.secrets.resolve(secret)?;
+        let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        if !resolved.iter().any(|s| s.expose() == value.expose()) {
+            resolved.push(Secret::new(value.expose()));
+        }
+        Ok(value)
+    }
+
+    /// `text` with every secret this tick resolved, and every piece of one, replaced
+    /// by [`REDACTED`]. The runner passes every error through it before the error is
+    /// logged, stored or shown.
+    pub fn redact(&self, text: &str) -> String {
+        redact(
+            text,
+            &self.resolved.lock().unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Asks the tick to wind down: connectord is stopping. Called by the runner.
+    pub fn request_stop(&self) {
+        self.stop.request();
+    }
+
+    /// Whether connectord is stopping. A connector checks it before starting more
+    /// work (another request, a retry) and returns what it has or an error.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_requested()
+    }
+
+    /// Completes when connectord starts stopping; race a backoff sleep against it.
+    pub fn stopping(&self) -> Stopping<'_> {
+        Stopping { signal: &self.stop }
     }
 
     /// Counts `bytes` read from the source (as they came over the wire, before any
@@ -217,6 +258,24 @@ pub trait Connector: Send + Sync + 'static {
     /// [`ctx.scheduled_for_ms()`](TickContext::scheduled_for_ms).
     async fn tick(&self, ctx: &TickContext, config: &Self::Config)
     -> Result<Batch, ConnectorError>;
+
+    /// The files a config names (a CA file, a client certificate), each with its key
+    /// as the operator writes it (`tls.ca_file`). connectord refuses connectors
+    /// created over its API whose files lie outside the directories the operator
+    /// allows. None by default.
+    fn config_files(&self, config: &Self::Config) -> Vec<ConfigFile> {
+        let _ = config;
+        Vec::new()
+    }
+}
+
+/// A file named by a connector's config: see [`Connector::config_files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// The config key, dotted (`tls.ca_file`).
+    pub key: String,
+    /// The path as written.
+    pub path: std::path::PathBuf,
 }
 
 /// The README's connector example, compiled as a doc-test so it stays true.

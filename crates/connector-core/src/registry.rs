@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Batch, Connector, ConnectorError, Schema, TickContext};
+use crate::{Batch, ConfigFile, Connector, ConnectorError, Schema, TickContext};
 
 /// A config that a connector type has validated, with its concrete type erased.
 ///
@@ -52,6 +52,8 @@ pub trait DynConnector: Send + Sync {
         ctx: &TickContext,
         config: &ValidatedConfig,
     ) -> Result<Batch, ConnectorError>;
+    /// The files a validated config names ([`Connector::config_files`]).
+    fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile>;
 }
 
 /// Wraps a connector rather than implementing [`DynConnector`] for every `Connector`,
@@ -89,6 +91,14 @@ impl<C: Connector> DynConnector for Erased<C> {
             )));
         };
         self.0.tick(ctx, typed).await
+    }
+
+    fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile> {
+        config
+            .inner
+            .downcast_ref::<C::Config>()
+            .map(|typed| self.0.config_files(typed))
+            .unwrap_or_default()
     }
 }
 
@@ -170,6 +180,13 @@ impl Registry {
         config: &ValidatedConfig,
     ) -> Result<Batch, ConnectorError> {
         self.lookup(config.connector_type)?.tick(ctx, config).await
+    }
+
+    /// The files a validated config names, for any registered type.
+    pub fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile> {
+        self.get(config.connector_type)
+            .map(|c| c.config_files(config))
+            .unwrap_or_default()
     }
 
     fn lookup(&self, connector_type: &str) -> Result<&Arc<dyn DynConnector>, ConnectorError> {

@@ -277,6 +277,11 @@ impl<'a> RequestBuilder<'a> {
             if retry >= self.retries {
                 return Err(give_up(format!("{reason} (after {} attempts)", retry + 1)));
             }
+            if ctx.is_stopping() {
+                return Err(give_up(format!(
+                    "{reason} (not retried: connectord is stopping)"
+                )));
+            }
             let wait = match retry_after {
                 Some(asked) if asked > self.max_retry_after => {
                     return Err(give_up(format!(
@@ -290,7 +295,14 @@ impl<'a> RequestBuilder<'a> {
             };
             tracing::debug!(request = %what, %reason, retry, wait_ms = wait.as_millis() as u64, "attempt failed, retrying");
             ctx.record_retry();
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = ctx.stopping() => {
+                    return Err(give_up(format!(
+                        "{reason} (not retried: connectord is stopping)"
+                    )));
+                }
+            }
             retry += 1;
         }
     }

@@ -35,6 +35,24 @@ pub struct TlsConfig {
 }
 
 impl TlsConfig {
+    /// The files these settings name, keyed under `key` (`"tls"` → `tls.ca_file`),
+    /// for [`connector_core::Connector::config_files`].
+    pub fn files(&self, key: &str) -> Vec<connector_core::ConfigFile> {
+        [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| {
+            path.as_ref().map(|path| connector_core::ConfigFile {
+                key: format!("{key}.{name}"),
+                path: path.into(),
+            })
+        })
+        .collect()
+    }
+
     /// Checks the settings without touching the file system; `key` is where they
     /// sit in the connector's config (`"tls"`).
     pub fn validate(&self, key: &str) -> Result<(), connector_core::ConnectorError> {
