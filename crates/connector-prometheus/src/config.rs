@@ -17,6 +17,31 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// `body_size_limit_bytes` when the config leaves it out: 64 MiB.
 pub const DEFAULT_BODY_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Bounds of `body_size_limit_bytes`: at most 1 GiB.
+pub const BODY_SIZE_LIMIT_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1..=1024 * 1024 * 1024;
+
+/// Bounds of `sample_limit` when set.
+pub const SAMPLE_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000_000;
+
+/// `label_limit` when the config leaves it out: labels on one sample, the metric
+/// name not counted. Real exporters stay far below; Mimir's default is 30.
+pub const DEFAULT_LABEL_LIMIT: u64 = 256;
+
+/// Bounds of `label_limit`.
+pub const LABEL_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=10_000;
+
+/// `label_name_length_limit` when the config leaves it out: 1 KiB.
+pub const DEFAULT_LABEL_NAME_LENGTH_LIMIT: u64 = 1024;
+
+/// Bounds of `label_name_length_limit`.
+pub const LABEL_NAME_LENGTH_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=65_536;
+
+/// `label_value_length_limit` when the config leaves it out: 64 KiB.
+pub const DEFAULT_LABEL_VALUE_LENGTH_LIMIT: u64 = 64 * 1024;
+
+/// Bounds of `label_value_length_limit`.
+pub const LABEL_VALUE_LENGTH_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=16 * 1024 * 1024;
+
 /// A validated Prometheus connector config. Build it with [`PrometheusConfig::from_json`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +62,18 @@ pub struct PrometheusConfig {
     /// scrape with more fails as `Permanent` and commits nothing. No limit by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_limit: Option<u64>,
+    /// The most labels one sample may carry, the metric name not counted (as
+    /// Prometheus's `label_limit`); more fails the scrape as `Permanent`. 256 by default.
+    #[serde(default = "default_label_limit")]
+    pub label_limit: u64,
+    /// The longest label name, in bytes (Prometheus's `label_name_length_limit`).
+    /// 1 KiB by default.
+    #[serde(default = "default_label_name_length_limit")]
+    pub label_name_length_limit: u64,
+    /// The longest label value, in bytes after unescaping (Prometheus's
+    /// `label_value_length_limit`). 64 KiB by default.
+    #[serde(default = "default_label_value_length_limit")]
+    pub label_value_length_limit: u64,
     /// TLS settings for `https://` endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -56,6 +93,34 @@ fn default_body_size_limit_bytes() -> u64 {
     DEFAULT_BODY_SIZE_LIMIT_BYTES
 }
 
+fn default_label_limit() -> u64 {
+    DEFAULT_LABEL_LIMIT
+}
+
+fn default_label_name_length_limit() -> u64 {
+    DEFAULT_LABEL_NAME_LENGTH_LIMIT
+}
+
+fn default_label_value_length_limit() -> u64 {
+    DEFAULT_LABEL_VALUE_LENGTH_LIMIT
+}
+
+/// `key: N is out of range, expected A to B`, as a `Config` error.
+fn in_range(
+    key: &str,
+    value: u64,
+    range: &std::ops::RangeInclusive<u64>,
+) -> Result<(), ConnectorError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConnectorError::config(format!(
+        "{key}: {value} is out of range, expected {} to {}",
+        range.start(),
+        range.end()
+    )))
+}
+
 impl PrometheusConfig {
     /// Deserializes and checks a raw config. Pure: no I/O and no environment lookups.
     ///
@@ -63,24 +128,26 @@ impl PrometheusConfig {
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, ConnectorError> {
         let config: PrometheusConfig = config_from_json(raw)?;
         connector_http::check_endpoint("endpoint", &config.endpoint)?;
-        if !TIMEOUT_MS_RANGE.contains(&config.timeout_ms) {
-            return Err(ConnectorError::config(format!(
-                "timeout_ms: {} is out of range, expected {} to {}",
-                config.timeout_ms,
-                TIMEOUT_MS_RANGE.start(),
-                TIMEOUT_MS_RANGE.end()
-            )));
+        in_range("timeout_ms", config.timeout_ms, &TIMEOUT_MS_RANGE)?;
+        in_range(
+            "body_size_limit_bytes",
+            config.body_size_limit_bytes,
+            &BODY_SIZE_LIMIT_BYTES_RANGE,
+        )?;
+        if let Some(limit) = config.sample_limit {
+            in_range("sample_limit", limit, &SAMPLE_LIMIT_RANGE)?;
         }
-        if config.body_size_limit_bytes == 0 {
-            return Err(ConnectorError::config(
-                "body_size_limit_bytes: must be at least 1",
-            ));
-        }
-        if config.sample_limit == Some(0) {
-            return Err(ConnectorError::config(
-                "sample_limit: must be at least 1 (leave it out for no limit)",
-            ));
-        }
+        in_range("label_limit", config.label_limit, &LABEL_LIMIT_RANGE)?;
+        in_range(
+            "label_name_length_limit",
+            config.label_name_length_limit,
+            &LABEL_NAME_LENGTH_LIMIT_RANGE,
+        )?;
+        in_range(
+            "label_value_length_limit",
+            config.label_value_length_limit,
+            &LABEL_VALUE_LENGTH_LIMIT_RANGE,
+        )?;
         if let Some(tls) = &config.tls {
             tls.validate("tls")?;
         }
@@ -164,7 +231,7 @@ mod tests {
     fn unknown_key_is_serde_text_verbatim() {
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "timeout": 5})),
-            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`, `strict`"
+            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "auth": {"type": "bearer", "token": "x"}})),
@@ -207,11 +274,31 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "sample_limit": 0})),
-            "sample_limit: must be at least 1 (leave it out for no limit)"
+            "sample_limit: 0 is out of range, expected 1 to 1000000000"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "body_size_limit_bytes": 0})),
-            "body_size_limit_bytes: must be at least 1"
+            "body_size_limit_bytes: 0 is out of range, expected 1 to 1073741824"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "body_size_limit_bytes": u64::MAX})),
+            "body_size_limit_bytes: 18446744073709551615 is out of range, expected 1 to 1073741824"
+        );
+        assert_eq!(
+            (
+                config.label_limit,
+                config.label_name_length_limit,
+                config.label_value_length_limit
+            ),
+            (256, 1024, 65536)
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "label_limit": 0})),
+            "label_limit: 0 is out of range, expected 1 to 10000"
+        );
+        assert_eq!(
+            error_of(json!({"endpoint": "http://h/", "label_value_length_limit": 1u64 << 40})),
+            "label_value_length_limit: 1099511627776 is out of range, expected 1 to 16777216"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "tls": {"ca": "x"}})),

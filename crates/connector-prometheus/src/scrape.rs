@@ -10,7 +10,7 @@ use connector_http::http::header::ACCEPT;
 use connector_http::{HttpClient, Response};
 
 use crate::config::PrometheusConfig;
-use crate::exposition::{Format, ParseError, Parser};
+use crate::exposition::{Format, ParseError, Parser, Sample};
 
 /// What the scrape asks for, in Prometheus's order of preference: OpenMetrics 1.0,
 /// then the 0.0.1 draft, then text 0.0.4, then anything.
@@ -120,6 +120,7 @@ fn to_batch(
                 config.sample_limit.unwrap_or_default()
             )));
         }
+        check_labels(&sample, config)?;
         let row = batch.row().timestamp(scheduled_for).string(sample.name);
         let row = if sample.value.is_finite() {
             row.real(sample.value)
@@ -129,6 +130,61 @@ fn to_batch(
         row.map(sample.labels.iter_decoded()).finish()?;
     }
     Ok(batch)
+}
+
+/// Prometheus's per-sample label limits, and its refusal of a repeated label name
+/// (`label name "a" is not unique: invalid sample`): a hostile target cannot store
+/// 100,000 labels on a series, and a sample is never stored with two values for one
+/// label.
+fn check_labels(sample: &Sample<'_>, config: &PrometheusConfig) -> Result<(), ConnectorError> {
+    let fail = |what: String| {
+        Err(ConnectorError::permanent(format!(
+            "scrape {}: sample `{}`: {what}",
+            config.endpoint, sample.name
+        )))
+    };
+    if sample.labels.len() as u64 > config.label_limit {
+        return fail(format!(
+            "{} labels, more than label_limit ({})",
+            sample.labels.len(),
+            config.label_limit
+        ));
+    }
+    for (i, (name, value)) in sample.labels.iter_raw().enumerate() {
+        if name.len() as u64 > config.label_name_length_limit {
+            return fail(format!(
+                "a label name of {} bytes, longer than label_name_length_limit ({})",
+                name.len(),
+                config.label_name_length_limit
+            ));
+        }
+        // The raw value is never shorter than the decoded one: decode only when the
+        // raw length is over the limit.
+        if value.len() as u64 > config.label_value_length_limit {
+            let decoded = sample
+                .labels
+                .iter_decoded()
+                .nth(i)
+                .map_or(value.len(), |(_, v)| v.len());
+            if decoded as u64 > config.label_value_length_limit {
+                return fail(format!(
+                    "label `{name}` has a value of {decoded} bytes, longer than label_value_length_limit ({})",
+                    config.label_value_length_limit
+                ));
+            }
+        }
+        if sample
+            .labels
+            .iter_raw()
+            .take(i)
+            .any(|(earlier, _)| earlier == name)
+        {
+            return fail(format!(
+                "label name \"{name}\" is not unique: invalid sample (Prometheus refuses it too)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -151,5 +207,13 @@ impl Connector for PrometheusConnector {
     ) -> Result<Batch, ConnectorError> {
         let fetched = fetch(&self.client, ctx, config).await?;
         to_batch(&fetched, ctx, config)
+    }
+
+    fn config_files(&self, config: &PrometheusConfig) -> Vec<connector_core::ConfigFile> {
+        config
+            .tls
+            .as_ref()
+            .map(|tls| tls.files("tls"))
+            .unwrap_or_default()
     }
 }
