@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use connector_core::{EnvSecrets, ErrorKind, Registry, SecretSource, TickContext, ValidatedConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -13,6 +13,7 @@ use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{
     Sink, StateStore, StatusChange, StoreErrorKind, Target, TickOutcome, TickRecord,
 };
+use crate::telemetry::{Telemetry, TickSample};
 
 /// How a [`Runner`] behaves.
 #[derive(Debug, Clone)]
@@ -32,6 +33,9 @@ pub struct RunnerConfig {
     pub refresh_interval: Duration,
     /// Where `$env:NAME` references resolve.
     pub secrets: Arc<dyn SecretSource>,
+    /// When the runner is told to stop, ticks in flight get this long to finish; then
+    /// they are cancelled before they commit.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -43,6 +47,7 @@ impl Default for RunnerConfig {
             lease_margin: Duration::from_secs(2),
             refresh_interval: Duration::from_secs(1),
             secrets: Arc::new(EnvSecrets),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -53,10 +58,11 @@ enum Command {
     Trigger(String),
 }
 
-/// Sends commands to a running [`Runner`].
+/// Sends commands to a running [`Runner`] and reads its per-connector series.
 #[derive(Debug, Clone)]
 pub struct RunnerHandle {
     commands: mpsc::UnboundedSender<Command>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl RunnerHandle {
@@ -69,6 +75,11 @@ impl RunnerHandle {
     pub fn trigger(&self, connector_id: impl Into<String>) {
         let _ = self.commands.send(Command::Trigger(connector_id.into()));
     }
+
+    /// The runner's per-connector series and the ticks the store could not record.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
 }
 
 struct Shared {
@@ -76,6 +87,11 @@ struct Shared {
     sink: Arc<dyn Sink>,
     registry: Arc<Registry>,
     config: RunnerConfig,
+    telemetry: Arc<Telemetry>,
+    /// The contexts of the ticks running now, told when connectord stops.
+    running: std::sync::Mutex<HashMap<String, TickContext>>,
+    /// Set past the shutdown grace: ticks still running are cancelled.
+    cancel: watch::Sender<bool>,
 }
 
 struct Slot {
@@ -117,15 +133,22 @@ impl Runner {
         config: RunnerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let telemetry = Arc::new(Telemetry::new());
         Runner {
             shared: Arc::new(Shared {
                 store,
                 sink,
                 registry,
                 config,
+                telemetry: Arc::clone(&telemetry),
+                running: std::sync::Mutex::default(),
+                cancel: watch::Sender::new(false),
             }),
             commands: rx,
-            handle: RunnerHandle { commands: tx },
+            handle: RunnerHandle {
+                commands: tx,
+                telemetry,
+            },
         }
     }
 
@@ -134,9 +157,10 @@ impl Runner {
         self.handle.clone()
     }
 
-    /// Runs until `shutdown` completes, then waits for ticks in flight (up to the tick
-    /// timeout). Every commit is one transaction, so stopping never leaves a bucket
-    /// half-committed.
+    /// Runs until `shutdown` completes. Then no tick starts and no source request is
+    /// retried; ticks in flight get [`RunnerConfig::shutdown_grace`] to finish and are
+    /// cancelled after it. Every commit is one transaction and a cancelled tick never
+    /// reaches its commit, so stopping never leaves a bucket half-committed.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut slots: HashMap<String, Slot> = HashMap::new();
         let mut ticks: JoinSet<(String, Option<TickOutcome>)> = JoinSet::new();
@@ -209,21 +233,41 @@ impl Runner {
                 },
             }
         }
+        self.stop(ticks).await;
+        tracing::info!("runner stopped");
+    }
+
+    async fn stop(&self, mut ticks: JoinSet<(String, Option<TickOutcome>)>) {
+        /// After the cancel, how long cancelled ticks get to record their outcome.
+        const RECORD_BOUND: Duration = Duration::from_secs(5);
         let in_flight = ticks.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, "stopping: waiting for ticks in flight");
+        if in_flight == 0 {
+            return;
         }
-        let grace = self.shared.config.tick_timeout + self.shared.config.lease_margin;
-        if tokio::time::timeout(grace, async { while ticks.join_next().await.is_some() {} })
+        for ctx in self.shared.lock_running().values() {
+            ctx.request_stop();
+        }
+        let grace = self.shared.config.shutdown_grace;
+        tracing::info!(
+            in_flight,
+            grace_ms = grace.as_millis() as u64,
+            "stopping: waiting for ticks in flight"
+        );
+        if tokio::time::timeout(grace, drain(&mut ticks)).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            still_running = ticks.len(),
+            "stopping: the shutdown grace is over, cancelling the ticks still running (nothing of theirs is committed)"
+        );
+        self.shared.cancel.send_replace(true);
+        if tokio::time::timeout(RECORD_BOUND, drain(&mut ticks))
             .await
             .is_err()
         {
-            tracing::warn!(
-                "stopping: ticks still running after the grace period were aborted before committing"
-            );
+            tracing::warn!("stopping: ticks that could not record their cancellation were aborted");
             ticks.abort_all();
         }
-        tracing::info!("runner stopped");
     }
 
     async fn refresh(&self, slots: &mut HashMap<String, Slot>) {
@@ -237,10 +281,10 @@ impl Runner {
                 return;
             }
         };
+        self.shared.telemetry.set_connectors(&records);
         // A set: with thousands of connectors a list made each refresh quadratic.
         let mut seen = std::collections::HashSet::with_capacity(records.len());
         for record in records {
-            publish_state(&record);
             if record.state != ConnectorState::Enabled {
                 continue;
             }
@@ -299,29 +343,6 @@ impl Runner {
     }
 }
 
-/// One series per state (1 for the current one), so dashboards can count disabled
-/// connectors and alerts can tell enabled ones from paused ones.
-fn publish_state(record: &ConnectorRecord) {
-    let id = record.id.clone();
-    let ty = record.spec.connector_type.clone();
-    for state in [
-        ConnectorState::Enabled,
-        ConnectorState::Paused,
-        ConnectorState::Disabled,
-    ] {
-        metrics::gauge!(
-            "connectord_connector_state",
-            "connector_id" => id.clone(),
-            "connector_type_id" => ty.clone(),
-            "state" => state.as_str()
-        )
-        .set(if record.state == state { 1.0 } else { 0.0 });
-    }
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!("connectord_connector_schedule_seconds", "connector_id" => id, "connector_type_id" => ty)
-        .set(record.spec.schedule_ms as f64 / 1000.0);
-}
-
 fn schedule_i64(schedule_ms: u64) -> i64 {
     i64::try_from(schedule_ms).unwrap_or(i64::MAX)
 }
@@ -335,6 +356,7 @@ enum Ran {
     ),
     TimedOut,
     LeaseLost,
+    Cancelled,
 }
 
 /// Waits for the tick up to the tick timeout, renewing the lease every third of its
@@ -348,10 +370,19 @@ async fn drive_tick(
     let deadline = tokio::time::sleep(shared.config.tick_timeout);
     let every = (shared.config.lease / 3).max(Duration::from_millis(10));
     let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tokio::pin!(tick, deadline);
+    let mut cancel = shared.cancel.subscribe();
+    let cancelled = async move {
+        // The guard `wait_for` returns is not `Send`: drop it here, not across the loop.
+        let _ = cancel.wait_for(|cancelled| *cancelled).await.is_ok();
+    };
+    tokio::pin!(tick, deadline, cancelled);
     loop {
         tokio::select! {
             done = &mut tick => return Ran::Done(done),
+            () = &mut cancelled => {
+                abort.abort();
+                return Ran::Cancelled;
+            }
             () = &mut deadline => {
                 abort.abort();
                 return Ran::TimedOut;
@@ -402,42 +433,53 @@ async fn run_tick(
     scheduled_for: i64,
 ) -> Option<TickOutcome> {
     let id = record.id.as_str();
-    let labels = [
-        ("connector_id", record.id.clone()),
-        ("connector_type_id", record.spec.connector_type.clone()),
-    ];
     let runner_id = &shared.config.runner_id;
+    let ctx = TickContext::new(id, scheduled_for).with_secrets(Arc::clone(&shared.config.secrets));
+    let started = Instant::now();
+    let started_at_ms = wall_ms();
     let mut lease = match shared
         .store
         .claim_task(id, scheduled_for, runner_id, shared.config.lease)
         .await
     {
         Ok(Some(lease)) => {
-            metrics::counter!(
-                "connectord_lease_claims_total",
-                &with(&labels, "result", "won")
-            )
-            .increment(1);
+            shared.telemetry.record_claim(id, true);
             lease
         }
         Ok(None) => {
-            metrics::counter!(
-                "connectord_lease_claims_total",
-                &with(&labels, "result", "lost")
-            )
-            .increment(1);
+            shared.telemetry.record_claim(id, false);
             tracing::debug!("bucket taken by another runner");
             return None;
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "cannot claim the bucket");
-            return None;
+            let message = format!("the state store failed to claim the bucket: {e:#}");
+            let ended = Ended {
+                outcome: TickOutcome::StoreError,
+                status: Some(StatusChange::Failed(message.clone())),
+                error: Some(message),
+                rows: 0,
+                sink_bytes: 0,
+            };
+            return Some(
+                finish(
+                    shared,
+                    record,
+                    &ctx,
+                    scheduled_for,
+                    started,
+                    started_at_ms,
+                    ended,
+                )
+                .await,
+            );
         }
     };
 
-    let started = Instant::now();
-    let started_at_ms = wall_ms();
-    let ctx = TickContext::new(id, scheduled_for).with_secrets(Arc::clone(&shared.config.secrets));
+    shared.lock_running().insert(id.to_owned(), ctx.clone());
+    let stopping = *shared.cancel.borrow();
+    if stopping {
+        ctx.request_stop();
+    }
     let tick = {
         let registry = Arc::clone(&shared.registry);
         let ctx = ctx.clone();
@@ -445,116 +487,191 @@ async fn run_tick(
         // A task of its own, so a panicking connector fails this tick only.
         tokio::spawn(async move { registry.tick(&ctx, &config).await })
     };
-    let (mut outcome, mut error, mut rows, mut sink_bytes) = (TickOutcome::Ok, None, 0, 0);
-    // `None` leaves the connector's status as it was.
-    let mut status = Some(StatusChange::Succeeded);
-    match drive_tick(shared, tick, &mut lease).await {
-        Ran::TimedOut => {
-            outcome = TickOutcome::Timeout;
-            let message = format!(
+    let ran = drive_tick(shared, tick, &mut lease).await;
+    shared.lock_running().remove(id);
+    let ended = match ran {
+        Ran::TimedOut => Ended::failed(
+            TickOutcome::Timeout,
+            format!(
                 "tick timed out after {} ms",
                 shared.config.tick_timeout.as_millis()
-            );
-            status = Some(StatusChange::Failed(message.clone()));
-            error = Some(message);
-        }
-        Ran::LeaseLost => {
-            outcome = TickOutcome::Fenced;
-            status = None;
-            error = Some("the lease was lost during the tick (another runner took the bucket); nothing committed".to_owned());
-        }
-        Ran::Done(Err(join)) => {
-            outcome = TickOutcome::Panic;
-            let message = if join.is_panic() {
+            ),
+        ),
+        Ran::Cancelled => Ended::failed(
+            TickOutcome::Cancelled,
+            format!(
+                "cancelled: connectord stopped and the tick ran past the {} ms shutdown grace; nothing committed",
+                shared.config.shutdown_grace.as_millis()
+            ),
+        ),
+        Ran::LeaseLost => Ended {
+            outcome: TickOutcome::Fenced,
+            status: None,
+            error: Some("the lease was lost during the tick (another runner took the bucket); nothing committed".to_owned()),
+            rows: 0,
+            sink_bytes: 0,
+        },
+        Ran::Done(Err(join)) => Ended::failed(
+            TickOutcome::Panic,
+            if join.is_panic() {
                 format!("connector panicked: {}", panic_message(&*join.into_panic()))
             } else {
                 "tick was cancelled".to_owned()
-            };
-            status = Some(StatusChange::Failed(message.clone()));
-            error = Some(message);
-        }
+            },
+        ),
         Ran::Done(Ok(Err(e))) => {
             let message = format!("{e:#}");
-            (outcome, status) = match e.kind() {
-                ErrorKind::Transient => (
-                    TickOutcome::Transient,
-                    Some(StatusChange::Failed(message.clone())),
-                ),
-                ErrorKind::Config => (
-                    TickOutcome::Config,
-                    Some(StatusChange::Disabled(message.clone())),
-                ),
-                _ => (
-                    TickOutcome::Permanent,
-                    Some(StatusChange::Failed(message.clone())),
-                ),
-            };
-            error = Some(message);
-        }
-        Ran::Done(Ok(Ok(batch))) => {
-            let trusted_until = lease.expires_at_ms
-                - i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(0);
-            let target = Target {
-                connector_id: record.id.clone(),
-                database: record.spec.target_database.clone(),
-                table: record.spec.target_table.clone(),
-            };
-            let now = shared.store.now_ms().await.unwrap_or(i64::MAX);
-            let committed = if now >= trusted_until {
-                Err((
-                    TickOutcome::Fenced,
-                    "lease expired before the commit; nothing committed".to_owned(),
-                ))
-            } else {
-                shared
-                    .sink
-                    .commit(&target, &lease, batch)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced => {
-                            (TickOutcome::Fenced, format!("commit refused: {e:#}"))
-                        }
-                        _ => (TickOutcome::SinkError, format!("commit failed: {e:#}")),
-                    })
-            };
-            match committed {
-                Ok(report) => {
-                    rows = report.rows;
-                    sink_bytes = report.bytes;
-                    if let Err(e) = shared.store.finish_task(&lease).await {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "cannot mark the bucket done; its ledger row still prevents a second commit"
-                        );
-                    }
-                }
-                Err((o, message)) => {
-                    outcome = o;
-                    // Losing a race is not the connector's fault: its status stays as it was.
-                    status =
-                        (o != TickOutcome::Fenced).then(|| StatusChange::Failed(message.clone()));
-                    error = Some(message);
-                }
+            match e.kind() {
+                ErrorKind::Transient => Ended::failed(TickOutcome::Transient, message),
+                ErrorKind::Config => Ended {
+                    outcome: TickOutcome::Config,
+                    status: Some(StatusChange::Disabled(message.clone())),
+                    error: Some(message),
+                    rows: 0,
+                    sink_bytes: 0,
+                },
+                _ => Ended::failed(TickOutcome::Permanent, message),
             }
         }
+        Ran::Done(Ok(Ok(batch))) => commit(shared, record, &lease, batch).await,
+    };
+    Some(
+        finish(
+            shared,
+            record,
+            &ctx,
+            scheduled_for,
+            started,
+            started_at_ms,
+            ended,
+        )
+        .await,
+    )
+}
+
+/// How a tick ended, before it is recorded.
+struct Ended {
+    outcome: TickOutcome,
+    /// `None` leaves the connector's status as it was.
+    status: Option<StatusChange>,
+    error: Option<String>,
+    rows: u64,
+    sink_bytes: u64,
+}
+
+impl Ended {
+    fn failed(outcome: TickOutcome, message: String) -> Self {
+        Ended {
+            outcome,
+            status: Some(StatusChange::Failed(message.clone())),
+            error: Some(message),
+            rows: 0,
+            sink_bytes: 0,
+        }
     }
+}
+
+/// Commits a batch under the lease, unless the lease can no longer be trusted.
+async fn commit(
+    shared: &Shared,
+    record: &ConnectorRecord,
+    lease: &crate::store::Lease,
+    batch: connector_core::Batch,
+) -> Ended {
+    let trusted_until =
+        lease.expires_at_ms - i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(0);
+    let target = Target {
+        connector_id: record.id.clone(),
+        database: record.spec.target_database.clone(),
+        table: record.spec.target_table.clone(),
+    };
+    let now = shared.store.now_ms().await.unwrap_or(i64::MAX);
+    if now >= trusted_until {
+        return Ended {
+            outcome: TickOutcome::Fenced,
+            status: None,
+            error: Some("lease expired before the commit; nothing committed".to_owned()),
+            rows: 0,
+            sink_bytes: 0,
+        };
+    }
+    match shared.sink.commit(&target, lease, batch).await {
+        Ok(report) => {
+            if let Err(e) = shared.store.finish_task(lease).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot mark the bucket done; its ledger row still prevents a second commit"
+                );
+            }
+            Ended {
+                outcome: TickOutcome::Ok,
+                status: Some(StatusChange::Succeeded),
+                error: None,
+                rows: report.rows,
+                sink_bytes: report.bytes,
+            }
+        }
+        // Losing a race is not the connector's fault: its status stays as it was.
+        Err(e)
+            if matches!(
+                e.kind(),
+                StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced
+            ) =>
+        {
+            Ended {
+                outcome: TickOutcome::Fenced,
+                status: None,
+                error: Some(format!("commit refused: {e:#}")),
+                rows: 0,
+                sink_bytes: 0,
+            }
+        }
+        Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
+    }
+}
+
+/// Records a tick everywhere: metrics, logs, the connector's status and its history.
+/// Every message goes through the tick's redaction first. What the store cannot
+/// record is kept in [`Telemetry`] for the API to show.
+async fn finish(
+    shared: &Shared,
+    record: &ConnectorRecord,
+    ctx: &TickContext,
+    scheduled_for: i64,
+    started: Instant,
+    started_at_ms: i64,
+    ended: Ended,
+) -> TickOutcome {
+    let Ended {
+        outcome,
+        status,
+        error,
+        rows,
+        sink_bytes,
+    } = ended;
+    let id = record.id.as_str();
+    let error = error.map(|e| ctx.redact(&e));
+    let status = status.map(|status| match status {
+        StatusChange::Failed(m) => StatusChange::Failed(ctx.redact(&m)),
+        StatusChange::Disabled(m) => StatusChange::Disabled(ctx.redact(&m)),
+        StatusChange::Succeeded => StatusChange::Succeeded,
+    });
     let duration = started.elapsed();
     let source_bytes = ctx.source_bytes();
-
-    metrics::counter!(
-        "connectord_ticks_total",
-        &with(&labels, "outcome", outcome.as_str())
-    )
-    .increment(1);
-    metrics::histogram!("connectord_tick_duration_seconds", &labels).record(duration.as_secs_f64());
-    metrics::counter!("connectord_source_bytes_total", &labels).increment(source_bytes);
-    metrics::counter!("connectord_source_retries_total", &labels).increment(ctx.retries());
-    metrics::counter!("connectord_rows_emitted_total", &labels).increment(rows);
-    metrics::counter!("connectord_sink_bytes_total", &labels).increment(sink_bytes);
+    #[allow(clippy::cast_precision_loss)]
+    shared.telemetry.record_tick(
+        id,
+        &TickSample {
+            outcome,
+            duration_seconds: duration.as_secs_f64(),
+            source_bytes,
+            retries: ctx.retries(),
+            rows,
+            sink_bytes,
+            finished_at_seconds: wall_ms() as f64 / 1000.0,
+        },
+    );
     if outcome == TickOutcome::Ok {
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!("connectord_last_success_timestamp_seconds", &labels)
-            .set(wall_ms() as f64 / 1000.0);
         tracing::info!(
             rows,
             source_bytes,
@@ -569,9 +686,11 @@ async fn run_tick(
         );
     }
 
+    let mut recorded = true;
     if let Some(status) = status
         && let Err(e) = shared.store.set_status(id, status).await
     {
+        recorded = false;
         tracing::error!(
             error = format!("{e:#}"),
             "cannot record the connector's status"
@@ -587,25 +706,29 @@ async fn run_tick(
         sink_bytes,
         duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         error,
-        runner_id: runner_id.clone(),
+        runner_id: shared.config.runner_id.clone(),
     };
     if let Err(e) = shared.store.record_tick(&history).await {
+        recorded = false;
         tracing::error!(
             error = format!("{e:#}"),
             "cannot record the tick in the history"
         );
     }
-    Some(outcome)
+    shared
+        .telemetry
+        .set_unrecorded(id, (!recorded).then_some(history));
+    outcome
 }
 
-fn with(
-    labels: &[(&'static str, String); 2],
-    key: &'static str,
-    value: &str,
-) -> [(&'static str, String); 3] {
-    [
-        labels[0].clone(),
-        labels[1].clone(),
-        (key, value.to_owned()),
-    ]
+async fn drain<T: 'static>(ticks: &mut JoinSet<T>) {
+    while ticks.join_next().await.is_some() {}
+}
+
+impl Shared {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, TickContext>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

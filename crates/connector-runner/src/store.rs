@@ -168,6 +168,11 @@ pub enum TickOutcome {
     Fenced,
     /// The sink failed: nothing committed.
     SinkError,
+    /// The state store failed to claim the bucket: the tick did not run.
+    StoreError,
+    /// connectord stopped before the tick finished, past its shutdown grace: nothing
+    /// committed.
+    Cancelled,
 }
 
 impl TickOutcome {
@@ -182,6 +187,8 @@ impl TickOutcome {
             TickOutcome::Panic => "panic",
             TickOutcome::Fenced => "fenced",
             TickOutcome::SinkError => "sink_error",
+            TickOutcome::StoreError => "store_error",
+            TickOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -196,6 +203,8 @@ impl TickOutcome {
             TickOutcome::Panic,
             TickOutcome::Fenced,
             TickOutcome::SinkError,
+            TickOutcome::StoreError,
+            TickOutcome::Cancelled,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
