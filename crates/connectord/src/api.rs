@@ -11,13 +11,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use connector_core::Registry;
+use connector_core::{ConfigFile, Registry};
 use connector_runner::schedule::{bucket_start, phase_ms};
 use connector_runner::{
     ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, RunnerHandle, StateStore,
     StoreError, StoreErrorKind, TickRecord,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -76,7 +75,8 @@ pub struct ApiState {
     /// Empty means no authentication (only allowed on loopback, or when the operator
     /// says so explicitly).
     pub tokens: Arc<Vec<Token>>,
-    pub metrics: PrometheusHandle,
+    /// `[server] api_file_roots`: where connectors created over the API may name files.
+    pub file_roots: Arc<Vec<std::path::PathBuf>>,
 }
 
 /// The one error shape: `{"error":{"code":"...","message":"..."}}`.
@@ -333,9 +333,14 @@ async fn authenticate(
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let text = state
+        .runner
+        .as_ref()
+        .map(|runner| runner.telemetry().render())
+        .unwrap_or_default();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        text,
     )
 }
 
@@ -411,7 +416,20 @@ struct ConnectorView<'a> {
 }
 
 impl<'a> ConnectorView<'a> {
-    fn of(state: &ApiState, record: &'a ConnectorRecord, now: i64) -> Self {
+    /// `unrecorded` is a newer tick the state store failed to record: it is shown as
+    /// the last tick, and its error as the last error, so a failing store is visible.
+    fn of(
+        state: &ApiState,
+        record: &'a ConnectorRecord,
+        unrecorded: Option<&'a TickRecord>,
+        now: i64,
+    ) -> Self {
+        let unrecorded = unrecorded.filter(|tick| {
+            record
+                .last_tick
+                .as_ref()
+                .is_none_or(|last| tick.started_at_ms >= last.started_at_ms)
+        });
         let next_tick =
             (record.state == ConnectorState::Enabled && state.runner.is_some()).then(|| {
                 let schedule = record.spec.schedule_ms;
@@ -429,18 +447,30 @@ impl<'a> ConnectorView<'a> {
             origin: record.origin,
             state: record.state,
             disabled_reason: record.disabled_reason.as_deref(),
-            last_error: record.last_error.as_deref(),
+            last_error: match unrecorded {
+                Some(tick) => tick.error.as_deref(),
+                None => record.last_error.as_deref(),
+            },
             created_at: record.created_at_ms,
             updated_at: record.updated_at_ms,
-            last_tick: record.last_tick.as_ref().map(TickView::of),
+            last_tick: unrecorded.or(record.last_tick.as_ref()).map(TickView::of),
             next_tick,
         }
     }
 }
 
+/// The newest tick of a connector that the state store could not record.
+fn unrecorded(state: &ApiState, id: &str) -> Option<TickRecord> {
+    state
+        .runner
+        .as_ref()
+        .and_then(|runner| runner.telemetry().unrecorded(id))
+}
+
 /// One connector as a JSON response.
 fn connector_json(state: &ApiState, record: &ConnectorRecord) -> Response {
-    Json(ConnectorView::of(state, record, now_ms())).into_response()
+    let tick = unrecorded(state, &record.id);
+    Json(ConnectorView::of(state, record, tick.as_ref(), now_ms())).into_response()
 }
 
 /// Ids are UUIDs: anything else cannot name a connector.
@@ -459,10 +489,45 @@ async fn find(state: &ApiState, id: &str) -> Result<ConnectorRecord, ApiError> {
         .ok_or_else(|| ApiError::not_found(id))
 }
 
-fn validate(state: &ApiState, spec: &ConnectorSpec) -> Result<(), ApiError> {
-    spec.validate(&state.registry)
-        .map(|_| ())
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+/// Checks a spec; one that came over the API may name files only under the
+/// allowed roots (the TOML file may name any path).
+fn validate(state: &ApiState, spec: &ConnectorSpec, origin: Origin) -> Result<(), ApiError> {
+    let config = spec
+        .validate(&state.registry)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if origin == Origin::File {
+        return Ok(());
+    }
+    for file in state.registry.config_files(&config) {
+        check_file_root(&state.file_roots, &file)?;
+    }
+    Ok(())
+}
+
+/// A file named by a connector created over the API must lie under one of the
+/// operator's `[server] api_file_roots`, judged on the path as written (no `..`,
+/// absolute), so the answer says nothing about what exists on disk.
+fn check_file_root(roots: &[std::path::PathBuf], file: &ConfigFile) -> Result<(), ApiError> {
+    let key = &file.key;
+    if roots.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "config.{key}: connectors created over the API may not name files on this server; \
+             the operator can allow directories with [server] api_file_roots"
+        )));
+    }
+    let path = &file.path;
+    let clean = path.is_absolute()
+        && !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if !clean || !roots.iter().any(|root| path.starts_with(root)) {
+        let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(ApiError::bad_request(format!(
+            "config.{key}: the path must be absolute, without `..`, and under one of the allowed directories ({})",
+            allowed.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn refresh(state: &ApiState) {
@@ -537,10 +602,15 @@ async fn list(
     let more = records.len() > limit;
     records.truncate(limit);
     let now = now_ms();
+    let unrecorded: Vec<Option<TickRecord>> = records
+        .iter()
+        .map(|record| unrecorded(&state, &record.id))
+        .collect();
     let page = Page {
         connectors: records
             .iter()
-            .map(|record| ConnectorView::of(&state, record, now))
+            .zip(&unrecorded)
+            .map(|(record, tick)| ConnectorView::of(&state, record, tick.as_ref(), now))
             .collect(),
         next: more
             .then(|| records.last().map(|r| r.id.as_str()))
@@ -553,7 +623,7 @@ async fn create(
     State(state): State<ApiState>,
     ApiJson(spec): ApiJson<ConnectorSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate(&state, &spec)?;
+    validate(&state, &spec, Origin::Api)?;
     let record = state.store.create_connector(&spec, Origin::Api).await?;
     tracing::info!(connector_id = %record.id, connector = %spec.name, "connector created over the API");
     refresh(&state);
@@ -572,7 +642,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     refuse_file_connector(&record, "change")?;
-    validate(&state, &spec)?;
+    validate(&state, &spec, Origin::Api)?;
     let record = state.store.update_connector(&id, &spec).await?;
     refresh(&state);
     Ok(connector_json(&state, &record))
@@ -585,6 +655,9 @@ async fn remove(
     let record = find(&state, &id).await?;
     refuse_file_connector(&record, "remove")?;
     state.store.delete_connector(&id).await?;
+    if let Some(runner) = &state.runner {
+        runner.telemetry().forget(&id);
+    }
     tracing::info!(connector_id = %id, connector = %record.spec.name, "connector deleted over the API");
     refresh(&state);
     Ok(StatusCode::NO_CONTENT)
@@ -623,7 +696,7 @@ async fn pause(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Re
 async fn resume(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     // The spec may have been stored before a connector type tightened its checks.
-    validate(&state, &record.spec)?;
+    validate(&state, &record.spec, record.origin)?;
     let record = state.store.set_state(&id, ConnectorState::Enabled).await?;
     refresh(&state);
     Ok(connector_json(&state, &record))

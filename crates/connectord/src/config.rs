@@ -36,6 +36,25 @@ pub struct ServerConfig {
     /// Serve without tokens on a non-loopback address. Say so explicitly or not at all.
     #[serde(default)]
     pub allow_unauthenticated: bool,
+    /// A request head (request line and headers) must arrive within this long after
+    /// the connection opens or the previous response ends; else 408 and close.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// At most this many connections are served at once; more wait in the kernel's
+    /// accept queue, as with Prometheus's `--web.max-connections`.
+    #[serde(default = "default_server_max_connections")]
+    pub max_connections: usize,
+    /// The largest request head; a longer request line gets 414, longer headers 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Directories under which connectors created over the API may name files (CA
+    /// files, client certificates). None: file keys are refused over the API.
+    /// Connectors declared in this file may name any path.
+    #[serde(default)]
+    pub api_file_roots: Vec<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -44,8 +63,41 @@ impl Default for ServerConfig {
             listen: default_listen(),
             tokens: Vec::new(),
             allow_unauthenticated: false,
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_server_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            api_file_roots: Vec::new(),
         }
     }
+}
+
+/// Bounds of `[server] header_read_timeout_ms`.
+pub const HEADER_READ_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// Bounds of `[server] idle_timeout_ms`.
+pub const IDLE_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+/// Bounds of `[server] max_connections`.
+pub const SERVER_MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=65_536;
+/// Bounds of `[server] max_header_bytes`.
+pub const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1_024..=1_048_576;
+/// Bounds of `[runner] shutdown_grace_ms`.
+pub const SHUTDOWN_GRACE_MS_RANGE: std::ops::RangeInclusive<u64> = 0..=600_000;
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_server_max_connections() -> usize {
+    512
+}
+
+fn default_max_header_bytes() -> usize {
+    // Browsers and Grafana send well under 8 KiB; nginx's default buffers hold 32 KiB.
+    32 * 1024
 }
 
 /// One API token: `[[server.tokens]]`.
@@ -128,6 +180,13 @@ pub struct RunnerSection {
     /// A process that dies frees its bucket after this long.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// On SIGTERM, ticks in flight get this long to finish before they are cancelled.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 fn default_lease_ms() -> u64 {
@@ -140,6 +199,7 @@ impl Default for RunnerSection {
             enabled: true,
             tick_timeout_ms: default_tick_timeout_ms(),
             lease_ms: default_lease_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
 }
@@ -193,20 +253,18 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let config: FileConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    if !(1_000..=3_600_000).contains(&config.runner.tick_timeout_ms) {
-        bail!(
-            "{}: runner.tick_timeout_ms: {} is out of range, expected 1000 to 3600000",
-            path.display(),
-            config.runner.tick_timeout_ms
-        );
-    }
-    if !(3_000..=3_600_000).contains(&config.runner.lease_ms) {
-        bail!(
-            "{}: runner.lease_ms: {} is out of range, expected 3000 to 3600000",
-            path.display(),
-            config.runner.lease_ms
-        );
-    }
+    in_range(
+        path,
+        "runner.tick_timeout_ms",
+        config.runner.tick_timeout_ms,
+        &(1_000..=3_600_000),
+    )?;
+    in_range(
+        path,
+        "runner.lease_ms",
+        config.runner.lease_ms,
+        &(3_000..=3_600_000),
+    )?;
     if config.server.tokens.is_empty()
         && !config.server.listen.ip().is_loopback()
         && !config.server.allow_unauthenticated
@@ -218,14 +276,55 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
             config.server.listen
         );
     }
-    if !MAX_CONNECTIONS_RANGE.contains(&config.storage.max_connections) {
-        bail!(
-            "{}: storage.max_connections: {} is out of range, expected {} to {}",
-            path.display(),
-            config.storage.max_connections,
-            MAX_CONNECTIONS_RANGE.start(),
-            MAX_CONNECTIONS_RANGE.end()
-        );
+    let server = &config.server;
+    in_range(
+        path,
+        "storage.max_connections",
+        config.storage.max_connections,
+        &MAX_CONNECTIONS_RANGE,
+    )?;
+    in_range(
+        path,
+        "server.header_read_timeout_ms",
+        server.header_read_timeout_ms,
+        &HEADER_READ_TIMEOUT_MS_RANGE,
+    )?;
+    in_range(
+        path,
+        "server.idle_timeout_ms",
+        server.idle_timeout_ms,
+        &IDLE_TIMEOUT_MS_RANGE,
+    )?;
+    in_range(
+        path,
+        "server.max_connections",
+        server.max_connections,
+        &SERVER_MAX_CONNECTIONS_RANGE,
+    )?;
+    in_range(
+        path,
+        "server.max_header_bytes",
+        server.max_header_bytes,
+        &MAX_HEADER_BYTES_RANGE,
+    )?;
+    in_range(
+        path,
+        "runner.shutdown_grace_ms",
+        config.runner.shutdown_grace_ms,
+        &SHUTDOWN_GRACE_MS_RANGE,
+    )?;
+    for (i, root) in server.api_file_roots.iter().enumerate() {
+        if !root.is_absolute()
+            || root
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            bail!(
+                "{}: server.api_file_roots[{i}]: `{}` must be an absolute path without `..`",
+                path.display(),
+                root.display()
+            );
+        }
     }
     match (config.storage.kind, &config.storage.url_ref) {
         (StorageKind::Postgres, None) => bail!(
@@ -269,6 +368,23 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         })?;
     }
     Ok(config)
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    path: &Path,
+    key: &str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    bail!(
+        "{}: {key}: {value} is out of range, expected {} to {}",
+        path.display(),
+        range.start(),
+        range.end()
+    )
 }
 
 #[cfg(test)]
@@ -416,7 +532,7 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             .to_string();
         assert_eq!(
             err,
-            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `tls`, `strict`"
+            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`"
         );
         let err =
             load_str(&GOOD.replace("schedule_ms = 15000", "schedule_ms = 15000\nschedul = 1"))

@@ -36,6 +36,7 @@
 mod api;
 mod cli;
 mod config;
+mod listener;
 mod parse;
 mod rows;
 mod run;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
 use connector_runner::{Origin, Runner, RunnerConfig, Sink, StateStore};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
@@ -15,6 +14,7 @@ use tokio::sync::watch;
 use crate::api;
 use crate::cli::LogFormat;
 use crate::config::{self, FileConfig, StorageKind};
+use crate::listener;
 
 pub fn validate(path: &Path, registry: &Registry) -> Result<()> {
     let config = config::load(path, registry)?;
@@ -37,21 +37,6 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn install_metrics() -> Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(connector_runner::TICK_DURATION_METRIC.to_owned()),
-            &[
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-            ],
-        )
-        .context("cannot configure the tick duration histogram")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    connector_runner::describe_metrics();
-    Ok(handle)
-}
-
 pub fn run(path: &Path, log_format: LogFormat, registry: Arc<Registry>) -> Result<()> {
     init_logging(log_format);
     let config = config::load(path, &registry)?;
@@ -71,7 +56,6 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             .with_context(|| format!("cannot store connector `{}`", spec.name))?;
         tracing::info!(connector_id = %record.id, connector = %spec.name, state = %record.state, "connector declared in the config file");
     }
-    let metrics = install_metrics()?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -83,26 +67,24 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stop requested: finishing ticks in flight");
+        tracing::info!(
+            "stop requested: no new ticks; finishing ticks in flight (a second signal exits at once)"
+        );
         let _ = stop_tx.send(true);
+        wait_for_signal().await;
+        tracing::warn!("second stop signal: exiting now; ticks in flight commit nothing");
+        std::process::exit(1);
     });
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let upkeep = metrics.clone();
-    tokio::spawn(async move {
-        // Histograms are drained into their buckets by upkeep, not by render.
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
-        }
-    });
     let tokens = resolve_tokens(&config)?;
     let runner = config.runner.enabled.then(|| {
         let runner_config = RunnerConfig {
             tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
             lease: Duration::from_millis(config.runner.lease_ms),
+            shutdown_grace: Duration::from_millis(config.runner.shutdown_grace_ms),
             ..RunnerConfig::default()
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
@@ -116,23 +98,21 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         registry,
         runner: runner.as_ref().map(Runner::handle),
         tokens: Arc::new(tokens),
-        metrics,
+        file_roots: Arc::new(config.server.api_file_roots.clone()),
     });
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let limits = listener::Limits {
+        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        max_connections: config.server.max_connections,
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    let server = tokio::spawn(listener::serve(listener, app, limits, stop_rx.clone()));
 
     match runner {
         Some(runner) => runner.run(stopped(stop_rx)).await,
         None => stopped(stop_rx).await,
     }
-    match server.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e).context("the HTTP server failed"),
-        Err(e) => Err(e).context("the HTTP server task failed"),
-    }
+    server.await.context("the HTTP server task failed")
 }
 
 /// Opens the configured store: SQLite files, or one PostgreSQL database whose URL is
