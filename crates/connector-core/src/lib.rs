@@ -149,7 +149,21 @@ impl TickContext {
 pub fn config_from_json<T: serde::de::DeserializeOwned>(
     raw: &serde_json::Value,
 ) -> Result<T, ConnectorError> {
-    T::deserialize(raw).map_err(|e| ConnectorError::config(e.to_string()))
+    serde_path_to_error::deserialize(raw).map_err(|e| {
+        // The key path, when the error is below the top level: an operator needs to
+        // know that `auth.token_ref` is wrong, not only that a reference is.
+        let mut path: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+        let message = e.into_inner().to_string();
+        // serde's own text already names an unknown key.
+        if message.starts_with("unknown field") {
+            path.pop();
+        }
+        ConnectorError::config(if path.is_empty() {
+            message
+        } else {
+            format!("{}: {message}", path.join("."))
+        })
+    })
 }
 
 /// A source of rows. Implement this to bring a new kind of source into the platform.

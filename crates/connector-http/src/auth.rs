@@ -32,6 +32,7 @@ pub enum Auth {
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// Where the token comes from, `$env:NAME`.
+        #[serde(deserialize_with = "token_ref")]
         token_ref: SecretRef,
     },
     /// `Authorization: Basic base64(username:password)`.
@@ -39,8 +40,26 @@ pub enum Auth {
         /// The user name, sent as written.
         username: String,
         /// Where the password comes from, `$env:NAME`.
+        #[serde(deserialize_with = "password_ref")]
         password_ref: SecretRef,
     },
+}
+
+// The enum's `type` tag makes serde buffer the fields, which loses the key path; these
+// put the key back into a refused reference's message (which never shows the value).
+fn token_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretRef, D::Error> {
+    named_secret_ref("token_ref", d)
+}
+
+fn password_ref<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretRef, D::Error> {
+    named_secret_ref("password_ref", d)
+}
+
+fn named_secret_ref<'de, D: serde::Deserializer<'de>>(
+    key: &str,
+    d: D,
+) -> Result<SecretRef, D::Error> {
+    SecretRef::deserialize(d).map_err(|e| serde::de::Error::custom(format!("{key}: {e}")))
 }
 
 impl Auth {

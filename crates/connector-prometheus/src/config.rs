@@ -239,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "auth": {"type": "digest"}})),
-            "unknown variant `digest`, expected one of `none`, `bearer`, `basic`"
+            "auth.type: unknown variant `digest`, expected one of `none`, `bearer`, `basic`"
         );
         assert_eq!(error_of(json!({})), "missing field `endpoint`");
     }
@@ -270,7 +270,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "strict": "yes"})),
-            "invalid type: string \"yes\", expected a boolean"
+            "strict: invalid type: string \"yes\", expected a boolean"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "sample_limit": 0})),
@@ -302,7 +302,7 @@ mod tests {
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "tls": {"ca": "x"}})),
-            "unknown field `ca`, expected one of `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`"
+            "tls: unknown field `ca`, expected one of `ca_file`, `cert_file`, `key_file`, `insecure_skip_verify`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://user:pw@h/"})),
@@ -326,7 +326,7 @@ mod tests {
         }
         assert!(
             error_of(json!({"endpoint": "http://h/", "timeout_ms": -1}))
-                .starts_with("invalid value: integer `-1`")
+                .starts_with("timeout_ms: invalid value: integer `-1`")
         );
     }
 
@@ -338,14 +338,14 @@ mod tests {
         }));
         assert_eq!(
             err,
-            "invalid secret reference (14 characters, not shown): expected `$env:NAME`, for example `$env:SCRAPE_TOKEN`"
+            "auth: token_ref: invalid secret reference (14 characters, not shown): expected `$env:NAME`, for example `$env:SCRAPE_TOKEN`"
         );
         let err = error_of(json!({
             "endpoint": "http://h/",
             "auth": {"type": "basic", "username": "u", "password_ref": "$env:1X"}
         }));
         assert!(
-            err.starts_with("invalid secret reference `$env:1X`"),
+            err.starts_with("auth: password_ref: invalid secret reference `$env:1X`"),
             "{err}"
         );
     }

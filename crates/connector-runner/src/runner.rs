@@ -686,16 +686,6 @@ async fn finish(
         );
     }
 
-    let mut recorded = true;
-    if let Some(status) = status
-        && let Err(e) = shared.store.set_status(id, status).await
-    {
-        recorded = false;
-        tracing::error!(
-            error = format!("{e:#}"),
-            "cannot record the connector's status"
-        );
-    }
     let history = TickRecord {
         connector_id: record.id.clone(),
         scheduled_for_ms: scheduled_for,
@@ -708,6 +698,19 @@ async fn finish(
         error,
         runner_id: shared.config.runner_id.clone(),
     };
+    // Shown by the API until the store has it: a store that hangs (a held lock, a
+    // database gone) must not hide the tick that found it so.
+    shared.telemetry.set_unrecorded(id, Some(history.clone()));
+    let mut recorded = true;
+    if let Some(status) = status
+        && let Err(e) = shared.store.set_status(id, status).await
+    {
+        recorded = false;
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot record the connector's status"
+        );
+    }
     if let Err(e) = shared.store.record_tick(&history).await {
         recorded = false;
         tracing::error!(
@@ -715,9 +718,9 @@ async fn finish(
             "cannot record the tick in the history"
         );
     }
-    shared
-        .telemetry
-        .set_unrecorded(id, (!recorded).then_some(history));
+    if recorded {
+        shared.telemetry.set_unrecorded(id, None);
+    }
     outcome
 }
 

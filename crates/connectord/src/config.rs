@@ -561,7 +561,9 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("FILE: connectors[0] `node`: config: invalid secret reference"),
+            err.starts_with(
+                "FILE: connectors[0] `node`: config: auth: token_ref: invalid secret reference"
+            ),
             "{err}"
         );
     }

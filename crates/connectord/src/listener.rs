@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -113,10 +113,10 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let phase = Arc::new(Mutex::new(Phase::awaiting(Instant::now(), true)));
+    let phase = Arc::new(PhaseCell::new(Phase::awaiting(Instant::now(), true)));
     let io = hyper_util::rt::TokioIo::new(Guarded::new(stream, Arc::clone(&phase), limits));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        set_phase(&phase, Phase::Serving);
+        phase.set(Phase::Serving);
         let mut app = app.clone();
         let phase = Arc::clone(&phase);
         async move {
@@ -150,8 +150,47 @@ async fn serve_connection(
     let _ = connection.await;
 }
 
-fn set_phase(phase: &Mutex<Phase>, to: Phase) {
-    *phase.lock().unwrap_or_else(PoisonError::into_inner) = to;
+/// A connection's phase, shared by its stream, its service and its response body.
+#[derive(Debug)]
+struct PhaseCell {
+    inner: Mutex<(Phase, Option<Waker>)>,
+}
+
+impl PhaseCell {
+    fn new(phase: Phase) -> Self {
+        PhaseCell {
+            inner: Mutex::new((phase, None)),
+        }
+    }
+
+    fn get(&self) -> Phase {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// Changes the phase. Entering `Awaiting` wakes the reader: it may have gone to
+    /// sleep on the socket while the response was still out, with no timer armed.
+    fn set(&self, to: Phase) {
+        let waker = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.0 = to;
+            if matches!(to, Phase::Awaiting(_)) {
+                inner.1.take()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Remembers who reads the stream, for [`PhaseCell::set`] to wake.
+    fn park(&self, waker: &Waker) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if !inner.1.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            inner.1 = Some(waker.clone());
+        }
+    }
 }
 
 /// Where a connection is in its request/response cycle.
@@ -315,7 +354,7 @@ fn replace_automatic(written: &[u8]) -> Vec<u8> {
 /// A connection's stream, watching the request heads that pass through it.
 struct Guarded {
     stream: TcpStream,
-    phase: Arc<Mutex<Phase>>,
+    phase: Arc<PhaseCell>,
     limits: Limits,
     timer: Pin<Box<Sleep>>,
     /// An error response being written, and how much of it is out; then EOF.
@@ -323,7 +362,7 @@ struct Guarded {
 }
 
 impl Guarded {
-    fn new(stream: TcpStream, phase: Arc<Mutex<Phase>>, limits: Limits) -> Self {
+    fn new(stream: TcpStream, phase: Arc<PhaseCell>, limits: Limits) -> Self {
         Guarded {
             stream,
             phase,
@@ -356,7 +395,7 @@ impl Guarded {
     }
 
     fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(PoisonError::into_inner)
+        self.phase.get()
     }
 }
 
@@ -373,6 +412,7 @@ impl AsyncRead for Guarded {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
+        this.phase.park(cx.waker());
         let read = Pin::new(&mut this.stream).poll_read(cx, buf);
         let Phase::Awaiting(mut head) = this.phase() else {
             return read;
@@ -381,8 +421,8 @@ impl AsyncRead for Guarded {
         if let Poll::Ready(Ok(())) = read {
             let fresh = &buf.filled()[before..];
             match head.scan(fresh, &this.limits, now) {
-                Verdict::Fine => set_phase(&this.phase, Phase::Awaiting(head)),
-                Verdict::Complete => set_phase(&this.phase, Phase::HeadRead),
+                Verdict::Fine => this.phase.set(Phase::Awaiting(head)),
+                Verdict::Complete => this.phase.set(Phase::HeadRead),
                 Verdict::Reject(status, message) => {
                     buf.set_filled(before);
                     this.reject(error_response(status, &message));
@@ -443,7 +483,7 @@ impl AsyncWrite for Guarded {
             && !head.flushed
         {
             head.flushed = true;
-            set_phase(&this.phase, Phase::Awaiting(head));
+            this.phase.set(Phase::Awaiting(head));
         }
         Poll::Ready(Ok(()))
     }
@@ -459,13 +499,13 @@ impl AsyncWrite for Guarded {
 /// for the next request head, with the idle timer running.
 struct EndsRequest {
     body: Body,
-    phase: Option<Arc<Mutex<Phase>>>,
+    phase: Option<Arc<PhaseCell>>,
 }
 
 impl Drop for EndsRequest {
     fn drop(&mut self) {
         if let Some(phase) = self.phase.take() {
-            set_phase(&phase, Phase::awaiting(Instant::now(), false));
+            phase.set(Phase::awaiting(Instant::now(), false));
         }
     }
 }

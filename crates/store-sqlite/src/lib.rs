@@ -45,6 +45,10 @@ pub const STATE_FILE: &str = "connectord-state.sqlite";
 pub struct SqliteStore {
     data_dir: PathBuf,
     state: Arc<Mutex<Connection>>,
+    /// Reads of connectors and history: under WAL they never wait for a writer, so
+    /// the API still answers while a write waits on a lock held elsewhere (measured:
+    /// with one connection a held lock froze every GET for the 10 s busy timeout).
+    reader: Arc<Mutex<Connection>>,
     targets: Arc<Mutex<HashMap<String, Arc<Mutex<sink::TargetDb>>>>>,
 }
 
@@ -95,9 +99,14 @@ impl SqliteStore {
         let path = data_dir.join(STATE_FILE);
         let mut conn = open_connection(&path)?;
         schema::migrate(&mut conn, &path)?;
+        let reader = open_connection(&path)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(backend("cannot make the reading connection read-only"))?;
         Ok(SqliteStore {
             data_dir,
             state: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             targets: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -117,8 +126,23 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let state = Arc::clone(&self.state);
-        tokio::task::spawn_blocking(move || f(&mut lock(&state)))
+        Self::on_blocking_pool(&self.state, f).await
+    }
+
+    /// Runs a read on the reading connection, which no write ever holds.
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Self::on_blocking_pool(&self.reader, f).await
+    }
+
+    async fn on_blocking_pool<T: Send + 'static>(
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = Arc::clone(conn);
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
             .await
             .map_err(|e| StoreError::backend("state store task failed", e))?
     }
@@ -175,17 +199,17 @@ impl StateStore for SqliteStore {
     }
 
     async fn list_connectors(&self) -> Result<Vec<ConnectorRecord>, StoreError> {
-        self.with_state(|c| connectors::list(c)).await
+        self.with_reader(|c| connectors::list(c)).await
     }
 
     async fn list_page(&self, query: &ListQuery) -> Result<Vec<ConnectorRecord>, StoreError> {
         let query = query.clone();
-        self.with_state(move |c| connectors::page(c, &query)).await
+        self.with_reader(move |c| connectors::page(c, &query)).await
     }
 
     async fn get_connector(&self, id: &str) -> Result<Option<ConnectorRecord>, StoreError> {
         let id = id.to_owned();
-        self.with_state(move |c| connectors::get(c, &id)).await
+        self.with_reader(move |c| connectors::get(c, &id)).await
     }
 
     async fn set_status(&self, id: &str, change: StatusChange) -> Result<(), StoreError> {
@@ -228,7 +252,7 @@ impl StateStore for SqliteStore {
 
     async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError> {
         let connector_id = connector_id.to_owned();
-        self.with_state(move |c| history::newest(c, &connector_id, limit))
+        self.with_reader(move |c| history::newest(c, &connector_id, limit))
             .await
     }
 
