@@ -79,8 +79,21 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Ci => ci(),
         Task::Bench { args } => {
+            // The whole-process benchmark runs release binaries, built here.
+            run(cargo(&["build", "--release", "-p", "connectord"]))?;
+            run(cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "benches",
+                "--example",
+                "prometheus_parse_file",
+            ]))?;
+            let release = root().join("target/release");
             let mut cmd = cargo(&["bench", "-p", "benches", "--"]);
-            cmd.args(args);
+            cmd.args(args)
+                .env("CONNECTORD_BIN", release.join("connectord"))
+                .env("PEER_BIN", release.join("examples/prometheus_parse_file"));
             run(cmd)
         }
         Task::Fixtures => fixtures(),

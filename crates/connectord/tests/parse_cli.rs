@@ -174,3 +174,63 @@ fn strict_parse_agrees_with_every_conformance_case() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert_eq!((good, bad), (44, 167));
 }
+
+/// Large files are mapped and parsed in parts on every core: the output must be
+/// byte for byte what standard input (one piece) gives, and an error in a late part
+/// must name its line in the file.
+#[test]
+fn a_large_file_parses_in_parts_to_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "kube_pod_info{namespace=\"a\",pod=\"p\\\"q\"} 1.5 1700000000000\n";
+    let body = line.repeat(5 * 1024 * 1024 / line.len());
+    let path = dir.path().join("big.prom");
+    std::fs::write(&path, &body).unwrap();
+    let mapped = connectord(&["parse", path.to_str().unwrap()], None);
+    assert!(mapped.status.success(), "{}", text(&mapped.stderr));
+    let piped = connectord(&["parse", "-"], Some(body.as_bytes()));
+    assert!(piped.status.success());
+    assert_eq!(mapped.stdout, piped.stdout);
+    assert_eq!(
+        text(&mapped.stdout).lines().count(),
+        body.len() / line.len()
+    );
+
+    let broken = format!("{body}m{{ 1\n");
+    std::fs::write(&path, &broken).unwrap();
+    let out = connectord(&["parse", "--count", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let line_no = body.len() / line.len() + 1;
+    assert!(
+        text(&out.stderr).starts_with(&format!("error: line {line_no},")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_device_is_refused_and_a_pipe_is_read() {
+    let out = connectord(&["parse", "/dev/zero"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: cannot read `/dev/zero`: not a regular file or a pipe\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, "up 1\n").unwrap())
+    };
+    let out = connectord(&["parse", "--count", fifo.to_str().unwrap()], None);
+    writer.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "samples=1 bytes=5\n");
+}

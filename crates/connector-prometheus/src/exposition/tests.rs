@@ -418,3 +418,106 @@ mod fast_path {
         }
     }
 }
+
+mod detection {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::super::Format;
+
+    /// The line-by-line detection `Format::detect` replaced: the reference it must
+    /// agree with.
+    fn reference(text: &str) -> Format {
+        if text.contains(" # {") {
+            return Format::OpenMetrics;
+        }
+        let mut untyped = false;
+        let mut last_line = "";
+        for line in text.lines() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            last_line = line;
+            if let Some(meta) = line.strip_prefix("# ") {
+                if meta.starts_with("UNIT ") {
+                    return Format::OpenMetrics;
+                }
+                if let Some(rest) = meta.strip_prefix("TYPE ") {
+                    match rest.split_ascii_whitespace().nth(1) {
+                        Some("gaugehistogram" | "stateset" | "info" | "unknown") => {
+                            return Format::OpenMetrics;
+                        }
+                        Some("untyped") => untyped = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if last_line == "# EOF" && !untyped {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    fn every_text(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                every_text(&path, out);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push(text);
+            }
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_reference_on_every_fixture_and_conformance_case() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut texts = Vec::new();
+        every_text(&root.join("../../fixtures/exposition"), &mut texts);
+        every_text(
+            &root.join("../../../shared/conformance/openmetrics"),
+            &mut texts,
+        );
+        assert!(texts.len() > 100, "found only {} texts", texts.len());
+        let mut openmetrics = 0;
+        for text in &texts {
+            let detected = Format::detect(text);
+            assert_eq!(detected, reference(text), "{text:.300}");
+            openmetrics += usize::from(detected == Format::OpenMetrics);
+        }
+        assert!(openmetrics > 0 && openmetrics < texts.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn agrees_with_the_reference_on_generated_texts(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just("# EOF".to_owned()),
+                    Just("# TYPE a untyped".to_owned()),
+                    Just("# TYPE a info".to_owned()),
+                    Just("# TYPE a counter ".to_owned()),
+                    Just("# UNIT a s".to_owned()),
+                    Just("#  TYPE a info".to_owned()),
+                    Just("a 1 # {b=\"c\"} 1".to_owned()),
+                    Just("".to_owned()),
+                    Just("  ".to_owned()),
+                    "[a-z #{}\"\\r]{0,12}",
+                ],
+                0..8,
+            ),
+            ending in prop_oneof![Just(""), Just("\n"), Just("\r\n"), Just(" \n\n")],
+        ) {
+            let text = lines.join("\n") + ending;
+            prop_assert_eq!(Format::detect(&text), reference(&text));
+        }
+    }
+}
