@@ -737,4 +737,31 @@ async fn store_failures_show_in_the_api() {
     )
     .await;
     assert!(c["last_error"].is_null(), "{c}");
+
+    // The target database locked instead: the commit fails, nothing lands, and the
+    // API says why.
+    let target = dir.path().join("data").join("metrics.sqlite");
+    let lock = rusqlite::Connection::open(&target).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    trigger(&d, &id);
+    let c = wait_for(
+        "the failed commit in the API",
+        Duration::from_secs(40),
+        || {
+            let c = get_connector(&d, &id);
+            (c["last_tick"]["outcome"] == "sink_error").then_some(c)
+        },
+    )
+    .await;
+    let error = c["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("commit failed: ") && error.contains("locked"),
+        "{error}"
+    );
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(
+        support::ledger(dir.path(), &id).len(),
+        1,
+        "only the first good tick landed"
+    );
 }
