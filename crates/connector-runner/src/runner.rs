@@ -432,16 +432,43 @@ async fn run_tick(
     config: &ValidatedConfig,
     scheduled_for: i64,
 ) -> Option<TickOutcome> {
+    let ctx = TickContext::new(&record.id, scheduled_for)
+        .with_secrets(Arc::clone(&shared.config.secrets));
+    let started = Started {
+        scheduled_for,
+        at: Instant::now(),
+        at_ms: wall_ms(),
+    };
+    let ended = claim_and_run(shared, record, config, &ctx).await?;
+    Some(finish(shared, record, &ctx, &started, ended).await)
+}
+
+/// When and for which bucket a tick started.
+struct Started {
+    scheduled_for: i64,
+    at: Instant,
+    at_ms: i64,
+}
+
+/// Claims the bucket and runs the tick under the lease; `None` when another runner
+/// holds the bucket (nothing to record).
+async fn claim_and_run(
+    shared: &Shared,
+    record: &ConnectorRecord,
+    config: &ValidatedConfig,
+    ctx: &TickContext,
+) -> Option<Ended> {
     let id = record.id.as_str();
-    let runner_id = &shared.config.runner_id;
-    let ctx = TickContext::new(id, scheduled_for).with_secrets(Arc::clone(&shared.config.secrets));
-    let started = Instant::now();
-    let started_at_ms = wall_ms();
-    let mut lease = match shared
+    let claimed = shared
         .store
-        .claim_task(id, scheduled_for, runner_id, shared.config.lease)
-        .await
-    {
+        .claim_task(
+            id,
+            ctx.scheduled_for_ms(),
+            &shared.config.runner_id,
+            shared.config.lease,
+        )
+        .await;
+    let mut lease = match claimed {
         Ok(Some(lease)) => {
             shared.telemetry.record_claim(id, true);
             lease
@@ -452,26 +479,10 @@ async fn run_tick(
             return None;
         }
         Err(e) => {
-            let message = format!("the state store failed to claim the bucket: {e:#}");
-            let ended = Ended {
-                outcome: TickOutcome::StoreError,
-                status: Some(StatusChange::Failed(message.clone())),
-                error: Some(message),
-                rows: 0,
-                sink_bytes: 0,
-            };
-            return Some(
-                finish(
-                    shared,
-                    record,
-                    &ctx,
-                    scheduled_for,
-                    started,
-                    started_at_ms,
-                    ended,
-                )
-                .await,
-            );
+            return Some(Ended::failed(
+                TickOutcome::StoreError,
+                format!("the state store failed to claim the bucket: {e:#}"),
+            ));
         }
     };
 
@@ -489,7 +500,7 @@ async fn run_tick(
     };
     let ran = drive_tick(shared, tick, &mut lease).await;
     shared.lock_running().remove(id);
-    let ended = match ran {
+    Some(match ran {
         Ran::TimedOut => Ended::failed(
             TickOutcome::Timeout,
             format!(
@@ -504,13 +515,9 @@ async fn run_tick(
                 shared.config.shutdown_grace.as_millis()
             ),
         ),
-        Ran::LeaseLost => Ended {
-            outcome: TickOutcome::Fenced,
-            status: None,
-            error: Some("the lease was lost during the tick (another runner took the bucket); nothing committed".to_owned()),
-            rows: 0,
-            sink_bytes: 0,
-        },
+        Ran::LeaseLost => Ended::fenced(
+            "the lease was lost during the tick (another runner took the bucket); nothing committed",
+        ),
         Ran::Done(Err(join)) => Ended::failed(
             TickOutcome::Panic,
             if join.is_panic() {
@@ -534,19 +541,7 @@ async fn run_tick(
             }
         }
         Ran::Done(Ok(Ok(batch))) => commit(shared, record, &lease, batch).await,
-    };
-    Some(
-        finish(
-            shared,
-            record,
-            &ctx,
-            scheduled_for,
-            started,
-            started_at_ms,
-            ended,
-        )
-        .await,
-    )
+    })
 }
 
 /// How a tick ended, before it is recorded.
@@ -560,6 +555,17 @@ struct Ended {
 }
 
 impl Ended {
+    /// Another runner's bucket now: not the connector's fault, so its status stays.
+    fn fenced(message: impl Into<String>) -> Self {
+        Ended {
+            outcome: TickOutcome::Fenced,
+            status: None,
+            error: Some(message.into()),
+            rows: 0,
+            sink_bytes: 0,
+        }
+    }
+
     fn failed(outcome: TickOutcome, message: String) -> Self {
         Ended {
             outcome,
@@ -587,13 +593,7 @@ async fn commit(
     };
     let now = shared.store.now_ms().await.unwrap_or(i64::MAX);
     if now >= trusted_until {
-        return Ended {
-            outcome: TickOutcome::Fenced,
-            status: None,
-            error: Some("lease expired before the commit; nothing committed".to_owned()),
-            rows: 0,
-            sink_bytes: 0,
-        };
+        return Ended::fenced("lease expired before the commit; nothing committed");
     }
     match shared.sink.commit(&target, lease, batch).await {
         Ok(report) => {
@@ -618,13 +618,7 @@ async fn commit(
                 StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced
             ) =>
         {
-            Ended {
-                outcome: TickOutcome::Fenced,
-                status: None,
-                error: Some(format!("commit refused: {e:#}")),
-                rows: 0,
-                sink_bytes: 0,
-            }
+            Ended::fenced(format!("commit refused: {e:#}"))
         }
         Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
     }
@@ -637,9 +631,7 @@ async fn finish(
     shared: &Shared,
     record: &ConnectorRecord,
     ctx: &TickContext,
-    scheduled_for: i64,
-    started: Instant,
-    started_at_ms: i64,
+    started: &Started,
     ended: Ended,
 ) -> TickOutcome {
     let Ended {
@@ -656,7 +648,7 @@ async fn finish(
         StatusChange::Disabled(m) => StatusChange::Disabled(ctx.redact(&m)),
         StatusChange::Succeeded => StatusChange::Succeeded,
     });
-    let duration = started.elapsed();
+    let duration = started.at.elapsed();
     let source_bytes = ctx.source_bytes();
     #[allow(clippy::cast_precision_loss)]
     shared.telemetry.record_tick(
@@ -688,8 +680,8 @@ async fn finish(
 
     let history = TickRecord {
         connector_id: record.id.clone(),
-        scheduled_for_ms: scheduled_for,
-        started_at_ms,
+        scheduled_for_ms: started.scheduled_for,
+        started_at_ms: started.at_ms,
         outcome,
         rows,
         source_bytes,

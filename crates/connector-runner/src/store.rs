@@ -192,22 +192,23 @@ impl TickOutcome {
         }
     }
 
+    /// Every outcome, in the order of the enum.
+    pub const ALL: [TickOutcome; 10] = [
+        TickOutcome::Ok,
+        TickOutcome::Transient,
+        TickOutcome::Permanent,
+        TickOutcome::Config,
+        TickOutcome::Timeout,
+        TickOutcome::Panic,
+        TickOutcome::Fenced,
+        TickOutcome::SinkError,
+        TickOutcome::StoreError,
+        TickOutcome::Cancelled,
+    ];
+
     /// Parses [`TickOutcome::as_str`] back.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            TickOutcome::Ok,
-            TickOutcome::Transient,
-            TickOutcome::Permanent,
-            TickOutcome::Config,
-            TickOutcome::Timeout,
-            TickOutcome::Panic,
-            TickOutcome::Fenced,
-            TickOutcome::SinkError,
-            TickOutcome::StoreError,
-            TickOutcome::Cancelled,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
 

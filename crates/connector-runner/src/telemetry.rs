@@ -16,18 +16,7 @@ pub const TICK_DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-const OUTCOMES: [TickOutcome; 10] = [
-    TickOutcome::Ok,
-    TickOutcome::Transient,
-    TickOutcome::Permanent,
-    TickOutcome::Config,
-    TickOutcome::Timeout,
-    TickOutcome::Panic,
-    TickOutcome::Fenced,
-    TickOutcome::SinkError,
-    TickOutcome::StoreError,
-    TickOutcome::Cancelled,
-];
+const OUTCOMES: [TickOutcome; 10] = TickOutcome::ALL;
 
 /// What one tick adds to its connector's series.
 #[derive(Debug, Clone, Copy)]

@@ -8,23 +8,13 @@ use std::time::Duration;
 use connector_http::testing::{Reply, TestServer};
 use serde_json::{Value, json};
 use support::{
-    Daemon, Declared, Response, connector, ledger, request, wait_for, write_config,
+    Daemon, Declared, call, connector, create, ledger, request, wait_for, write_config,
     write_config_with,
 };
 
-const BODY: &str = "# TYPE up gauge\nup{job=\"a\"} 1\nup{job=\"b\"} 0\n";
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
-fn call(d: &Daemon, method: &str, path: &str, body: Option<Value>) -> Response {
-    let body = body.map(|b| b.to_string());
-    request(
-        d.addr,
-        method,
-        path,
-        &[JSON],
-        body.as_deref().map(str::as_bytes),
-    )
-}
+const BODY: &str = "# TYPE up gauge\nup{job=\"a\"} 1\nup{job=\"b\"} 0\n";
 
 fn spec(name: &str, endpoint: &str) -> Value {
     json!({
@@ -32,12 +22,6 @@ fn spec(name: &str, endpoint: &str) -> Value {
         "schedule_ms": 3_600_000,
         "config": {"endpoint": endpoint, "auth": {"type": "none"}, "timeout_ms": 5000}
     })
-}
-
-fn create(d: &Daemon, body: Value) -> String {
-    let r = call(d, "POST", "/v1/connectors", Some(body));
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,33 +11,15 @@ use std::time::{Duration, Instant};
 
 use connector_http::testing::{Reply, TestCert, TestServer};
 use serde_json::{Value, json};
-use support::{Daemon, Declared, Response, request, wait_for, write_config_with};
+use support::{Daemon, Declared, call, create, request, wait_for, write_config_with};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\"} 1\nup{job=\"b\"} 0\n";
-const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-fn call(d: &Daemon, method: &str, path: &str, body: Option<Value>) -> Response {
-    let body = body.map(|b| b.to_string());
-    request(
-        d.addr,
-        method,
-        path,
-        &[JSON],
-        body.as_deref().map(str::as_bytes),
-    )
-}
 
 fn spec(name: &str, config: Value) -> Value {
     json!({
         "name": name, "type": "prometheus", "target_database": "metrics", "target_table": name,
         "schedule_ms": 3_600_000, "config": config
     })
-}
-
-fn create(d: &Daemon, body: Value) -> String {
-    let r = call(d, "POST", "/v1/connectors", Some(body));
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()["id"].as_str().unwrap().to_owned()
 }
 
 fn get_connector(d: &Daemon, id: &str) -> Value {

@@ -382,3 +382,22 @@ pub fn assert_exactly_once(dir: &Path, connector_id: &str, table: &str, body: &s
     assert_eq!(integrity, "ok");
     ledger.len()
 }
+
+/// A JSON request to connectord's API on a fresh connection.
+pub fn call(d: &Daemon, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
+    let body = body.map(|b| b.to_string());
+    request(
+        d.addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_deref().map(str::as_bytes),
+    )
+}
+
+/// Creates a connector over the API and returns its id.
+pub fn create(d: &Daemon, body: serde_json::Value) -> String {
+    let r = call(d, "POST", "/v1/connectors", Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
