@@ -166,6 +166,29 @@ pub fn config_from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Checks that a numeric config value lies within its bounds, with the bound in the
+/// error as operators need it: `timeout_ms: 0 is out of range, expected 100 to 60000`.
+///
+/// ```
+/// let err = connector_core::check_range("timeout_ms", 0u64, 100..=60_000).unwrap_err();
+/// assert_eq!(err.to_string(), "timeout_ms: 0 is out of range, expected 100 to 60000");
+/// assert_eq!(err.kind(), connector_core::ErrorKind::Config);
+/// ```
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConnectorError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConnectorError::config(format!(
+        "{key}: {value} is out of range, expected {} to {}",
+        range.start(),
+        range.end()
+    )))
+}
+
 /// A source of rows. Implement this to bring a new kind of source into the platform.
 ///
 /// The runner calls [`validate_config`](Connector::validate_config) once when the

@@ -4,7 +4,7 @@
 //! { "endpoint": "http://node-exporter:9100/metrics", "auth": { "type": "none" }, "timeout_ms": 5000 }
 //! ```
 
-use connector_core::{ConnectorError, config_from_json};
+use connector_core::{ConnectorError, check_range, config_from_json};
 pub use connector_http::{Auth, TlsConfig};
 use serde::{Deserialize, Serialize};
 
@@ -105,22 +105,6 @@ fn default_label_value_length_limit() -> u64 {
     DEFAULT_LABEL_VALUE_LENGTH_LIMIT
 }
 
-/// `key: N is out of range, expected A to B`, as a `Config` error.
-fn in_range(
-    key: &str,
-    value: u64,
-    range: &std::ops::RangeInclusive<u64>,
-) -> Result<(), ConnectorError> {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    Err(ConnectorError::config(format!(
-        "{key}: {value} is out of range, expected {} to {}",
-        range.start(),
-        range.end()
-    )))
-}
-
 impl PrometheusConfig {
     /// Deserializes and checks a raw config. Pure: no I/O and no environment lookups.
     ///
@@ -128,25 +112,25 @@ impl PrometheusConfig {
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, ConnectorError> {
         let config: PrometheusConfig = config_from_json(raw)?;
         connector_http::check_endpoint("endpoint", &config.endpoint)?;
-        in_range("timeout_ms", config.timeout_ms, &TIMEOUT_MS_RANGE)?;
-        in_range(
+        check_range("timeout_ms", config.timeout_ms, TIMEOUT_MS_RANGE)?;
+        check_range(
             "body_size_limit_bytes",
             config.body_size_limit_bytes,
-            &BODY_SIZE_LIMIT_BYTES_RANGE,
+            BODY_SIZE_LIMIT_BYTES_RANGE,
         )?;
         if let Some(limit) = config.sample_limit {
-            in_range("sample_limit", limit, &SAMPLE_LIMIT_RANGE)?;
+            check_range("sample_limit", limit, SAMPLE_LIMIT_RANGE)?;
         }
-        in_range("label_limit", config.label_limit, &LABEL_LIMIT_RANGE)?;
-        in_range(
+        check_range("label_limit", config.label_limit, LABEL_LIMIT_RANGE)?;
+        check_range(
             "label_name_length_limit",
             config.label_name_length_limit,
-            &LABEL_NAME_LENGTH_LIMIT_RANGE,
+            LABEL_NAME_LENGTH_LIMIT_RANGE,
         )?;
-        in_range(
+        check_range(
             "label_value_length_limit",
             config.label_value_length_limit,
-            &LABEL_VALUE_LENGTH_LIMIT_RANGE,
+            LABEL_VALUE_LENGTH_LIMIT_RANGE,
         )?;
         if let Some(tls) = &config.tls {
             tls.validate("tls")?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 
 use connector_core::{
     Batch, ColumnType, Connector, ConnectorError, Schema, SecretRef, TickContext, async_trait,
-    config_from_json,
+    check_range, config_from_json,
 };
 use connector_http::http::header::ACCEPT;
 use connector_http::{Auth, HttpClient, check_endpoint};
@@ -76,12 +76,7 @@ impl Connector for Airq {
     fn validate_config(&self, raw: &serde_json::Value) -> Result<AirqConfig, ConnectorError> {
         let raw: RawConfig = config_from_json(raw)?;
         check_endpoint("endpoint", &raw.endpoint)?;
-        if !(100..=60_000).contains(&raw.timeout_ms) {
-            return Err(ConnectorError::config(format!(
-                "timeout_ms: {} is out of range, expected 100 to 60000",
-                raw.timeout_ms
-            )));
-        }
+        check_range("timeout_ms", raw.timeout_ms, 100..=60_000)?;
         Ok(AirqConfig {
             endpoint: raw.endpoint,
             auth: Auth::Bearer {
