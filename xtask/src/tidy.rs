@@ -32,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("mapped-file", &[]),
+    ("destination-influx", &["connector-core"]),
     ("airq-connector", &["connector-core", "connector-http"]),
     ("custom-connectord", &["airq-connector", "connectord"]),
 ];

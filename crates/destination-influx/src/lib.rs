@@ -1,0 +1,26 @@
+//! The `influx` destination's encoding: committed metric rows as Influx line
+//! protocol, the format Grafana Cloud takes at `/api/v1/push/influx/write`, InfluxDB
+//! 1.x at `/write` and VictoriaMetrics at `/influx/write`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use connector_core::{Batch, ColumnType, Schema};
+//!
+//! let schema = Arc::new(Schema::new([
+//!     ("timestamp", ColumnType::Timestamp),
+//!     ("name", ColumnType::String),
+//!     ("value", ColumnType::Real),
+//!     ("labels", ColumnType::Dynamic),
+//! ]));
+//! let mut batch = Batch::new(schema);
+//! batch.row().timestamp(1_700_000_000_000).string("up").real(1.0).map([("job", "node")]).finish()?;
+//! let mut body = Vec::new();
+//! let skipped = destination_influx::encode(&batch, &mut body)?;
+//! assert_eq!(body, b"up,job=node value=1.0 1700000000000000000\n");
+//! assert_eq!(skipped.total(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod line_protocol;
+
+pub use line_protocol::{Encoder, MetricColumns, ShapeError, SkipReason, Skipped, encode};

@@ -1,0 +1,429 @@
+//! Metric rows (`timestamp`, `name`, `value`, `labels`) as Influx line protocol.
+//!
+//! One row is one line: `name,tag=value,... value=<float> <nanoseconds>`. The
+//! measurement is the row's `name`, the tags are its labels sorted by key (as
+//! InfluxDB recommends) with empty values left out, the one field is `value`, and
+//! the timestamp is the row's, in nanoseconds.
+//!
+//! What line protocol cannot carry is skipped and counted, never sent garbled:
+//! a null or non-finite value (the format has no NaN), a newline anywhere (it ends
+//! the line), a name starting with `#` (a comment line), an empty name or label
+//! name, and a backslash that a reader would take for an escape (at the end, or
+//! before `,`, `=`, a space or another backslash). Readers disagree on those:
+//! InfluxDB 2's parser keeps `\\` as two bytes where VictoriaMetrics reads one.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use connector_core::{Batch, ColumnType, Row, Schema, Value};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+/// Why a row was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// `value` is null (the source had NaN or ±Inf, stored as null).
+    NullValue,
+    /// `value` is NaN or ±Inf: line protocol has no such floats.
+    NotFinite,
+    /// `name` is empty, starts with `#`, or holds a newline or an ambiguous backslash.
+    NameNotWritable,
+    /// A label name is empty, or a label holds a newline or an ambiguous backslash.
+    LabelNotWritable,
+    /// `labels` is not a JSON object of strings.
+    LabelsNotAnObject,
+    /// The timestamp in nanoseconds does not fit in 64 bits.
+    TimestampOutOfRange,
+}
+
+impl SkipReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::NullValue,
+        SkipReason::NotFinite,
+        SkipReason::NameNotWritable,
+        SkipReason::LabelNotWritable,
+        SkipReason::LabelsNotAnObject,
+        SkipReason::TimestampOutOfRange,
+    ];
+
+    /// The snake_case name used in reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NullValue => "null_value",
+            SkipReason::NotFinite => "not_finite",
+            SkipReason::NameNotWritable => "name_not_writable",
+            SkipReason::LabelNotWritable => "label_not_writable",
+            SkipReason::LabelsNotAnObject => "labels_not_an_object",
+            SkipReason::TimestampOutOfRange => "timestamp_out_of_range",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many rows were skipped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    counts: [u64; SkipReason::ALL.len()],
+}
+
+impl Skipped {
+    fn add(&mut self, reason: SkipReason) {
+        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// Rows skipped for `reason`.
+    pub fn count(&self, reason: SkipReason) -> u64 {
+        SkipReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    /// Rows skipped for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The reasons with at least one row, and their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (SkipReason, u64)> + '_ {
+        SkipReason::ALL
+            .into_iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// The rows do not have the shape of metric rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the source's rows have no `{column}` column of type {expected}; influx takes metric rows (timestamp, name, value, labels)"
+)]
+pub struct ShapeError {
+    column: &'static str,
+    expected: &'static str,
+}
+
+/// Where the four metric columns are in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricColumns {
+    timestamp: usize,
+    name: usize,
+    value: usize,
+    labels: usize,
+}
+
+impl MetricColumns {
+    /// Finds the metric columns by name and type, wherever they are in the schema.
+    pub fn of(schema: &Schema) -> Result<Self, ShapeError> {
+        let find = |column: &'static str, ty: ColumnType| {
+            schema
+                .index_of(column)
+                .filter(|&i| schema.columns()[i].ty() == ty)
+                .ok_or(ShapeError {
+                    column,
+                    expected: ty.as_str(),
+                })
+        };
+        Ok(MetricColumns {
+            timestamp: find("timestamp", ColumnType::Timestamp)?,
+            name: find("name", ColumnType::String)?,
+            value: find("value", ColumnType::Real)?,
+            labels: find("labels", ColumnType::Dynamic)?,
+        })
+    }
+}
+
+/// Writes metric rows as lines, reusing its buffers from row to row.
+#[derive(Debug)]
+pub struct Encoder<'a> {
+    columns: MetricColumns,
+    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    skipped: Skipped,
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder for rows of `schema`.
+    pub fn new(schema: &Schema) -> Result<Self, ShapeError> {
+        Ok(Encoder {
+            columns: MetricColumns::of(schema)?,
+            labels: Vec::new(),
+            skipped: Skipped::default(),
+        })
+    }
+
+    /// Appends the line of `row` to `out` and returns its length, or writes nothing
+    /// and counts why.
+    pub fn row(&mut self, row: &Row<'a>, out: &mut Vec<u8>) -> Option<usize> {
+        let start = out.len();
+        match self.write(row, out) {
+            Ok(()) => Some(out.len() - start),
+            Err(reason) => {
+                out.truncate(start);
+                self.skipped.add(reason);
+                None
+            }
+        }
+    }
+
+    /// The rows skipped so far, by reason.
+    pub fn skipped(&self) -> &Skipped {
+        &self.skipped
+    }
+
+    fn write(&mut self, row: &Row<'a>, out: &mut Vec<u8>) -> Result<(), SkipReason> {
+        let value = match row.at(self.columns.value) {
+            Value::Real(v) if v.is_finite() => v,
+            Value::Real(_) => return Err(SkipReason::NotFinite),
+            _ => return Err(SkipReason::NullValue),
+        };
+        let Value::Timestamp(ms) = row.at(self.columns.timestamp) else {
+            return Err(SkipReason::TimestampOutOfRange);
+        };
+        let nanos = ms
+            .checked_mul(1_000_000)
+            .ok_or(SkipReason::TimestampOutOfRange)?;
+        let Value::String(name) = row.at(self.columns.name) else {
+            return Err(SkipReason::NameNotWritable);
+        };
+        if name.starts_with('#') {
+            return Err(SkipReason::NameNotWritable);
+        }
+        write_escaped(out, name, MEASUREMENT).map_err(|()| SkipReason::NameNotWritable)?;
+
+        self.labels.clear();
+        if let Value::Dynamic(json) = row.at(self.columns.labels) {
+            let mut de = serde_json::Deserializer::from_str(json);
+            LabelsInto(&mut self.labels)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .map_err(|_| SkipReason::LabelsNotAnObject)?;
+        }
+        // Byte order, as InfluxDB recommends: it sorts tags itself otherwise.
+        self.labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in &self.labels {
+            if value.is_empty() {
+                continue;
+            }
+            out.push(b',');
+            write_escaped(out, key, TAG).map_err(|()| SkipReason::LabelNotWritable)?;
+            out.push(b'=');
+            write_escaped(out, value, TAG).map_err(|()| SkipReason::LabelNotWritable)?;
+        }
+        out.extend_from_slice(b" value=");
+        out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(itoa::Buffer::new().format(nanos).as_bytes());
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Every row of `batch` as line protocol, appended to `out`; returns what was
+/// skipped.
+pub fn encode(batch: &Batch, out: &mut Vec<u8>) -> Result<Skipped, ShapeError> {
+    let mut encoder = Encoder::new(batch.schema())?;
+    for row in batch.rows() {
+        encoder.row(&row, out);
+    }
+    Ok(encoder.skipped)
+}
+
+/// What a byte means where it is written.
+const PLAIN: u8 = 0;
+const ESCAPE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const NEVER: u8 = 3;
+
+/// Byte classes for a measurement: `,` and space are escaped.
+const MEASUREMENT: &[u8; 256] = &classes(false);
+/// Byte classes for tag keys and values: `,`, `=` and space are escaped.
+const TAG: &[u8; 256] = &classes(true);
+
+const fn classes(escape_equals: bool) -> [u8; 256] {
+    let mut table = [PLAIN; 256];
+    table[b',' as usize] = ESCAPE;
+    table[b' ' as usize] = ESCAPE;
+    if escape_equals {
+        table[b'=' as usize] = ESCAPE;
+    }
+    table[b'\\' as usize] = BACKSLASH;
+    table[b'\n' as usize] = NEVER;
+    table[b'\r' as usize] = NEVER;
+    table
+}
+
+/// Appends `text` escaped per `classes`; `Err` (having written part of it) when
+/// line protocol cannot carry it: empty, a newline, or a backslash a reader would
+/// take for an escape.
+fn write_escaped(out: &mut Vec<u8>, text: &str, classes: &[u8; 256]) -> Result<(), ()> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() {
+        return Err(());
+    }
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match classes[usize::from(b)] {
+            PLAIN => {}
+            ESCAPE => {
+                out.extend_from_slice(&bytes[plain_from..i]);
+                out.push(b'\\');
+                plain_from = i;
+            }
+            BACKSLASH => match bytes.get(i + 1) {
+                None | Some(b',' | b'=' | b' ' | b'\\') => return Err(()),
+                Some(_) => {}
+            },
+            _ => return Err(()),
+        }
+    }
+    out.extend_from_slice(&bytes[plain_from..]);
+    Ok(())
+}
+
+/// A JSON string, borrowed from the row when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Deserializes a JSON object of strings into the encoder's reused label list.
+struct LabelsInto<'v, 'a>(&'v mut Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de, 'v> DeserializeSeed<'de> for LabelsInto<'v, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'v> Visitor<'de> for LabelsInto<'v, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of strings")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some((Text(key), Text(value))) = map.next_entry::<Text<'de>, Text<'de>>()? {
+            self.0.push((key, value));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use connector_core::{Batch, ColumnType, Schema};
+
+    use super::*;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+            ("value", ColumnType::Real),
+            ("labels", ColumnType::Dynamic),
+        ]))
+    }
+
+    fn lines(rows: &[(i64, &str, Option<f64>, &str)]) -> (String, Skipped) {
+        let mut batch = Batch::new(schema());
+        for (ts, name, value, labels) in rows {
+            let row = batch.row().timestamp(*ts).string(name);
+            let row = match value {
+                Some(v) => row.real(*v),
+                None => row.null(),
+            };
+            row.json(&serde_json::from_str(labels).unwrap())
+                .finish()
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        let skipped = encode(&batch, &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), skipped)
+    }
+
+    #[test]
+    fn a_row_is_one_line_with_sorted_tags_and_nanoseconds() {
+        let (text, skipped) = lines(&[
+            (
+                1_700_000_000_000,
+                "up",
+                Some(1.0),
+                r#"{"job":"node","instance":"a:9100"}"#,
+            ),
+            (1_700_000_000_000, "temp", Some(-0.000015), r#"{}"#),
+            (5, "big", Some(1e300), r#"{"empty":""}"#),
+        ]);
+        assert_eq!(
+            text,
+            "up,instance=a:9100,job=node value=1.0 1700000000000000000\n\
+             temp value=-0.000015 1700000000000000000\n\
+             big value=1e300 5000000\n"
+        );
+        assert_eq!(skipped.total(), 0);
+    }
+
+    #[test]
+    fn separators_are_escaped_where_they_would_split() {
+        let (text, _) = lines(&[(
+            0,
+            "a b,c=d",
+            Some(2.5),
+            r#"{"k 1":"v,1","k=2":"v=2","q":"say \"hi\"","u":"ünï €","path":"C:\\tmp"}"#,
+        )]);
+        assert_eq!(
+            text,
+            "a\\ b\\,c=d,k\\ 1=v\\,1,k\\=2=v\\=2,path=C:\\tmp,q=say\\ \"hi\",u=ünï\\ € value=2.5 0\n"
+        );
+    }
+
+    #[test]
+    fn what_line_protocol_cannot_carry_is_skipped_and_counted() {
+        let (text, skipped) = lines(&[
+            (0, "ok", Some(1.0), "{}"),
+            (0, "nan", None, "{}"),
+            (0, "#comment", Some(1.0), "{}"),
+            (0, "two\nlines", Some(1.0), "{}"),
+            (0, "m", Some(1.0), r#"{"a":"ends with \\"}"#),
+            (0, "m", Some(1.0), r#"{"a":"\\\\ double"}"#),
+            (0, "m", Some(1.0), r#"{"a":"new\nline"}"#),
+            (0, "m", Some(1.0), r#"{"":"x"}"#),
+            (0, "m", Some(1.0), r#"{"a":1}"#),
+            (i64::MAX / 1000, "m", Some(1.0), "{}"),
+        ]);
+        assert_eq!(text, "ok value=1.0 0\n");
+        let counts: Vec<(&str, u64)> = skipped.iter().map(|(r, n)| (r.as_str(), n)).collect();
+        assert_eq!(
+            counts,
+            [
+                ("null_value", 1),
+                ("name_not_writable", 2),
+                ("label_not_writable", 4),
+                ("labels_not_an_object", 1),
+                ("timestamp_out_of_range", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_of_another_shape_are_refused_naming_the_column() {
+        let other = Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+        ]);
+        assert_eq!(
+            MetricColumns::of(&other).unwrap_err().to_string(),
+            "the source's rows have no `value` column of type real; influx takes metric rows (timestamp, name, value, labels)"
+        );
+    }
+}
