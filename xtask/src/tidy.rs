@@ -32,7 +32,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("mapped-file", &[]),
-    ("destination-influx", &["connector-core"]),
+    ("metric-rows", &["connector-core"]),
+    ("destination-influx", &["connector-core", "metric-rows"]),
     ("airq-connector", &["connector-core", "connector-http"]),
     ("custom-connectord", &["airq-connector", "connectord"]),
 ];

@@ -23,4 +23,5 @@
 
 pub mod line_protocol;
 
-pub use line_protocol::{Encoder, MetricColumns, ShapeError, SkipReason, Skipped, encode};
+pub use line_protocol::{Encoder, SkipReason, Skipped, encode};
+pub use metric_rows::ShapeError;

@@ -12,12 +12,10 @@
 //! before `,`, `=`, a space or another backslash). Readers disagree on those:
 //! InfluxDB 2's parser keeps `\\` as two bytes where VictoriaMetrics reads one.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use connector_core::{Batch, ColumnType, Row, Schema, Value};
-use serde::Deserialize;
-use serde::de::{DeserializeSeed, MapAccess, Visitor};
+use connector_core::{Batch, Row, Schema};
+use metric_rows::{MetricReader, RowError, ShapeError};
 
 /// Why a row was not written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,17 +32,20 @@ pub enum SkipReason {
     LabelsNotAnObject,
     /// The timestamp in nanoseconds does not fit in 64 bits.
     TimestampOutOfRange,
+    /// The timestamp or the name is null.
+    NotAMetricRow,
 }
 
 impl SkipReason {
     /// Every reason, in a stable order.
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::NullValue,
         SkipReason::NotFinite,
         SkipReason::NameNotWritable,
         SkipReason::LabelNotWritable,
         SkipReason::LabelsNotAnObject,
         SkipReason::TimestampOutOfRange,
+        SkipReason::NotAMetricRow,
     ];
 
     /// The snake_case name used in reports and metrics labels.
@@ -56,6 +57,7 @@ impl SkipReason {
             SkipReason::LabelNotWritable => "label_not_writable",
             SkipReason::LabelsNotAnObject => "labels_not_an_object",
             SkipReason::TimestampOutOfRange => "timestamp_out_of_range",
+            SkipReason::NotAMetricRow => "not_a_metric_row",
         }
     }
 }
@@ -101,51 +103,10 @@ impl Skipped {
     }
 }
 
-/// The rows do not have the shape of metric rows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the source's rows have no `{column}` column of type {expected}; influx takes metric rows (timestamp, name, value, labels)"
-)]
-pub struct ShapeError {
-    column: &'static str,
-    expected: &'static str,
-}
-
-/// Where the four metric columns are in a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetricColumns {
-    timestamp: usize,
-    name: usize,
-    value: usize,
-    labels: usize,
-}
-
-impl MetricColumns {
-    /// Finds the metric columns by name and type, wherever they are in the schema.
-    pub fn of(schema: &Schema) -> Result<Self, ShapeError> {
-        let find = |column: &'static str, ty: ColumnType| {
-            schema
-                .index_of(column)
-                .filter(|&i| schema.columns()[i].ty() == ty)
-                .ok_or(ShapeError {
-                    column,
-                    expected: ty.as_str(),
-                })
-        };
-        Ok(MetricColumns {
-            timestamp: find("timestamp", ColumnType::Timestamp)?,
-            name: find("name", ColumnType::String)?,
-            value: find("value", ColumnType::Real)?,
-            labels: find("labels", ColumnType::Dynamic)?,
-        })
-    }
-}
-
 /// Writes metric rows as lines, reusing its buffers from row to row.
 #[derive(Debug)]
 pub struct Encoder<'a> {
-    columns: MetricColumns,
-    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    reader: MetricReader<'a>,
     skipped: Skipped,
 }
 
@@ -153,8 +114,7 @@ impl<'a> Encoder<'a> {
     /// An encoder for rows of `schema`.
     pub fn new(schema: &Schema) -> Result<Self, ShapeError> {
         Ok(Encoder {
-            columns: MetricColumns::of(schema)?,
-            labels: Vec::new(),
+            reader: MetricReader::new(schema)?,
             skipped: Skipped::default(),
         })
     }
@@ -179,36 +139,26 @@ impl<'a> Encoder<'a> {
     }
 
     fn write(&mut self, row: &Row<'a>, out: &mut Vec<u8>) -> Result<(), SkipReason> {
-        let value = match row.at(self.columns.value) {
-            Value::Real(v) if v.is_finite() => v,
-            Value::Real(_) => return Err(SkipReason::NotFinite),
-            _ => return Err(SkipReason::NullValue),
+        let metric = self.reader.read(row).map_err(|e| match e {
+            RowError::LabelsNotAnObject => SkipReason::LabelsNotAnObject,
+            RowError::WrongType => SkipReason::NotAMetricRow,
+        })?;
+        let value = match metric.value {
+            Some(v) if v.is_finite() => v,
+            Some(_) => return Err(SkipReason::NotFinite),
+            None => return Err(SkipReason::NullValue),
         };
-        let Value::Timestamp(ms) = row.at(self.columns.timestamp) else {
-            return Err(SkipReason::TimestampOutOfRange);
-        };
-        let nanos = ms
+        let nanos = metric
+            .timestamp_ms
             .checked_mul(1_000_000)
             .ok_or(SkipReason::TimestampOutOfRange)?;
-        let Value::String(name) = row.at(self.columns.name) else {
-            return Err(SkipReason::NameNotWritable);
-        };
-        if name.starts_with('#') {
+        if metric.name.starts_with('#') {
             return Err(SkipReason::NameNotWritable);
         }
-        write_escaped(out, name, MEASUREMENT).map_err(|()| SkipReason::NameNotWritable)?;
-
-        self.labels.clear();
-        if let Value::Dynamic(json) = row.at(self.columns.labels) {
-            let mut de = serde_json::Deserializer::from_str(json);
-            LabelsInto(&mut self.labels)
-                .deserialize(&mut de)
-                .and_then(|()| de.end())
-                .map_err(|_| SkipReason::LabelsNotAnObject)?;
-        }
-        // Byte order, as InfluxDB recommends: it sorts tags itself otherwise.
-        self.labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in &self.labels {
+        write_escaped(out, metric.name, MEASUREMENT).map_err(|()| SkipReason::NameNotWritable)?;
+        // The reader sorts labels by name (byte order), as InfluxDB recommends: it
+        // sorts tags itself otherwise.
+        for (key, value) in metric.labels {
             if value.is_empty() {
                 continue;
             }
@@ -301,36 +251,6 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, classes: &[u8; 256]) -> Result<(
     }
     out.extend_from_slice(&bytes[plain_from..]);
     Ok(())
-}
-
-/// A JSON string, borrowed from the row when it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// Deserializes a JSON object of strings into the encoder's reused label list.
-struct LabelsInto<'v, 'a>(&'v mut Vec<(Cow<'a, str>, Cow<'a, str>)>);
-
-impl<'de, 'v> DeserializeSeed<'de> for LabelsInto<'v, 'de> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, 'v> Visitor<'de> for LabelsInto<'v, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object of strings")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some((Text(key), Text(value))) = map.next_entry::<Text<'de>, Text<'de>>()? {
-            self.0.push((key, value));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -427,18 +347,6 @@ mod tests {
                 ("labels_not_an_object", 1),
                 ("timestamp_out_of_range", 1),
             ]
-        );
-    }
-
-    #[test]
-    fn rows_of_another_shape_are_refused_naming_the_column() {
-        let other = Schema::new([
-            ("timestamp", ColumnType::Timestamp),
-            ("name", ColumnType::String),
-        ]);
-        assert_eq!(
-            MetricColumns::of(&other).unwrap_err().to_string(),
-            "the source's rows have no `value` column of type real; influx takes metric rows (timestamp, name, value, labels)"
         );
     }
 }

@@ -1,0 +1,240 @@
+//! Committed metric rows as destinations read them: `timestamp`, `name`, `value`
+//! and `labels` (a JSON object of strings), wherever those columns sit in the
+//! source's schema. One place decides what a metric row is, for every protocol a
+//! destination speaks (Influx line protocol, Prometheus remote write).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use connector_core::{Batch, ColumnType, Schema};
+//! use metric_rows::MetricReader;
+//!
+//! let schema = Arc::new(Schema::new([
+//!     ("timestamp", ColumnType::Timestamp),
+//!     ("name", ColumnType::String),
+//!     ("value", ColumnType::Real),
+//!     ("labels", ColumnType::Dynamic),
+//! ]));
+//! let mut batch = Batch::new(schema);
+//! batch.row().timestamp(1_000).string("up").real(1.0).map([("job", "node")]).finish()?;
+//! let mut reader = MetricReader::new(batch.schema())?;
+//! for row in batch.rows() {
+//!     let metric = reader.read(&row)?;
+//!     assert_eq!((metric.name, metric.value, metric.timestamp_ms), ("up", Some(1.0), 1_000));
+//!     assert_eq!(metric.labels.len(), 1);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use connector_core::{ColumnType, Row, Schema, Value};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+/// The rows do not have the shape of metric rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the source's rows have no `{column}` column of type {expected}; this destination takes metric rows (timestamp, name, value, labels)"
+)]
+pub struct ShapeError {
+    column: &'static str,
+    expected: &'static str,
+}
+
+/// A metric row that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// `labels` is not a JSON object of strings.
+    #[error("labels are not a JSON object of strings")]
+    LabelsNotAnObject,
+    /// A column holds a value of another type than its schema says.
+    #[error("a column holds a value of another type than the schema says")]
+    WrongType,
+}
+
+/// One metric row, borrowed from its batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricRow<'a, 'r> {
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// The metric name.
+    pub name: &'a str,
+    /// `None` when the column is null (the source had NaN or ±Inf).
+    pub value: Option<f64>,
+    /// The labels, sorted by name (byte order); empty values kept.
+    pub labels: &'r [(Cow<'a, str>, Cow<'a, str>)],
+}
+
+/// Reads metric rows, reusing one label list from row to row: no allocation per row
+/// unless a label has JSON escapes.
+#[derive(Debug)]
+pub struct MetricReader<'a> {
+    timestamp: usize,
+    name: usize,
+    value: usize,
+    labels_column: usize,
+    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> MetricReader<'a> {
+    /// A reader for rows of `schema`, which must have the four metric columns.
+    pub fn new(schema: &Schema) -> Result<Self, ShapeError> {
+        let find = |column: &'static str, ty: ColumnType| {
+            schema
+                .index_of(column)
+                .filter(|&i| schema.columns()[i].ty() == ty)
+                .ok_or(ShapeError {
+                    column,
+                    expected: ty.as_str(),
+                })
+        };
+        Ok(MetricReader {
+            timestamp: find("timestamp", ColumnType::Timestamp)?,
+            name: find("name", ColumnType::String)?,
+            value: find("value", ColumnType::Real)?,
+            labels_column: find("labels", ColumnType::Dynamic)?,
+            labels: Vec::new(),
+        })
+    }
+
+    /// Reads one row of the batch the reader was made for.
+    pub fn read<'r>(&'r mut self, row: &Row<'a>) -> Result<MetricRow<'a, 'r>, RowError> {
+        let Value::Timestamp(timestamp_ms) = row.at(self.timestamp) else {
+            return Err(RowError::WrongType);
+        };
+        let Value::String(name) = row.at(self.name) else {
+            return Err(RowError::WrongType);
+        };
+        let value = match row.at(self.value) {
+            Value::Real(v) => Some(v),
+            Value::Null => None,
+            _ => return Err(RowError::WrongType),
+        };
+        self.labels.clear();
+        match row.at(self.labels_column) {
+            Value::Dynamic(json) => {
+                let mut de = serde_json::Deserializer::from_str(json);
+                LabelsInto(&mut self.labels)
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+                    .map_err(|_| RowError::LabelsNotAnObject)?;
+            }
+            Value::Null => {}
+            _ => return Err(RowError::WrongType),
+        }
+        self.labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(MetricRow {
+            timestamp_ms,
+            name,
+            value,
+            labels: &self.labels,
+        })
+    }
+}
+
+/// A JSON string, borrowed from the row when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Deserializes a JSON object of strings into the reader's reused label list.
+struct LabelsInto<'v, 'a>(&'v mut Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de> DeserializeSeed<'de> for LabelsInto<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LabelsInto<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of strings")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some((Text(key), Text(value))) = map.next_entry::<Text<'de>, Text<'de>>()? {
+            self.0.push((key, value));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use connector_core::Batch;
+
+    use super::*;
+
+    #[test]
+    fn columns_are_found_by_name_and_labels_come_sorted_and_borrowed() {
+        let schema = Arc::new(Schema::new([
+            ("labels", ColumnType::Dynamic),
+            ("value", ColumnType::Real),
+            ("name", ColumnType::String),
+            ("timestamp", ColumnType::Timestamp),
+        ]));
+        let mut batch = Batch::new(schema);
+        batch
+            .row()
+            .json(&serde_json::json!({"z": "1", "a": "q\"x", "m": ""}))
+            .null()
+            .string("n")
+            .timestamp(7)
+            .finish()
+            .unwrap();
+        let mut reader = MetricReader::new(batch.schema()).unwrap();
+        let row = batch.rows().next().unwrap();
+        let metric = reader.read(&row).unwrap();
+        assert_eq!(
+            (metric.timestamp_ms, metric.name, metric.value),
+            (7, "n", None)
+        );
+        let labels: Vec<(&str, &str)> = metric
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        assert_eq!(labels, [("a", "q\"x"), ("m", ""), ("z", "1")]);
+        assert!(matches!(metric.labels[2].1, Cow::Borrowed(_)));
+        assert!(
+            matches!(metric.labels[0].1, Cow::Owned(_)),
+            "an escaped value is unescaped"
+        );
+    }
+
+    #[test]
+    fn other_shapes_and_bad_labels_are_refused() {
+        let other = Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+        ]);
+        assert_eq!(
+            MetricReader::new(&other).unwrap_err().to_string(),
+            "the source's rows have no `value` column of type real; this destination takes metric rows (timestamp, name, value, labels)"
+        );
+        let schema = Arc::new(Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+            ("value", ColumnType::Real),
+            ("labels", ColumnType::Dynamic),
+        ]));
+        let mut batch = Batch::new(schema);
+        batch
+            .row()
+            .timestamp(0)
+            .string("m")
+            .real(1.0)
+            .json(&serde_json::json!({"a": 1}))
+            .finish()
+            .unwrap();
+        let mut reader = MetricReader::new(batch.schema()).unwrap();
+        let row = batch.rows().next().unwrap();
+        assert_eq!(reader.read(&row).unwrap_err(), RowError::LabelsNotAnObject);
+    }
+}
