@@ -99,6 +99,43 @@ pub fn generate_exposition(target_bytes: usize) -> String {
     out
 }
 
+/// `scrapes` scrapes of `text` as the metric rows the Prometheus connector commits
+/// (`timestamp`, `name`, `value` or null for NaN and ±Inf, `labels` as JSON), 15 s
+/// apart: the input of the destination encoders' benchmarks.
+///
+/// # Panics
+///
+/// When `text` does not parse: a benchmark without its input is meaningless.
+pub fn metric_rows(text: &str, scrapes: i64) -> connector_core::Batch {
+    use connector_core::{Batch, ColumnType, Schema};
+    use connector_prometheus::exposition::{Format, Parser};
+    let schema = std::sync::Arc::new(Schema::new([
+        ("timestamp", ColumnType::Timestamp),
+        ("name", ColumnType::String),
+        ("value", ColumnType::Real),
+        ("labels", ColumnType::Dynamic),
+    ]));
+    let mut batch = Batch::new(schema);
+    for scrape in 0..scrapes {
+        for sample in Parser::new(text, Format::Prometheus) {
+            let sample = sample.unwrap_or_else(|e| panic!("benchmark input failed to parse: {e}"));
+            let row = batch
+                .row()
+                .timestamp(1_700_000_000_000 + scrape * 15_000)
+                .string(sample.name);
+            let row = if sample.value.is_finite() {
+                row.real(sample.value)
+            } else {
+                row.null()
+            };
+            row.map(sample.labels.iter_decoded())
+                .finish()
+                .unwrap_or_else(|e| panic!("a metric row: {e}"));
+        }
+    }
+    batch
+}
+
 #[cfg(test)]
 mod tests {
     use connector_prometheus::exposition::{Format, parse};

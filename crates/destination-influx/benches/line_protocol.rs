@@ -3,45 +3,17 @@
 //! crate's builder fed the same rows with their labels already parsed (the parse
 //! is left out of the peer's time, which favours it).
 
-use std::hint::black_box;
-use std::path::Path;
-use std::sync::Arc;
-
-use connector_core::{Batch, ColumnType, Schema, Value};
-use connector_prometheus::exposition::{Format, Parser};
+use connector_core::{Batch, Value};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use influxdb_line_protocol::LineProtocolBuilder;
+use std::hint::black_box;
 
 fn node_exporter_rows() -> Batch {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/exposition/upstream-node_exporter.e2e-output.prom.txt");
-    let text = std::fs::read_to_string(&path).expect("the node_exporter fixture");
-    let schema = Arc::new(Schema::new([
-        ("timestamp", ColumnType::Timestamp),
-        ("name", ColumnType::String),
-        ("value", ColumnType::Real),
-        ("labels", ColumnType::Dynamic),
-    ]));
-    let mut batch = Batch::new(schema);
     // Ten scrapes' worth, a bucket of a busy source.
-    for scrape in 0..10 {
-        for sample in Parser::new(&text, Format::Prometheus) {
-            let sample = sample.expect("the fixture parses");
-            let row = batch
-                .row()
-                .timestamp(1_700_000_000_000 + scrape * 15_000)
-                .string(sample.name);
-            let row = if sample.value.is_finite() {
-                row.real(sample.value)
-            } else {
-                row.null()
-            };
-            row.map(sample.labels.iter_decoded())
-                .finish()
-                .expect("a metric row");
-        }
-    }
-    batch
+    benches::metric_rows(
+        &benches::fixture("upstream-node_exporter.e2e-output.prom.txt"),
+        10,
+    )
 }
 
 type Prepared = (String, Vec<(String, String)>, f64, i64);

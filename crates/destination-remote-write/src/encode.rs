@@ -1,0 +1,290 @@
+//! Metric rows as Remote-Write 1.0 request bodies.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use connector_core::Batch;
+use metric_rows::{MetricReader, MetricRow, RowError, ShapeError};
+use prost::Message as _;
+
+use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
+
+/// Why a row was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// `value` is null: the row has no sample to send.
+    NullValue,
+    /// `name` is not a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+    InvalidMetricName,
+    /// A label name is not a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+    InvalidLabelName,
+    /// Two labels share a name (a `__name__` label among them included).
+    DuplicateLabelName,
+    /// `labels` is not a JSON object of strings.
+    LabelsNotAnObject,
+    /// The timestamp or the name is null.
+    NotAMetricRow,
+}
+
+impl SkipReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [SkipReason; 6] = [
+        SkipReason::NullValue,
+        SkipReason::InvalidMetricName,
+        SkipReason::InvalidLabelName,
+        SkipReason::DuplicateLabelName,
+        SkipReason::LabelsNotAnObject,
+        SkipReason::NotAMetricRow,
+    ];
+
+    /// The snake_case name used in reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NullValue => "null_value",
+            SkipReason::InvalidMetricName => "invalid_metric_name",
+            SkipReason::InvalidLabelName => "invalid_label_name",
+            SkipReason::DuplicateLabelName => "duplicate_label_name",
+            SkipReason::LabelsNotAnObject => "labels_not_an_object",
+            SkipReason::NotAMetricRow => "not_a_metric_row",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many rows were skipped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    counts: [u64; SkipReason::ALL.len()],
+}
+
+impl Skipped {
+    fn add(&mut self, reason: SkipReason) {
+        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// Rows skipped for `reason`.
+    pub fn count(&self, reason: SkipReason) -> u64 {
+        SkipReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    /// Rows skipped for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The reasons with at least one row, and their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (SkipReason, u64)> + '_ {
+        SkipReason::ALL
+            .into_iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+/// One request body, ready to POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The `WriteRequest`, snappy block-compressed (`Content-Encoding: snappy`).
+    pub body: Vec<u8>,
+    /// Samples in it.
+    pub samples: usize,
+    /// The protobuf size before compression.
+    pub uncompressed_bytes: usize,
+}
+
+/// The requests for a batch, in order, and what was left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Encoded {
+    /// At most `max_samples_per_send` samples each.
+    pub requests: Vec<Request>,
+    /// Rows not sent, by reason.
+    pub skipped: Skipped,
+}
+
+/// Groups the rows of `batch` into series (`__name__` plus the row's labels with
+/// non-empty values, sorted by name), each series' samples in timestamp order, and
+/// cuts them into requests of at most `max_samples_per_send` samples (a series may
+/// continue in the next request, as Prometheus's own sender does).
+pub fn encode(batch: &Batch, max_samples_per_send: usize) -> Result<Encoded, ShapeError> {
+    let mut reader = MetricReader::new(batch.schema())?;
+    let mut skipped = Skipped::default();
+    // foldhash, seeded per process, rather than SipHash: hashing was the largest cost
+    // after the key compare (perf), and foldhash made the whole encoding 8 % faster.
+    let mut index: HashMap<Vec<u8>, usize, foldhash::fast::RandomState> =
+        HashMap::with_hasher(foldhash::fast::RandomState::default());
+    let mut series: Vec<TimeSeries> = Vec::new();
+    let mut key = Vec::new();
+    for row in batch.rows() {
+        let metric = match reader.read(&row) {
+            Ok(metric) => metric,
+            Err(RowError::LabelsNotAnObject) => {
+                skipped.add(SkipReason::LabelsNotAnObject);
+                continue;
+            }
+            Err(RowError::WrongType) => {
+                skipped.add(SkipReason::NotAMetricRow);
+                continue;
+            }
+        };
+        let Some(value) = metric.value else {
+            skipped.add(SkipReason::NullValue);
+            continue;
+        };
+        if let Err(reason) = series_key(&metric, &mut key) {
+            skipped.add(reason);
+            continue;
+        }
+        let at = match index.get(key.as_slice()) {
+            Some(&at) => at,
+            None => {
+                series.push(TimeSeries {
+                    labels: labels_of(&metric),
+                    samples: Vec::new(),
+                });
+                index.insert(key.clone(), series.len() - 1);
+                series.len() - 1
+            }
+        };
+        series[at].samples.push(Sample {
+            value,
+            timestamp: metric.timestamp_ms,
+        });
+    }
+    for s in &mut series {
+        // Stable: two samples at one timestamp keep their row order.
+        s.samples.sort_by_key(|sample| sample.timestamp);
+    }
+    Ok(Encoded {
+        requests: requests(series, max_samples_per_send.max(1)),
+        skipped,
+    })
+}
+
+/// Builds the series' identity into `key` (length-prefixed, so no value can fake a
+/// boundary), or says why the row cannot be sent.
+fn series_key(metric: &MetricRow<'_, '_>, key: &mut Vec<u8>) -> Result<(), SkipReason> {
+    if !is_metric_name(metric.name) {
+        return Err(SkipReason::InvalidMetricName);
+    }
+    key.clear();
+    push_part(key, metric.name);
+    let mut previous: Option<&str> = None;
+    for (name, value) in metric.labels {
+        if !is_label_name(name) {
+            return Err(SkipReason::InvalidLabelName);
+        }
+        if name == "__name__" || previous == Some(name.as_ref()) {
+            return Err(SkipReason::DuplicateLabelName);
+        }
+        previous = Some(name);
+        if value.is_empty() {
+            continue;
+        }
+        push_part(key, name);
+        push_part(key, value);
+    }
+    Ok(())
+}
+
+fn push_part(key: &mut Vec<u8>, part: &str) {
+    key.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+    key.extend_from_slice(part.as_bytes());
+}
+
+/// `__name__` and the non-empty labels, sorted by name (the reader sorts the row's
+/// labels; `__name__` goes where it sorts among them).
+fn labels_of(metric: &MetricRow<'_, '_>) -> Vec<Label> {
+    let mut labels: Vec<Label> = Vec::with_capacity(metric.labels.len() + 1);
+    let mut name_placed = false;
+    for (name, value) in metric.labels {
+        if value.is_empty() {
+            continue;
+        }
+        if !name_placed && name.as_ref() > "__name__" {
+            labels.push(name_label(metric.name));
+            name_placed = true;
+        }
+        labels.push(Label {
+            name: name.to_string(),
+            value: value.to_string(),
+        });
+    }
+    if !name_placed {
+        labels.push(name_label(metric.name));
+    }
+    labels
+}
+
+fn name_label(name: &str) -> Label {
+    Label {
+        name: "__name__".to_owned(),
+        value: name.to_owned(),
+    }
+}
+
+fn requests(series: Vec<TimeSeries>, max_samples: usize) -> Vec<Request> {
+    let mut out = Vec::new();
+    let mut current = WriteRequest::default();
+    let mut in_current = 0;
+    for s in series {
+        let mut samples = s.samples.as_slice();
+        while !samples.is_empty() {
+            let room = max_samples - in_current;
+            let (now, later) = samples.split_at(room.min(samples.len()));
+            current.timeseries.push(TimeSeries {
+                labels: s.labels.clone(),
+                samples: now.to_vec(),
+            });
+            in_current += now.len();
+            samples = later;
+            if in_current == max_samples {
+                out.push(finish(std::mem::take(&mut current), in_current));
+                in_current = 0;
+            }
+        }
+    }
+    if in_current > 0 {
+        out.push(finish(current, in_current));
+    }
+    out
+}
+
+fn finish(request: WriteRequest, samples: usize) -> Request {
+    let bytes = request.encode_to_vec();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&bytes)
+        .unwrap_or_default();
+    Request {
+        body,
+        samples,
+        uncompressed_bytes: bytes.len(),
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, as Prometheus 2.42 checks metric names.
+fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, as Prometheus 2.42 checks label names.
+fn is_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
