@@ -34,7 +34,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("mapped-file", &[]),
     ("metric-rows", &["connector-core"]),
     ("destination-influx", &["connector-core", "metric-rows"]),
-    ("destination-remote-write", &["connector-core", "metric-rows"]),
+    (
+        "destination-remote-write",
+        &["connector-core", "metric-rows"],
+    ),
     ("airq-connector", &["connector-core", "connector-http"]),
     ("custom-connectord", &["airq-connector", "connectord"]),
 ];

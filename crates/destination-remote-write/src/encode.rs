@@ -118,47 +118,67 @@ pub struct Encoded {
 pub fn encode(batch: &Batch, max_samples_per_send: usize) -> Result<Encoded, ShapeError> {
     let mut reader = MetricReader::new(batch.schema())?;
     let mut skipped = Skipped::default();
-    // foldhash, seeded per process, rather than SipHash: hashing was the largest cost
-    // after the key compare (perf), and foldhash made the whole encoding 8 % faster.
-    let mut index: HashMap<Vec<u8>, usize, foldhash::fast::RandomState> =
-        HashMap::with_hasher(foldhash::fast::RandomState::default());
     let mut series: Vec<TimeSeries> = Vec::new();
+    // Rows of one series almost always carry byte-identical stored labels (one
+    // connector writes them), so the stored text finds the series without parsing
+    // the labels, which was most of a row's cost. A first sighting parses, checks and
+    // normalises them; differently written text for one series still meets it in
+    // `by_series`. foldhash, seeded per process: hashing was the largest cost after
+    // the key compare (perf).
+    let mut by_text: HashMap<(&str, &str), Slot, Hasher> = HashMap::default();
+    let mut by_series: HashMap<Vec<u8>, usize, Hasher> = HashMap::default();
     let mut key = Vec::new();
     for row in batch.rows() {
-        let metric = match reader.read(&row) {
-            Ok(metric) => metric,
-            Err(RowError::LabelsNotAnObject) => {
-                skipped.add(SkipReason::LabelsNotAnObject);
-                continue;
-            }
-            Err(RowError::WrongType) => {
-                skipped.add(SkipReason::NotAMetricRow);
+        let raw = match reader.read_raw(&row) {
+            Ok(raw) => raw,
+            Err(e) => {
+                skipped.add(skip_reason(e));
                 continue;
             }
         };
-        let Some(value) = metric.value else {
+        let Some(value) = raw.value else {
             skipped.add(SkipReason::NullValue);
             continue;
         };
-        if let Err(reason) = series_key(&metric, &mut key) {
-            skipped.add(reason);
-            continue;
-        }
-        let at = match index.get(key.as_slice()) {
-            Some(&at) => at,
+        let slot = match by_text.get(&(raw.name, raw.labels_json)) {
+            Some(&slot) => slot,
             None => {
-                series.push(TimeSeries {
-                    labels: labels_of(&metric),
-                    samples: Vec::new(),
-                });
-                index.insert(key.clone(), series.len() - 1);
-                series.len() - 1
+                let slot = match reader.labels(raw.labels_json) {
+                    Err(e) => Slot::Skip(skip_reason(e)),
+                    Ok(labels) => {
+                        let metric = MetricRow {
+                            timestamp_ms: raw.timestamp_ms,
+                            name: raw.name,
+                            value: raw.value,
+                            labels,
+                        };
+                        match series_key(&metric, &mut key) {
+                            Err(reason) => Slot::Skip(reason),
+                            Ok(()) => Slot::Series(match by_series.get(key.as_slice()) {
+                                Some(&at) => at,
+                                None => {
+                                    series.push(TimeSeries {
+                                        labels: labels_of(&metric),
+                                        samples: Vec::new(),
+                                    });
+                                    by_series.insert(key.clone(), series.len() - 1);
+                                    series.len() - 1
+                                }
+                            }),
+                        }
+                    }
+                };
+                by_text.insert((raw.name, raw.labels_json), slot);
+                slot
             }
         };
-        series[at].samples.push(Sample {
-            value,
-            timestamp: metric.timestamp_ms,
-        });
+        match slot {
+            Slot::Series(at) => series[at].samples.push(Sample {
+                value,
+                timestamp: raw.timestamp_ms,
+            }),
+            Slot::Skip(reason) => skipped.add(reason),
+        }
     }
     for s in &mut series {
         // Stable: two samples at one timestamp keep their row order.
@@ -168,6 +188,22 @@ pub fn encode(batch: &Batch, max_samples_per_send: usize) -> Result<Encoded, Sha
         requests: requests(series, max_samples_per_send.max(1)),
         skipped,
     })
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+/// What the rows with one stored (name, labels) text become.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Series(usize),
+    Skip(SkipReason),
+}
+
+fn skip_reason(e: RowError) -> SkipReason {
+    match e {
+        RowError::LabelsNotAnObject => SkipReason::LabelsNotAnObject,
+        RowError::WrongType => SkipReason::NotAMetricRow,
+    }
 }
 
 /// Builds the series' identity into `key` (length-prefixed, so no value can fake a

@@ -146,3 +146,56 @@ fn skipped_rows_are_counted_by_reason() {
     assert_eq!(encoded.requests.len(), 1);
     assert_eq!(encoded.requests[0].samples, 1);
 }
+
+/// Labels stored in another order are still one series, with its samples in
+/// timestamp order.
+#[test]
+fn one_series_whatever_the_order_its_labels_were_stored_in() {
+    let mut batch = Batch::new(schema());
+    batch
+        .row()
+        .timestamp(2)
+        .string("up")
+        .real(2.0)
+        .map([("b", "2"), ("a", "1")])
+        .finish()
+        .unwrap();
+    batch
+        .row()
+        .timestamp(1)
+        .string("up")
+        .real(1.0)
+        .map([("a", "1"), ("b", "2")])
+        .finish()
+        .unwrap();
+    batch
+        .row()
+        .timestamp(3)
+        .string("up")
+        .real(3.0)
+        .map([("a", "1"), ("b", "2"), ("c", "")])
+        .finish()
+        .unwrap();
+    let encoded = encode(&batch, 10).unwrap();
+    let bytes = snap::raw::Decoder::new()
+        .decompress_vec(&encoded.requests[0].body)
+        .unwrap();
+    assert_eq!(
+        WriteRequest::decode(bytes.as_slice())
+            .unwrap()
+            .timeseries
+            .len(),
+        1
+    );
+    let (series, skipped) = decode_all(&batch, 10);
+    assert_eq!(skipped, 0);
+    let key: SeriesKey = [("__name__", "up"), ("a", "1"), ("b", "2")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec();
+    let samples: Vec<(i64, u64)> = [1.0f64, 2.0, 3.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 + 1, v.to_bits()))
+        .collect();
+    assert_eq!(series, BTreeMap::from([(key, samples)]));
+}

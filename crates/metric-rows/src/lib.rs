@@ -53,6 +53,9 @@ pub enum RowError {
     WrongType,
 }
 
+/// A label: name and value, borrowed from the row unless JSON escapes forced a copy.
+pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// One metric row, borrowed from its batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricRow<'a, 'r> {
@@ -63,7 +66,7 @@ pub struct MetricRow<'a, 'r> {
     /// `None` when the column is null (the source had NaN or ±Inf).
     pub value: Option<f64>,
     /// The labels, sorted by name (byte order); empty values kept.
-    pub labels: &'r [(Cow<'a, str>, Cow<'a, str>)],
+    pub labels: &'r [Label<'a>],
 }
 
 /// Reads metric rows, reusing one label list from row to row: no allocation per row
@@ -74,7 +77,7 @@ pub struct MetricReader<'a> {
     name: usize,
     value: usize,
     labels_column: usize,
-    labels: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    labels: Vec<Label<'a>>,
 }
 
 impl<'a> MetricReader<'a> {
@@ -100,6 +103,20 @@ impl<'a> MetricReader<'a> {
 
     /// Reads one row of the batch the reader was made for.
     pub fn read<'r>(&'r mut self, row: &Row<'a>) -> Result<MetricRow<'a, 'r>, RowError> {
+        let raw = self.read_raw(row)?;
+        let labels = self.labels(raw.labels_json)?;
+        Ok(MetricRow {
+            timestamp_ms: raw.timestamp_ms,
+            name: raw.name,
+            value: raw.value,
+            labels,
+        })
+    }
+
+    /// Reads one row without parsing its labels, for callers that can tell by the
+    /// labels' stored text that they have seen them before (parsing them is most of
+    /// the cost of a row).
+    pub fn read_raw(&self, row: &Row<'a>) -> Result<RawMetricRow<'a>, RowError> {
         let Value::Timestamp(timestamp_ms) = row.at(self.timestamp) else {
             return Err(RowError::WrongType);
         };
@@ -111,26 +128,45 @@ impl<'a> MetricReader<'a> {
             Value::Null => None,
             _ => return Err(RowError::WrongType),
         };
-        self.labels.clear();
-        match row.at(self.labels_column) {
-            Value::Dynamic(json) => {
-                let mut de = serde_json::Deserializer::from_str(json);
-                LabelsInto(&mut self.labels)
-                    .deserialize(&mut de)
-                    .and_then(|()| de.end())
-                    .map_err(|_| RowError::LabelsNotAnObject)?;
-            }
-            Value::Null => {}
+        let labels_json = match row.at(self.labels_column) {
+            Value::Dynamic(json) => json,
+            Value::Null => "",
             _ => return Err(RowError::WrongType),
-        }
-        self.labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(MetricRow {
+        };
+        Ok(RawMetricRow {
             timestamp_ms,
             name,
             value,
-            labels: &self.labels,
+            labels_json,
         })
     }
+
+    /// Parses a row's stored labels (`""` for none), sorted by name.
+    pub fn labels<'r>(&'r mut self, labels_json: &'a str) -> Result<&'r [Label<'a>], RowError> {
+        self.labels.clear();
+        if !labels_json.is_empty() {
+            let mut de = serde_json::Deserializer::from_str(labels_json);
+            LabelsInto(&mut self.labels)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .map_err(|_| RowError::LabelsNotAnObject)?;
+        }
+        self.labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(&self.labels)
+    }
+}
+
+/// A metric row with its labels as stored (JSON text; `""` when null).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawMetricRow<'a> {
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// The metric name.
+    pub name: &'a str,
+    /// `None` when the column is null.
+    pub value: Option<f64>,
+    /// The stored labels, unparsed.
+    pub labels_json: &'a str,
 }
 
 /// A JSON string, borrowed from the row when it has no escapes.
@@ -138,7 +174,7 @@ impl<'a> MetricReader<'a> {
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Deserializes a JSON object of strings into the reader's reused label list.
-struct LabelsInto<'v, 'a>(&'v mut Vec<(Cow<'a, str>, Cow<'a, str>)>);
+struct LabelsInto<'v, 'a>(&'v mut Vec<Label<'a>>);
 
 impl<'de> DeserializeSeed<'de> for LabelsInto<'_, 'de> {
     type Value = ();
