@@ -272,21 +272,26 @@ fn requests(series: Vec<TimeSeries>, max_samples: usize) -> Vec<Request> {
     let mut out = Vec::new();
     let mut current = WriteRequest::default();
     let mut in_current = 0;
-    for s in series {
-        let mut samples = s.samples.as_slice();
-        while !samples.is_empty() {
-            let room = max_samples - in_current;
-            let (now, later) = samples.split_at(room.min(samples.len()));
+    for mut s in series {
+        // A series that fits moves into the request whole; only one cut across
+        // requests copies its labels.
+        while in_current + s.samples.len() > max_samples {
+            let rest = s.samples.split_off(max_samples - in_current);
+            in_current += s.samples.len();
             current.timeseries.push(TimeSeries {
                 labels: s.labels.clone(),
-                samples: now.to_vec(),
+                samples: std::mem::replace(&mut s.samples, rest),
             });
-            in_current += now.len();
-            samples = later;
-            if in_current == max_samples {
-                out.push(finish(std::mem::take(&mut current), in_current));
-                in_current = 0;
-            }
+            out.push(finish(std::mem::take(&mut current), in_current));
+            in_current = 0;
+        }
+        if !s.samples.is_empty() {
+            in_current += s.samples.len();
+            current.timeseries.push(s);
+        }
+        if in_current == max_samples {
+            out.push(finish(std::mem::take(&mut current), in_current));
+            in_current = 0;
         }
     }
     if in_current > 0 {
