@@ -107,15 +107,9 @@ pub fn generate_exposition(target_bytes: usize) -> String {
 ///
 /// When `text` does not parse: a benchmark without its input is meaningless.
 pub fn metric_rows(text: &str, scrapes: i64) -> connector_core::Batch {
-    use connector_core::{Batch, ColumnType, Schema};
+    use connector_core::Batch;
     use connector_prometheus::exposition::{Format, Parser};
-    let schema = std::sync::Arc::new(Schema::new([
-        ("timestamp", ColumnType::Timestamp),
-        ("name", ColumnType::String),
-        ("value", ColumnType::Real),
-        ("labels", ColumnType::Dynamic),
-    ]));
-    let mut batch = Batch::new(schema);
+    let mut batch = Batch::new(metric_rows::schema());
     for scrape in 0..scrapes {
         for sample in Parser::new(text, Format::Prometheus) {
             let sample = sample.unwrap_or_else(|e| panic!("benchmark input failed to parse: {e}"));

@@ -15,7 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("connector-http", &["connector-core"]),
     (
         "connector-prometheus",
-        &["connector-core", "connector-http"],
+        &["connector-core", "connector-http", "metric-rows"],
     ),
     ("connector-runner", &["connector-core"]),
     ("store-sqlite", &["connector-core", "connector-runner"]),

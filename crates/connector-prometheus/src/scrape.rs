@@ -1,11 +1,9 @@
 //! The connector itself: one HTTP scrape per tick, parsed into one row per sample.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use connector_core::{
-    Batch, ColumnType, Connector, ConnectorError, Schema, TickContext, async_trait,
-};
+use connector_core::{Batch, Connector, ConnectorError, Schema, TickContext, async_trait};
 use connector_http::http::header::ACCEPT;
 use connector_http::{HttpClient, Response};
 
@@ -16,15 +14,6 @@ use crate::exposition::{Format, ParseError, Parser, Sample};
 /// then the 0.0.1 draft, then text 0.0.4, then anything.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0;q=0.75,\
 application/openmetrics-text;version=0.0.1;q=0.6,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-    Arc::new(Schema::new([
-        ("timestamp", ColumnType::Timestamp),
-        ("name", ColumnType::String),
-        ("value", ColumnType::Real),
-        ("labels", ColumnType::Dynamic),
-    ]))
-});
 
 /// The Prometheus connector, `type = "prometheus"`.
 ///
@@ -106,7 +95,7 @@ fn to_batch(
         .and_then(Format::from_content_type)
         .unwrap_or_else(|| Format::detect(text));
     // A rough guess of the sample count saves most reallocations of the columns.
-    let mut batch = Batch::with_capacity(SCHEMA.clone(), text.len() / 64);
+    let mut batch = Batch::with_capacity(metric_rows::schema(), text.len() / 64);
     let scheduled_for = ctx.scheduled_for_ms();
     for sample in Parser::new(text, format).strict(config.strict) {
         let sample = sample.map_err(parse_failed)?;
@@ -193,7 +182,9 @@ impl Connector for PrometheusConnector {
     type Config = PrometheusConfig;
 
     fn schema(&self) -> Arc<Schema> {
-        SCHEMA.clone()
+        // The metric-row schema destinations read: producer and readers agree by
+        // construction.
+        metric_rows::schema()
     }
 
     fn validate_config(&self, raw: &serde_json::Value) -> Result<PrometheusConfig, ConnectorError> {

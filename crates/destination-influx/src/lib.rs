@@ -3,16 +3,9 @@
 //! 1.x at `/write` and VictoriaMetrics at `/influx/write`.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use connector_core::{Batch, ColumnType, Schema};
+//! use connector_core::Batch;
 //!
-//! let schema = Arc::new(Schema::new([
-//!     ("timestamp", ColumnType::Timestamp),
-//!     ("name", ColumnType::String),
-//!     ("value", ColumnType::Real),
-//!     ("labels", ColumnType::Dynamic),
-//! ]));
-//! let mut batch = Batch::new(schema);
+//! let mut batch = Batch::new(metric_rows::schema());
 //! batch.row().timestamp(1_700_000_000_000).string("up").real(1.0).map([("job", "node")]).finish()?;
 //! let mut body = Vec::new();
 //! let skipped = destination_influx::encode(&batch, &mut body)?;

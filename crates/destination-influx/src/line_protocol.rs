@@ -36,9 +36,8 @@ pub enum SkipReason {
     NotAMetricRow,
 }
 
-impl SkipReason {
-    /// Every reason, in a stable order.
-    pub const ALL: [SkipReason; 7] = [
+impl metric_rows::SkipReason for SkipReason {
+    const ALL: &'static [SkipReason] = &[
         SkipReason::NullValue,
         SkipReason::NotFinite,
         SkipReason::NameNotWritable,
@@ -48,8 +47,7 @@ impl SkipReason {
         SkipReason::NotAMetricRow,
     ];
 
-    /// The snake_case name used in reports and metrics labels.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             SkipReason::NullValue => "null_value",
             SkipReason::NotFinite => "not_finite",
@@ -64,44 +62,12 @@ impl SkipReason {
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(metric_rows::SkipReason::as_str(*self))
     }
 }
 
 /// How many rows were skipped, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Skipped {
-    counts: [u64; SkipReason::ALL.len()],
-}
-
-impl Skipped {
-    fn add(&mut self, reason: SkipReason) {
-        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
-            self.counts[i] += 1;
-        }
-    }
-
-    /// Rows skipped for `reason`.
-    pub fn count(&self, reason: SkipReason) -> u64 {
-        SkipReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.counts[i])
-    }
-
-    /// Rows skipped for any reason.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The reasons with at least one row, and their counts.
-    pub fn iter(&self) -> impl Iterator<Item = (SkipReason, u64)> + '_ {
-        SkipReason::ALL
-            .into_iter()
-            .zip(self.counts)
-            .filter(|(_, n)| *n > 0)
-    }
-}
+pub type Skipped = metric_rows::Skipped<SkipReason>;
 
 /// Writes metric rows as lines, reusing its buffers from row to row.
 #[derive(Debug)]
@@ -255,23 +221,14 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, classes: &[u8; 256]) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use connector_core::Batch;
 
-    use connector_core::{Batch, ColumnType, Schema};
+    use metric_rows::SkipReason as _;
 
     use super::*;
 
-    fn schema() -> Arc<Schema> {
-        Arc::new(Schema::new([
-            ("timestamp", ColumnType::Timestamp),
-            ("name", ColumnType::String),
-            ("value", ColumnType::Real),
-            ("labels", ColumnType::Dynamic),
-        ]))
-    }
-
     fn lines(rows: &[(i64, &str, Option<f64>, &str)]) -> (String, Skipped) {
-        let mut batch = Batch::new(schema());
+        let mut batch = Batch::new(metric_rows::schema());
         for (ts, name, value, labels) in rows {
             let row = batch.row().timestamp(*ts).string(name);
             let row = match value {

@@ -5,20 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use connector_core::{Batch, ColumnType, Schema};
+use connector_core::Batch;
 use influxdb_line_protocol::{FieldValue, parse_lines};
 use proptest::prelude::*;
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new([
-        ("timestamp", ColumnType::Timestamp),
-        ("name", ColumnType::String),
-        ("value", ColumnType::Real),
-        ("labels", ColumnType::Dynamic),
-    ]))
-}
 
 /// Text with every byte line protocol treats specially, and some that it does not.
 fn text() -> impl Strategy<Value = String> {
@@ -52,7 +42,7 @@ proptest! {
         ],
         ms in -4_000_000_000_000i64..4_000_000_000_000,
     ) {
-        let mut batch = Batch::new(schema());
+        let mut batch = Batch::new(metric_rows::schema());
         batch.row().timestamp(ms).string(&name).real(value).map(labels.iter()).finish().unwrap();
         let mut out = Vec::new();
         let skipped = destination_influx::encode(&batch, &mut out).unwrap();
@@ -87,7 +77,7 @@ proptest! {
 /// separators escaped, are all written.
 #[test]
 fn ordinary_rows_with_separators_are_written_not_skipped() {
-    let mut batch = Batch::new(schema());
+    let mut batch = Batch::new(metric_rows::schema());
     for (name, k, v) in [
         ("node_cpu_seconds_total", "mode", "idle"),
         ("a b", "k,1", "v=1"),

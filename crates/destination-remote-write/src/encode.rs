@@ -26,9 +26,8 @@ pub enum SkipReason {
     NotAMetricRow,
 }
 
-impl SkipReason {
-    /// Every reason, in a stable order.
-    pub const ALL: [SkipReason; 6] = [
+impl metric_rows::SkipReason for SkipReason {
+    const ALL: &'static [SkipReason] = &[
         SkipReason::NullValue,
         SkipReason::InvalidMetricName,
         SkipReason::InvalidLabelName,
@@ -37,8 +36,7 @@ impl SkipReason {
         SkipReason::NotAMetricRow,
     ];
 
-    /// The snake_case name used in reports and metrics labels.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             SkipReason::NullValue => "null_value",
             SkipReason::InvalidMetricName => "invalid_metric_name",
@@ -52,44 +50,12 @@ impl SkipReason {
 
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(metric_rows::SkipReason::as_str(*self))
     }
 }
 
 /// How many rows were skipped, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Skipped {
-    counts: [u64; SkipReason::ALL.len()],
-}
-
-impl Skipped {
-    fn add(&mut self, reason: SkipReason) {
-        if let Some(i) = SkipReason::ALL.iter().position(|r| *r == reason) {
-            self.counts[i] += 1;
-        }
-    }
-
-    /// Rows skipped for `reason`.
-    pub fn count(&self, reason: SkipReason) -> u64 {
-        SkipReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.counts[i])
-    }
-
-    /// Rows skipped for any reason.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The reasons with at least one row, and their counts.
-    pub fn iter(&self) -> impl Iterator<Item = (SkipReason, u64)> + '_ {
-        SkipReason::ALL
-            .into_iter()
-            .zip(self.counts)
-            .filter(|(_, n)| *n > 0)
-    }
-}
+pub type Skipped = metric_rows::Skipped<SkipReason>;
 
 /// One request body, ready to POST.
 #[derive(Debug, Clone, PartialEq, Eq)]

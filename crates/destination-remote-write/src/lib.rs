@@ -4,17 +4,10 @@
 //! `X-Prometheus-Remote-Write-Version: 0.1.0`.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use connector_core::{Batch, ColumnType, Schema};
+//! use connector_core::Batch;
 //! use prost::Message as _;
 //!
-//! let schema = Arc::new(Schema::new([
-//!     ("timestamp", ColumnType::Timestamp),
-//!     ("name", ColumnType::String),
-//!     ("value", ColumnType::Real),
-//!     ("labels", ColumnType::Dynamic),
-//! ]));
-//! let mut batch = Batch::new(schema);
+//! let mut batch = Batch::new(metric_rows::schema());
 //! batch.row().timestamp(1_000).string("up").real(1.0).map([("job", "node")]).finish()?;
 //! let encoded = destination_remote_write::encode(&batch, 2000)?;
 //! let body = snap::raw::Decoder::new().decompress_vec(&encoded.requests[0].body)?;

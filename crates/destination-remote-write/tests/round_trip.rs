@@ -5,24 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use connector_core::{Batch, ColumnType, Schema};
+use connector_core::Batch;
 use destination_remote_write::proto::WriteRequest;
 use destination_remote_write::{SkipReason, encode};
 use proptest::prelude::*;
 use prost::Message as _;
 
 type SeriesKey = Vec<(String, String)>;
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new([
-        ("timestamp", ColumnType::Timestamp),
-        ("name", ColumnType::String),
-        ("value", ColumnType::Real),
-        ("labels", ColumnType::Dynamic),
-    ]))
-}
 
 fn decode_all(batch: &Batch, max: usize) -> (BTreeMap<SeriesKey, Vec<(i64, u64)>>, usize) {
     let encoded = encode(batch, max).unwrap();
@@ -80,7 +70,7 @@ proptest! {
         ),
         max in 1usize..50,
     ) {
-        let mut batch = Batch::new(schema());
+        let mut batch = Batch::new(metric_rows::schema());
         let mut expected: BTreeMap<SeriesKey, Vec<(i64, u64)>> = BTreeMap::new();
         let mut unsendable = 0;
         for (ts, name, value, labels) in &rows {
@@ -117,7 +107,7 @@ proptest! {
 
 #[test]
 fn skipped_rows_are_counted_by_reason() {
-    let mut batch = Batch::new(schema());
+    let mut batch = Batch::new(metric_rows::schema());
     for (name, value, labels) in [
         ("up", Some(1.0), vec![("job", "a")]),
         ("up", None, vec![]),
@@ -151,7 +141,7 @@ fn skipped_rows_are_counted_by_reason() {
 /// timestamp order.
 #[test]
 fn one_series_whatever_the_order_its_labels_were_stored_in() {
-    let mut batch = Batch::new(schema());
+    let mut batch = Batch::new(metric_rows::schema());
     batch
         .row()
         .timestamp(2)

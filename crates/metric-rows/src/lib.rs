@@ -4,17 +4,10 @@
 //! destination speaks (Influx line protocol, Prometheus remote write).
 //!
 //! ```
-//! use std::sync::Arc;
-//! use connector_core::{Batch, ColumnType, Schema};
+//! use connector_core::Batch;
 //! use metric_rows::MetricReader;
 //!
-//! let schema = Arc::new(Schema::new([
-//!     ("timestamp", ColumnType::Timestamp),
-//!     ("name", ColumnType::String),
-//!     ("value", ColumnType::Real),
-//!     ("labels", ColumnType::Dynamic),
-//! ]));
-//! let mut batch = Batch::new(schema);
+//! let mut batch = Batch::new(metric_rows::schema());
 //! batch.row().timestamp(1_000).string("up").real(1.0).map([("job", "node")]).finish()?;
 //! let mut reader = MetricReader::new(batch.schema())?;
 //! for row in batch.rows() {
@@ -27,10 +20,82 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use connector_core::{ColumnType, Row, Schema, Value};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+/// The metric-row schema: `timestamp`, `name`, `value` (null for NaN and ±Inf) and
+/// `labels` (a JSON object of strings), in that order. Sources that produce metric
+/// rows use it, so producers and readers agree by construction.
+pub fn schema() -> Arc<Schema> {
+    static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
+        Arc::new(Schema::new([
+            ("timestamp", ColumnType::Timestamp),
+            ("name", ColumnType::String),
+            ("value", ColumnType::Real),
+            ("labels", ColumnType::Dynamic),
+        ]))
+    });
+    Arc::clone(&SCHEMA)
+}
+
+/// A reason a destination leaves a row out: a closed set with stable names.
+pub trait SkipReason: Copy + Eq + fmt::Debug + 'static {
+    /// Every reason, in a stable order.
+    const ALL: &'static [Self];
+
+    /// The snake_case name used in reports and metrics labels.
+    fn as_str(self) -> &'static str;
+}
+
+/// How many rows were left out, by reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped<R> {
+    counts: Vec<u64>,
+    reasons: std::marker::PhantomData<R>,
+}
+
+impl<R: SkipReason> Default for Skipped<R> {
+    fn default() -> Self {
+        Skipped {
+            counts: vec![0; R::ALL.len()],
+            reasons: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: SkipReason> Skipped<R> {
+    /// Counts one row left out for `reason`.
+    pub fn add(&mut self, reason: R) {
+        if let Some(i) = R::ALL.iter().position(|r| *r == reason) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// Rows left out for `reason`.
+    pub fn count(&self, reason: R) -> u64 {
+        R::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    /// Rows left out for any reason.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The reasons with at least one row, and their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (R, u64)> + '_ {
+        R::ALL
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+            .filter(|(_, n)| *n > 0)
+    }
+}
 
 /// The rows do not have the shape of metric rows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,13 +319,7 @@ mod tests {
             MetricReader::new(&other).unwrap_err().to_string(),
             "the source's rows have no `value` column of type real; this destination takes metric rows (timestamp, name, value, labels)"
         );
-        let schema = Arc::new(Schema::new([
-            ("timestamp", ColumnType::Timestamp),
-            ("name", ColumnType::String),
-            ("value", ColumnType::Real),
-            ("labels", ColumnType::Dynamic),
-        ]));
-        let mut batch = Batch::new(schema);
+        let mut batch = Batch::new(schema());
         batch
             .row()
             .timestamp(0)
