@@ -301,26 +301,28 @@ fn json_rendering() {
     );
 }
 
+/// Every file under `dir`, recursively, as text (files that are not UTF-8 left out).
+fn texts_of(dir: &std::path::Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            texts_of(&path, out);
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            out.push(text);
+        }
+    }
+}
+
 mod fast_path {
     use std::path::Path;
 
     use proptest::prelude::*;
 
     use super::super::{Format, fast_path_agrees};
-
-    fn texts_of(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                texts_of(&path, out);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                out.push(text);
-            }
-        }
-    }
+    use super::texts_of;
 
     /// Every line of `text` with the rest of the text after it, as the parser sees it.
     fn line_starts(text: &str) -> impl Iterator<Item = &str> {
@@ -425,6 +427,7 @@ mod detection {
     use proptest::prelude::*;
 
     use super::super::Format;
+    use super::texts_of;
 
     /// The line-by-line detection `Format::detect` replaced: the reference it must
     /// agree with.
@@ -462,26 +465,12 @@ mod detection {
         }
     }
 
-    fn every_text(dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                every_text(&path, out);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                out.push(text);
-            }
-        }
-    }
-
     #[test]
     fn agrees_with_the_reference_on_every_fixture_and_conformance_case() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut texts = Vec::new();
-        every_text(&root.join("../../fixtures/exposition"), &mut texts);
-        every_text(
+        texts_of(&root.join("../../fixtures/exposition"), &mut texts);
+        texts_of(
             &root.join("../../../shared/conformance/openmetrics"),
             &mut texts,
         );
