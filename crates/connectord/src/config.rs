@@ -257,13 +257,13 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         path,
         "runner.tick_timeout_ms",
         config.runner.tick_timeout_ms,
-        &(1_000..=3_600_000),
+        1_000..=3_600_000,
     )?;
     in_range(
         path,
         "runner.lease_ms",
         config.runner.lease_ms,
-        &(3_000..=3_600_000),
+        3_000..=3_600_000,
     )?;
     if config.server.tokens.is_empty()
         && !config.server.listen.ip().is_loopback()
@@ -281,37 +281,37 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         path,
         "storage.max_connections",
         config.storage.max_connections,
-        &MAX_CONNECTIONS_RANGE,
+        MAX_CONNECTIONS_RANGE,
     )?;
     in_range(
         path,
         "server.header_read_timeout_ms",
         server.header_read_timeout_ms,
-        &HEADER_READ_TIMEOUT_MS_RANGE,
+        HEADER_READ_TIMEOUT_MS_RANGE,
     )?;
     in_range(
         path,
         "server.idle_timeout_ms",
         server.idle_timeout_ms,
-        &IDLE_TIMEOUT_MS_RANGE,
+        IDLE_TIMEOUT_MS_RANGE,
     )?;
     in_range(
         path,
         "server.max_connections",
         server.max_connections,
-        &SERVER_MAX_CONNECTIONS_RANGE,
+        SERVER_MAX_CONNECTIONS_RANGE,
     )?;
     in_range(
         path,
         "server.max_header_bytes",
         server.max_header_bytes,
-        &MAX_HEADER_BYTES_RANGE,
+        MAX_HEADER_BYTES_RANGE,
     )?;
     in_range(
         path,
         "runner.shutdown_grace_ms",
         config.runner.shutdown_grace_ms,
-        &SHUTDOWN_GRACE_MS_RANGE,
+        SHUTDOWN_GRACE_MS_RANGE,
     )?;
     for (i, root) in server.api_file_roots.iter().enumerate() {
         if !root.is_absolute()
@@ -370,21 +370,16 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
     Ok(config)
 }
 
+/// A numeric setting within its bounds, worded as every connector words its own
+/// (`connector_core::check_range`), with the file in front.
 fn in_range<T: PartialOrd + std::fmt::Display>(
     path: &Path,
     key: &str,
     value: T,
-    range: &std::ops::RangeInclusive<T>,
+    range: std::ops::RangeInclusive<T>,
 ) -> Result<()> {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    bail!(
-        "{}: {key}: {value} is out of range, expected {} to {}",
-        path.display(),
-        range.start(),
-        range.end()
-    )
+    connector_core::check_range(key, value, range)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
