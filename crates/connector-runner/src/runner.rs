@@ -88,8 +88,8 @@ struct Shared {
     registry: Arc<Registry>,
     config: RunnerConfig,
     telemetry: Arc<Telemetry>,
-    /// The contexts of the ticks running now, told when connectord stops.
-    running: std::sync::Mutex<HashMap<String, TickContext>>,
+    /// The ticks running now, told when connectord stops.
+    running: std::sync::Mutex<Running>,
     /// Set past the shutdown grace: ticks still running are cancelled.
     cancel: watch::Sender<bool>,
 }
@@ -244,9 +244,7 @@ impl Runner {
         if in_flight == 0 {
             return;
         }
-        for ctx in self.shared.lock_running().values() {
-            ctx.request_stop();
-        }
+        self.shared.lock_running().stop();
         let grace = self.shared.config.shutdown_grace;
         tracing::info!(
             in_flight,
@@ -486,11 +484,7 @@ async fn claim_and_run(
         }
     };
 
-    shared.lock_running().insert(id.to_owned(), ctx.clone());
-    let stopping = *shared.cancel.borrow();
-    if stopping {
-        ctx.request_stop();
-    }
+    shared.lock_running().start(id, ctx);
     let tick = {
         let registry = Arc::clone(&shared.registry);
         let ctx = ctx.clone();
@@ -499,7 +493,7 @@ async fn claim_and_run(
         tokio::spawn(async move { registry.tick(&ctx, &config).await })
     };
     let ran = drive_tick(shared, tick, &mut lease).await;
-    shared.lock_running().remove(id);
+    shared.lock_running().contexts.remove(id);
     Some(match ran {
         Ran::TimedOut => Ended::failed(
             TickOutcome::Timeout,
@@ -720,8 +714,33 @@ async fn drain<T: 'static>(ticks: &mut JoinSet<T>) {
     while ticks.join_next().await.is_some() {}
 }
 
+/// The contexts of the ticks running now, and whether connectord is stopping. One
+/// lock holds both, so a tick whose claim ends as the stop begins is told too: it
+/// either is in `contexts` when `stop` walks them or sees `stopping` when it starts.
+#[derive(Debug, Default)]
+struct Running {
+    stopping: bool,
+    contexts: HashMap<String, TickContext>,
+}
+
+impl Running {
+    fn start(&mut self, id: &str, ctx: &TickContext) {
+        if self.stopping {
+            ctx.request_stop();
+        }
+        self.contexts.insert(id.to_owned(), ctx.clone());
+    }
+
+    fn stop(&mut self) {
+        self.stopping = true;
+        for ctx in self.contexts.values() {
+            ctx.request_stop();
+        }
+    }
+}
+
 impl Shared {
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, TickContext>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -179,16 +179,6 @@ impl Telemetry {
             .and_then(|s| s.unrecorded.clone())
     }
 
-    /// The number of connectors with series.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no connector has series.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Every series in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let series = self.lock();
