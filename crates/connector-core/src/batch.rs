@@ -136,6 +136,14 @@ pub enum BatchError {
         /// The first column without a value.
         column: String,
     },
+    /// Text given as JSON to a dynamic column does not parse as JSON.
+    #[error("column `{column}` was given text that is not JSON: {reason}")]
+    InvalidJson {
+        /// The column's name.
+        column: String,
+        /// serde_json's words, with the position.
+        reason: String,
+    },
 }
 
 impl From<BatchError> for crate::ConnectorError {
@@ -486,6 +494,32 @@ impl RowWriter<'_> {
     pub fn json(mut self, value: &serde_json::Value) -> Self {
         if let Some(ColumnData::Dynamic(t)) = self.slot(ColumnType::Dynamic) {
             t.text.push_str(&value.to_string());
+            t.close_row(false);
+        }
+        self
+    }
+
+    /// Writes JSON text as it is, after checking that it parses (a store reading rows
+    /// back hands over what it holds without building a `serde_json::Value`).
+    pub fn json_text(mut self, text: &str) -> Self {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            if self.error.is_none() {
+                let column = self
+                    .batch
+                    .schema
+                    .columns
+                    .get(self.next)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+                self.error = Some(BatchError::InvalidJson {
+                    column,
+                    reason: e.to_string(),
+                });
+            }
+            return self;
+        }
+        if let Some(ColumnData::Dynamic(t)) = self.slot(ColumnType::Dynamic) {
+            t.text.push_str(text);
             t.close_row(false);
         }
         self

@@ -7,11 +7,15 @@
 //! scheduled bucket and returns a [`Batch`] of rows, or a [`ConnectorError`] whose
 //! [`ErrorKind`] tells the runner what to do next.
 //!
+//! Rows also go out: a [`Destination`] follows one source connector and sends the
+//! rows of each of its committed buckets to another system.
+//!
 //! The daemon never sees concrete connector types: it looks them up by type id in a
 //! [`Registry`]. Authors test without a daemon through the `testing` feature.
 #![warn(missing_docs)]
 
 mod batch;
+mod destination;
 mod error;
 mod redact;
 mod registry;
@@ -25,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
+pub use destination::{Delivered, Destination, DynDestination};
 pub use error::{ConnectorError, ErrorChain, ErrorKind};
 pub use redact::{REDACTED, redact};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
@@ -42,6 +47,7 @@ pub struct TickContext {
     secrets: Arc<dyn SecretSource>,
     source_bytes: Arc<AtomicU64>,
     retries: Arc<AtomicU64>,
+    sent_bytes: Arc<AtomicU64>,
     resolved: Arc<Mutex<Vec<Secret>>>,
     stop: Arc<stop::StopSignal>,
 }
@@ -56,6 +62,7 @@ impl TickContext {
             secrets: Arc::new(EnvSecrets),
             source_bytes: Arc::new(AtomicU64::new(0)),
             retries: Arc::new(AtomicU64::new(0)),
+            sent_bytes: Arc::new(AtomicU64::new(0)),
             resolved: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(stop::StopSignal::default()),
         }
@@ -67,7 +74,7 @@ impl TickContext {
         self
     }
 
-    /// The id of the connector being ticked.
+    /// The id of the connector being ticked (or of the destination delivering).
     pub fn connector_id(&self) -> &str {
         &self.connector_id
     }
@@ -127,6 +134,18 @@ impl TickContext {
     /// The bytes recorded so far by this tick and its clones.
     pub fn source_bytes(&self) -> u64 {
         self.source_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` sent to a receiver (request bodies as they went on the wire,
+    /// after compression), for the daemon's egress metrics. Call it for failed and
+    /// retried attempts too.
+    pub fn record_sent_bytes(&self, bytes: u64) {
+        self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes sent so far by this context and its clones.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
     }
 
     /// Counts one retried request (an attempt that failed and is tried again), for

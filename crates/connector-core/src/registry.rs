@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::destination::{Delivered, Destination, DynDestination, ErasedDestination};
 use crate::{Batch, ConfigFile, Connector, ConnectorError, Schema, TickContext};
 
 /// A config that a connector type has validated, with its concrete type erased.
 ///
-/// Only the connector type that produced it can tick with it.
+/// Only the connector or destination type that produced it can use it.
 #[derive(Clone)]
 pub struct ValidatedConfig {
     connector_type: &'static str,
@@ -17,9 +18,31 @@ pub struct ValidatedConfig {
 }
 
 impl ValidatedConfig {
-    /// The type id of the connector that validated this config.
+    pub(crate) fn new(connector_type: &'static str, inner: Arc<dyn Any + Send + Sync>) -> Self {
+        ValidatedConfig {
+            connector_type,
+            inner,
+        }
+    }
+
+    /// The type id of the connector (or destination) that validated this config.
     pub fn connector_type(&self) -> &'static str {
         self.connector_type
+    }
+
+    /// The typed config, when `wanted` (a `kind` type: connector or destination) is
+    /// the type that validated it.
+    pub(crate) fn typed<T: 'static>(
+        &self,
+        kind: &str,
+        wanted: &'static str,
+    ) -> Result<&T, ConnectorError> {
+        self.inner.downcast_ref::<T>().ok_or_else(|| {
+            ConnectorError::config(format!(
+                "config was validated by {kind} type `{}`, not `{wanted}`",
+                self.connector_type
+            ))
+        })
     }
 }
 
@@ -72,10 +95,7 @@ impl<C: Connector> DynConnector for Erased<C> {
 
     fn validate(&self, raw: &serde_json::Value) -> Result<ValidatedConfig, ConnectorError> {
         let config = self.0.validate_config(raw)?;
-        Ok(ValidatedConfig {
-            connector_type: C::TYPE_ID,
-            inner: Arc::new(config),
-        })
+        Ok(ValidatedConfig::new(C::TYPE_ID, Arc::new(config)))
     }
 
     async fn tick(
@@ -83,20 +103,13 @@ impl<C: Connector> DynConnector for Erased<C> {
         ctx: &TickContext,
         config: &ValidatedConfig,
     ) -> Result<Batch, ConnectorError> {
-        let Some(typed) = config.inner.downcast_ref::<C::Config>() else {
-            return Err(ConnectorError::config(format!(
-                "config was validated by connector type `{}`, not `{}`",
-                config.connector_type,
-                C::TYPE_ID
-            )));
-        };
+        let typed = config.typed::<C::Config>("connector", C::TYPE_ID)?;
         self.0.tick(ctx, typed).await
     }
 
     fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile> {
         config
-            .inner
-            .downcast_ref::<C::Config>()
+            .typed::<C::Config>("connector", C::TYPE_ID)
             .map(|typed| self.0.config_files(typed))
             .unwrap_or_default()
     }
@@ -109,9 +122,12 @@ pub enum RegistryError {
     /// Another connector already has this type id.
     #[error("connector type `{0}` is already registered")]
     Duplicate(&'static str),
+    /// Another destination already has this type id.
+    #[error("destination type `{0}` is already registered")]
+    DuplicateDestination(&'static str),
 }
 
-/// Connector types by type id.
+/// Connector and destination types by type id.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -135,6 +151,7 @@ pub enum RegistryError {
 #[derive(Default, Clone)]
 pub struct Registry {
     connectors: BTreeMap<&'static str, Arc<dyn DynConnector>>,
+    destinations: BTreeMap<&'static str, Arc<dyn DynDestination>>,
 }
 
 impl Registry {
@@ -189,23 +206,87 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    fn lookup(&self, connector_type: &str) -> Result<&Arc<dyn DynConnector>, ConnectorError> {
-        self.get(connector_type).ok_or_else(|| {
-            let known: Vec<_> = self.connector_types().collect();
-            ConnectorError::config(format!(
-                "unknown connector type `{connector_type}`; known types: {}",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        })
+    /// Adds a destination type; a second destination with the same type id is refused.
+    /// Connector and destination type ids are separate name spaces.
+    pub fn register_destination<D: Destination>(
+        &mut self,
+        destination: D,
+    ) -> Result<(), RegistryError> {
+        if self.destinations.contains_key(D::TYPE_ID) {
+            return Err(RegistryError::DuplicateDestination(D::TYPE_ID));
+        }
+        self.destinations
+            .insert(D::TYPE_ID, Arc::new(ErasedDestination(destination)));
+        Ok(())
     }
+
+    /// The destination registered under `destination_type`.
+    pub fn destination(&self, destination_type: &str) -> Option<&Arc<dyn DynDestination>> {
+        self.destinations.get(destination_type)
+    }
+
+    /// The registered destination type ids, sorted.
+    pub fn destination_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.destinations.keys().copied()
+    }
+
+    /// Validates `raw` as a config of `destination_type`. An unknown type is a
+    /// [`Config`](crate::ErrorKind::Config) error that lists the known types.
+    pub fn validate_destination(
+        &self,
+        destination_type: &str,
+        raw: &serde_json::Value,
+    ) -> Result<ValidatedConfig, ConnectorError> {
+        self.lookup_destination(destination_type)?.validate(raw)
+    }
+
+    /// Delivers `rows` with the destination type that validated `config`.
+    pub async fn deliver(
+        &self,
+        ctx: &TickContext,
+        config: &ValidatedConfig,
+        rows: &Batch,
+    ) -> Result<Delivered, ConnectorError> {
+        self.lookup_destination(config.connector_type)?
+            .deliver(ctx, config, rows)
+            .await
+    }
+
+    fn lookup_destination(
+        &self,
+        destination_type: &str,
+    ) -> Result<&Arc<dyn DynDestination>, ConnectorError> {
+        self.destination(destination_type)
+            .ok_or_else(|| unknown_type("destination", destination_type, self.destination_types()))
+    }
+
+    fn lookup(&self, connector_type: &str) -> Result<&Arc<dyn DynConnector>, ConnectorError> {
+        self.get(connector_type)
+            .ok_or_else(|| unknown_type("connector", connector_type, self.connector_types()))
+    }
+}
+
+fn unknown_type<'a>(
+    what: &str,
+    asked: &str,
+    known: impl Iterator<Item = &'a str>,
+) -> ConnectorError {
+    let known: Vec<_> = known.collect();
+    ConnectorError::config(format!(
+        "unknown {what} type `{asked}`; known types: {}",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.connectors.keys()).finish()
+        f.debug_struct("Registry")
+            .field("connectors", &self.connectors.keys())
+            .field("destinations", &self.destinations.keys())
+            .finish()
     }
 }

@@ -1,5 +1,5 @@
-//! Runs a connector without a daemon: validate, then one tick, in a plain
-//! `#[tokio::test]` (or any async runtime).
+//! Runs a connector (or a destination) without a daemon: validate, then one tick
+//! (or one delivery), in a plain `#[tokio::test]` (or any async runtime).
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -30,7 +30,9 @@
 
 use std::sync::Arc;
 
-use crate::{Batch, Connector, ConnectorError, MapSecrets, SecretSource, TickContext};
+use crate::{
+    Batch, Connector, ConnectorError, Delivered, Destination, MapSecrets, SecretSource, TickContext,
+};
 
 /// Runs one connector: [`Connector::validate_config`] then one [`Connector::tick`].
 #[derive(Debug)]
@@ -112,5 +114,75 @@ pub struct Recorded {
     /// ([`TickContext::record_source_bytes`]).
     pub source_bytes: u64,
     /// Requests the connector recorded as retried ([`TickContext::record_retry`]).
+    pub retries: u64,
+}
+
+/// Runs one destination without a daemon: [`Destination::validate_config`], then
+/// [`Destination::check_schema`] with the rows' schema, then one
+/// [`Destination::deliver`].
+#[derive(Debug)]
+pub struct DeliveryHarness<D> {
+    destination: D,
+    scheduled_for_ms: i64,
+    secrets: MapSecrets,
+}
+
+impl<D: Destination> DeliveryHarness<D> {
+    /// A harness with bucket start 0 and no secrets.
+    pub fn new(destination: D) -> Self {
+        DeliveryHarness {
+            destination,
+            scheduled_for_ms: 0,
+            secrets: MapSecrets::new(),
+        }
+    }
+
+    /// Sets the bucket the rows belong to.
+    pub fn scheduled_for_ms(mut self, unix_ms: i64) -> Self {
+        self.scheduled_for_ms = unix_ms;
+        self
+    }
+
+    /// Makes `$env:NAME` resolve to `value` without touching the process environment.
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets = self.secrets.with(name, value);
+        self
+    }
+
+    /// Validates `raw`, checks the rows' schema and delivers `rows` once, returning
+    /// also what the delivery recorded for the daemon's metrics and its error as
+    /// connectord would show it (secrets redacted).
+    pub async fn deliver(&self, raw: &serde_json::Value, rows: &Batch) -> DeliveryRecorded {
+        let secrets: Arc<dyn SecretSource> = Arc::new(self.secrets.clone());
+        let ctx = TickContext::new("test", self.scheduled_for_ms).with_secrets(secrets);
+        let result = match self.destination.validate_config(raw) {
+            Ok(config) => match self.destination.check_schema(rows.schema()) {
+                Ok(()) => self.destination.deliver(&ctx, &config, rows).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let shown_error = result.as_ref().err().map(|e| ctx.redact(&format!("{e:#}")));
+        DeliveryRecorded {
+            result,
+            shown_error,
+            sent_bytes: ctx.sent_bytes(),
+            retries: ctx.retries(),
+        }
+    }
+}
+
+/// One delivery run by [`DeliveryHarness::deliver`].
+#[derive(Debug)]
+pub struct DeliveryRecorded {
+    /// What was sent, or the error the runner would see.
+    pub result: Result<Delivered, ConnectorError>,
+    /// The error's whole chain with the secrets the delivery resolved redacted, as
+    /// connectord logs and stores it.
+    pub shown_error: Option<String>,
+    /// Request bytes recorded on the wire, retries included
+    /// ([`TickContext::record_sent_bytes`]).
+    pub sent_bytes: u64,
+    /// Requests recorded as retried.
     pub retries: u64,
 }

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "store-contract")]
 pub mod contract;
+mod deliverer;
+mod destination;
 pub mod protocol;
 mod runner;
 pub mod schedule;
@@ -13,6 +15,10 @@ mod spec;
 mod store;
 pub mod telemetry;
 
+pub use destination::{
+    BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,
+    DestinationSpec, OnPermanent, PendingBucket, Start, source_target,
+};
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{
     ConnectorRecord, ConnectorSpec, ConnectorState, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, Origin,

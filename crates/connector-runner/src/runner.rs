@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use crate::destination::DeliveryStore;
 use crate::schedule::{bucket_start, phase_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{
@@ -36,6 +37,12 @@ pub struct RunnerConfig {
     /// When the runner is told to stop, ticks in flight get this long to finish; then
     /// they are cancelled before they commit.
     pub shutdown_grace: Duration,
+    /// Rows of a bucket read back and handed to a destination at once: memory stays
+    /// flat however far behind a destination is.
+    pub delivery_chunk_rows: usize,
+    /// The longest wait before a destination tries a failed bucket again (the wait
+    /// doubles from one second up to this).
+    pub delivery_backoff_max: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -48,6 +55,8 @@ impl Default for RunnerConfig {
             refresh_interval: Duration::from_secs(1),
             secrets: Arc::new(EnvSecrets),
             shutdown_grace: Duration::from_secs(10),
+            delivery_chunk_rows: 10_000,
+            delivery_backoff_max: Duration::from_secs(30),
         }
     }
 }
@@ -82,16 +91,18 @@ impl RunnerHandle {
     }
 }
 
-struct Shared {
-    store: Arc<dyn StateStore>,
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn StateStore>,
     sink: Arc<dyn Sink>,
-    registry: Arc<Registry>,
-    config: RunnerConfig,
-    telemetry: Arc<Telemetry>,
-    /// The ticks running now, told when connectord stops.
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) config: RunnerConfig,
+    pub(crate) telemetry: Arc<Telemetry>,
+    /// The ticks and deliveries running now, told when connectord stops.
     running: std::sync::Mutex<Running>,
-    /// Set past the shutdown grace: ticks still running are cancelled.
-    cancel: watch::Sender<bool>,
+    /// Set past the shutdown grace: ticks and deliveries still running are cancelled.
+    pub(crate) cancel: watch::Sender<bool>,
+    /// Set when the stop begins: no tick or delivery starts after it.
+    stopping: watch::Sender<bool>,
 }
 
 struct Slot {
@@ -106,6 +117,7 @@ struct Slot {
 /// Schedules and runs the ticks of every enabled connector in a state store.
 pub struct Runner {
     shared: Arc<Shared>,
+    deliveries: Option<Arc<dyn DeliveryStore>>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: RunnerHandle,
 }
@@ -118,7 +130,7 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-fn wall_ms() -> i64 {
+pub(crate) fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -143,13 +155,22 @@ impl Runner {
                 telemetry: Arc::clone(&telemetry),
                 running: std::sync::Mutex::default(),
                 cancel: watch::Sender::new(false),
+                stopping: watch::Sender::new(false),
             }),
+            deliveries: None,
             commands: rx,
             handle: RunnerHandle {
                 commands: tx,
                 telemetry,
             },
         }
+    }
+
+    /// Also delivers to the destinations in `deliveries`, each following its source's
+    /// committed buckets (see [`DeliveryStore`]).
+    pub fn with_deliveries(mut self, deliveries: Arc<dyn DeliveryStore>) -> Self {
+        self.deliveries = Some(deliveries);
+        self
     }
 
     /// A handle to trigger ticks and refreshes while [`Runner::run`] runs.
@@ -166,6 +187,13 @@ impl Runner {
         let mut ticks: JoinSet<(String, Option<TickOutcome>)> = JoinSet::new();
         let refresh_every = self.shared.config.refresh_interval;
         let mut next_refresh = Instant::now();
+        let mut deliverer = self.deliveries.clone().map(|deliveries| {
+            tokio::spawn(crate::deliverer::run(
+                Arc::clone(&self.shared),
+                deliveries,
+                self.shared.stopping.subscribe(),
+            ))
+        });
         tokio::pin!(shutdown);
         loop {
             if Instant::now() >= next_refresh {
@@ -233,18 +261,29 @@ impl Runner {
                 },
             }
         }
-        self.stop(ticks).await;
+        self.stop(ticks, deliverer.take()).await;
         tracing::info!("runner stopped");
     }
 
-    async fn stop(&self, mut ticks: JoinSet<(String, Option<TickOutcome>)>) {
+    async fn stop(
+        &self,
+        mut ticks: JoinSet<(String, Option<TickOutcome>)>,
+        deliverer: Option<tokio::task::JoinHandle<()>>,
+    ) {
         /// After the cancel, how long cancelled ticks get to record their outcome.
         const RECORD_BOUND: Duration = Duration::from_secs(5);
+        self.shared.stopping.send_replace(true);
+        self.shared.lock_running().stop();
+        if let Some(deliverer) = deliverer {
+            ticks.spawn(async move {
+                let _ = deliverer.await;
+                (String::new(), None)
+            });
+        }
         let in_flight = ticks.len();
         if in_flight == 0 {
             return;
         }
-        self.shared.lock_running().stop();
         let grace = self.shared.config.shutdown_grace;
         tracing::info!(
             in_flight,
@@ -718,13 +757,13 @@ async fn drain<T: 'static>(ticks: &mut JoinSet<T>) {
 /// lock holds both, so a tick whose claim ends as the stop begins is told too: it
 /// either is in `contexts` when `stop` walks them or sees `stopping` when it starts.
 #[derive(Debug, Default)]
-struct Running {
+pub(crate) struct Running {
     stopping: bool,
-    contexts: HashMap<String, TickContext>,
+    pub(crate) contexts: HashMap<String, TickContext>,
 }
 
 impl Running {
-    fn start(&mut self, id: &str, ctx: &TickContext) {
+    pub(crate) fn start(&mut self, id: &str, ctx: &TickContext) {
         if self.stopping {
             ctx.request_stop();
         }
@@ -740,7 +779,7 @@ impl Running {
 }
 
 impl Shared {
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, Running> {
+    pub(crate) fn lock_running(&self) -> std::sync::MutexGuard<'_, Running> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

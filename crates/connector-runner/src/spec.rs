@@ -43,7 +43,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
         SpecError {
             field,
             message: message.into(),
@@ -54,15 +54,7 @@ impl SpecError {
 impl ConnectorSpec {
     /// Checks every field and the connector's own config. Pure: no I/O.
     pub fn validate(&self, registry: &Registry) -> Result<ValidatedConfig, SpecError> {
-        if self.name.trim().is_empty()
-            || self.name.len() > MAX_NAME_LEN
-            || self.name.chars().any(char::is_control)
-        {
-            return Err(SpecError::new(
-                "name",
-                format!("must be 1 to {MAX_NAME_LEN} characters without control characters"),
-            ));
-        }
+        check_name("name", &self.name)?;
         check_identifier("target_database", &self.target_database)?;
         check_identifier("target_table", &self.target_table)?;
         if !SCHEDULE_MS_RANGE.contains(&self.schedule_ms) {
@@ -91,6 +83,17 @@ impl ConnectorSpec {
             .validate(&self.connector_type, &self.config)
             .map_err(|e| SpecError::new("config", format!("{e:#}")))
     }
+}
+
+/// A connector's or destination's name (or a reference to one).
+pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), SpecError> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(SpecError::new(
+            field,
+            format!("must be 1 to {MAX_NAME_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// Database and table names become file names and SQL identifiers, so they are kept

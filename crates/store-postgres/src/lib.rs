@@ -5,7 +5,10 @@
 //!   ledger of committed (connector, bucket) pairs and the schema version.
 //! - `target_database` is a schema, `target_table` a table in it, with columns from
 //!   the connector's row schema (`timestamptz`, `text`, `double precision`, `jsonb`,
-//!   `bigint`, `boolean`).
+//!   `bigint`, `boolean`) and `_connectord_row`, each row's position: the ledger
+//!   names a bucket's rows as a range of positions, which destinations read back.
+//! - Destinations, their delivery ledger (`delivered`), history and dead letters
+//!   live in schema `connectord` too.
 //!
 //! Leases use the database's clock (`now()`) and `FOR UPDATE SKIP LOCKED`, so two
 //! processes racing for a bucket never wait on each other: one claims, the other
@@ -13,9 +16,12 @@
 //! rows in (binary COPY) in one transaction.
 //!
 //! Files by job: `pool` (connections, TLS, timeouts), `schema` (migrations, reserved
-//! names), `connectors`, `leases`, `history`, `sink` (commits and reading rows back).
+//! names), `connectors`, `leases`, `history`, `sink` (commits and reading rows back),
+//! `destinations` and `buckets` (reading committed buckets back for destinations).
 
+mod buckets;
 mod connectors;
+mod destinations;
 mod history;
 mod leases;
 mod pool;
@@ -27,9 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use connector_core::Schema;
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, ListQuery, Origin, StateStore,
-    StatusChange, StoreError, TickRecord,
+    BucketChunk, ConnectorRecord, ConnectorSpec, ConnectorState, DeadLetter, DeliveryRecord,
+    DeliveryStore, DestinationRecord, DestinationSpec, Lease, ListQuery, Origin, PendingBucket,
+    StateStore, StatusChange, StoreError, Target, TickRecord,
 };
 use tokio_postgres::Client;
 
@@ -223,5 +231,116 @@ impl StateStore for PgStore {
             .await
             .map(|r| r.get(0))
             .map_err(backend("cannot read the database clock"))
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn upsert_destination(
+        &self,
+        spec: &DestinationSpec,
+        origin: Origin,
+        start_ms: i64,
+    ) -> Result<DestinationRecord, StoreError> {
+        destinations::upsert(&mut *self.pool.get().await?, spec, origin, start_ms).await
+    }
+
+    async fn create_destination(
+        &self,
+        spec: &DestinationSpec,
+        origin: Origin,
+        start_ms: i64,
+    ) -> Result<DestinationRecord, StoreError> {
+        destinations::create(&*self.pool.get().await?, spec, origin, start_ms).await
+    }
+
+    async fn update_destination(
+        &self,
+        id: &str,
+        spec: &DestinationSpec,
+    ) -> Result<DestinationRecord, StoreError> {
+        destinations::update(&mut *self.pool.get().await?, id, spec).await
+    }
+
+    async fn delete_destination(&self, id: &str) -> Result<(), StoreError> {
+        destinations::delete(&mut *self.pool.get().await?, id).await
+    }
+
+    async fn set_destination_state(
+        &self,
+        id: &str,
+        state: ConnectorState,
+    ) -> Result<DestinationRecord, StoreError> {
+        destinations::set_state(&*self.pool.get().await?, id, state).await
+    }
+
+    async fn list_destinations(&self) -> Result<Vec<DestinationRecord>, StoreError> {
+        destinations::list(&*self.pool.get().await?).await
+    }
+
+    async fn get_destination(&self, id: &str) -> Result<Option<DestinationRecord>, StoreError> {
+        destinations::get(&*self.pool.get().await?, id).await
+    }
+
+    async fn set_destination_status(
+        &self,
+        id: &str,
+        change: StatusChange,
+    ) -> Result<(), StoreError> {
+        destinations::set_status(&mut *self.pool.get().await?, id, change).await
+    }
+
+    async fn next_bucket(
+        &self,
+        destination_id: &str,
+        source: &Target,
+        from_ms: i64,
+    ) -> Result<Option<PendingBucket>, StoreError> {
+        buckets::next_bucket(&*self.pool.get().await?, destination_id, source, from_ms).await
+    }
+
+    async fn read_bucket(
+        &self,
+        source: &Target,
+        schema: Arc<Schema>,
+        bucket: &PendingBucket,
+        after_row: i64,
+        limit: usize,
+    ) -> Result<BucketChunk, StoreError> {
+        buckets::read_bucket(
+            &*self.pool.get().await?,
+            source,
+            &schema,
+            bucket,
+            after_row,
+            limit,
+        )
+        .await
+    }
+
+    async fn record_delivery(
+        &self,
+        lease: &Lease,
+        record: &DeliveryRecord,
+        bucket_rows: u64,
+    ) -> Result<(), StoreError> {
+        destinations::record_delivery(&mut *self.pool.get().await?, lease, record, bucket_rows)
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        destination_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        destinations::history(&*self.pool.get().await?, destination_id, limit).await
+    }
+
+    async fn dead_letters(
+        &self,
+        destination_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        destinations::dead_letters(&*self.pool.get().await?, destination_id, limit).await
     }
 }

@@ -88,7 +88,70 @@ UPDATE connectord.connectors c SET last_tick = (
 );
 ",
     },
+    Migration {
+        version: 3,
+        description: "destinations, their delivery ledger and history, dead letters, and row positions in the ledger",
+        sql: "
+CREATE TABLE connectord.destinations (
+    id text PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    type text NOT NULL,
+    source text NOT NULL,
+    spec text NOT NULL,
+    origin text NOT NULL,
+    state text NOT NULL,
+    disabled_reason text,
+    last_error text,
+    start_ms bigint NOT NULL,
+    delivered_through_ms bigint,
+    created_at_ms bigint NOT NULL,
+    updated_at_ms bigint NOT NULL,
+    last_delivery text
+);
+CREATE TABLE connectord.delivered (
+    destination_id text NOT NULL,
+    scheduled_for_ms bigint NOT NULL,
+    token bigint NOT NULL,
+    outcome text NOT NULL,
+    rows bigint NOT NULL,
+    delivered_at_ms bigint NOT NULL,
+    PRIMARY KEY (destination_id, scheduled_for_ms)
+);
+CREATE TABLE connectord.deliveries (
+    id bigserial PRIMARY KEY,
+    destination_id text NOT NULL,
+    scheduled_for_ms bigint NOT NULL,
+    started_at_ms bigint NOT NULL,
+    outcome text NOT NULL,
+    rows bigint NOT NULL,
+    skipped bigint NOT NULL,
+    bytes bigint NOT NULL,
+    requests bigint NOT NULL,
+    retries bigint NOT NULL,
+    duration_ms bigint NOT NULL,
+    error text,
+    runner_id text NOT NULL
+);
+CREATE INDEX deliveries_by_destination ON connectord.deliveries (destination_id, id);
+CREATE TABLE connectord.dead_letters (
+    destination_id text NOT NULL,
+    scheduled_for_ms bigint NOT NULL,
+    rows bigint NOT NULL,
+    error text NOT NULL,
+    recorded_at_ms bigint NOT NULL,
+    PRIMARY KEY (destination_id, scheduled_for_ms)
+);
+ALTER TABLE connectord.ledger ADD COLUMN first_row bigint, ADD COLUMN last_row bigint;
+CREATE TABLE connectord.row_positions (one boolean PRIMARY KEY DEFAULT true CHECK (one), next bigint NOT NULL);
+INSERT INTO connectord.row_positions (next) VALUES (1);
+",
+    },
 ];
+
+/// The column every target table gets for destinations: the row's position, unique
+/// across the database and increasing with each commit, so the ledger can name a
+/// bucket's rows as a range (PostgreSQL has no stable row id of its own).
+pub(crate) const ROW_POSITION: &str = "_connectord_row";
 
 /// Brings the `connectord` schema to the newest version in one transaction under an
 /// advisory lock, or refuses one that a newer connectord wrote.

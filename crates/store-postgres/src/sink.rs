@@ -15,6 +15,7 @@ use connector_runner::{
 use postgres_types::{IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
+use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
 
 fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
@@ -119,6 +120,16 @@ async fn table_columns(
         .collect())
 }
 
+/// The position index's name: PostgreSQL truncates identifiers at 63 bytes, so long
+/// table names get a stable hash (FNV-1a) rather than a truncation that could collide.
+fn position_index(table: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in table.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("_connectord_row_{hash:016x}")
+}
+
 impl PgStore {
     async fn ensure_table(
         &self,
@@ -158,15 +169,22 @@ impl PgStore {
         )
         .await
         .map_err(backend("cannot take the schema lock"))?;
+        // A BRIN index: positions grow with the table's physical order, so a bucket's
+        // range is found from a few pages of summary, and commits pay next to nothing.
         tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE IF NOT EXISTS {schema}.{table} ({columns})",
+            "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE IF NOT EXISTS {schema}.{table} ({columns}); \
+             ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {position} bigint; \
+             CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} USING brin ({position})",
             schema = quote_ident(&target.database),
             table = quote_ident(&target.table),
-            columns = columns.join(", ")
+            columns = columns.join(", "),
+            position = ROW_POSITION,
+            index = position_index(&target.table),
         ))
         .await
         .map_err(backend("cannot create the target table"))?;
-        let existing = table_columns(&tx, &target.database, &target.table).await?;
+        let mut existing = table_columns(&tx, &target.database, &target.table).await?;
+        existing.retain(|(name, _)| name != ROW_POSITION);
         tx.commit()
             .await
             .map_err(backend("cannot commit the target table"))?;
@@ -199,15 +217,26 @@ impl Sink for PgStore {
     ) -> Result<CommitReport, StoreError> {
         let mut client = self.pool.get().await?;
         self.ensure_table(&mut client, target, &batch).await?;
+        let rows = to_i64(batch.len() as u64);
+        // Positions are reserved in a statement of their own: its row lock ends with
+        // it, so commits never wait on each other's flush. A failed commit leaves a
+        // gap, which costs nothing.
+        let first_row: i64 = client
+            .query_one(
+                "UPDATE connectord.row_positions SET next = next + $1 RETURNING next - $1",
+                &[&rows],
+            )
+            .await
+            .map_err(backend("cannot reserve row positions"))?
+            .get(0);
         let tx = client
             .transaction()
             .await
             .map_err(backend("cannot start a transaction"))?;
-        let rows = to_i64(batch.len() as u64);
         tx.execute(
-            "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows],
+            "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows, first_row, last_row) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows, &first_row, &(first_row + rows - 1)],
         )
         .await
         .map_err(|e| {
@@ -227,12 +256,15 @@ impl Sink for PgStore {
             .map(|r| r.get(0));
         check_fencing(lease, current)?;
         let schema = batch.schema();
-        let types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
-        let names: Vec<String> = schema
+        let mut types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
+        let mut names: Vec<String> = schema
             .columns()
             .iter()
             .map(|c| quote_ident(c.name()))
             .collect();
+        let columns = types.len();
+        types.push(Type::INT8);
+        names.push(ROW_POSITION.to_owned());
         let copy = format!(
             "COPY {}.{} ({}) FROM STDIN (FORMAT binary)",
             quote_ident(&target.database),
@@ -246,9 +278,10 @@ impl Sink for PgStore {
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         let mut cells: Vec<Cell<'_>> = Vec::with_capacity(types.len());
-        for row in batch.rows() {
+        for (position, row) in (first_row..).zip(batch.rows()) {
             cells.clear();
-            cells.extend((0..types.len()).map(|c| cell(row.at(c))));
+            cells.extend((0..columns).map(|c| cell(row.at(c))));
+            cells.push(Cell::Integer(position));
             let refs: Vec<&(dyn ToSql + Sync)> =
                 cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
             writer
@@ -272,7 +305,8 @@ impl Sink for PgStore {
 
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
         let client = self.pool.get().await?;
-        let columns = table_columns(&*client, &query.database, &query.table).await?;
+        let mut columns = table_columns(&*client, &query.database, &query.table).await?;
+        columns.retain(|(name, _)| name != ROW_POSITION);
         if columns.is_empty() {
             return Err(StoreError::new(
                 StoreErrorKind::NotFound,

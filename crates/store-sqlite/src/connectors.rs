@@ -86,7 +86,7 @@ pub(crate) fn page(
     rows.into_iter().map(ConnectorRow::into_record).collect()
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
@@ -154,7 +154,7 @@ fn write_spec(
 
 /// Runs `f` in an immediate transaction (the write lock up front, so two processes
 /// never both read and then both write) and commits.
-fn in_transaction<T>(
+pub(crate) fn in_transaction<T>(
     conn: &mut Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {

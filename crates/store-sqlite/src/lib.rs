@@ -15,8 +15,10 @@
 //! Files by job: `schema` (migrations, reserved names), `connectors`, `leases`,
 //! `history`, `sink` (commits and reading rows back), `checkpoint`.
 
+mod buckets;
 mod checkpoint;
 mod connectors;
+mod destinations;
 mod history;
 mod leases;
 mod schema;
@@ -28,9 +30,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use connector_core::Schema;
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, Lease, ListQuery, Origin, StateStore,
-    StatusChange, StoreError, TickRecord,
+    BucketChunk, ConnectorRecord, ConnectorSpec, ConnectorState, DeadLetter, DeliveryRecord,
+    DeliveryStore, DestinationRecord, DestinationSpec, Lease, ListQuery, Origin, PendingBucket,
+    StateStore, StatusChange, StoreError, Target, TickRecord,
 };
 use rusqlite::Connection;
 
@@ -50,6 +54,8 @@ pub struct SqliteStore {
     /// with one connection a held lock froze every GET for the 10 s busy timeout).
     reader: Arc<Mutex<Connection>>,
     targets: Arc<Mutex<HashMap<String, Arc<Mutex<sink::TargetDb>>>>>,
+    /// Per target file, the connection destinations read buckets back on.
+    bucket_readers: Arc<Mutex<HashMap<String, Arc<Mutex<Connection>>>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -108,6 +114,7 @@ impl SqliteStore {
             state: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             targets: Arc::new(Mutex::new(HashMap::new())),
+            bucket_readers: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -259,5 +266,133 @@ impl StateStore for SqliteStore {
     async fn now_ms(&self) -> Result<i64, StoreError> {
         // Every process sharing a data folder runs on this machine, so its clock is the store's.
         Ok(connector_runner::protocol::wall_clock_ms())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn upsert_destination(
+        &self,
+        spec: &DestinationSpec,
+        origin: Origin,
+        start_ms: i64,
+    ) -> Result<DestinationRecord, StoreError> {
+        let spec = spec.clone();
+        self.with_state(move |c| destinations::upsert(c, &spec, origin, start_ms))
+            .await
+    }
+
+    async fn create_destination(
+        &self,
+        spec: &DestinationSpec,
+        origin: Origin,
+        start_ms: i64,
+    ) -> Result<DestinationRecord, StoreError> {
+        let spec = spec.clone();
+        self.with_state(move |c| destinations::create(c, &spec, origin, start_ms))
+            .await
+    }
+
+    async fn update_destination(
+        &self,
+        id: &str,
+        spec: &DestinationSpec,
+    ) -> Result<DestinationRecord, StoreError> {
+        let (id, spec) = (id.to_owned(), spec.clone());
+        self.with_state(move |c| destinations::update(c, &id, &spec))
+            .await
+    }
+
+    async fn delete_destination(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with_state(move |c| destinations::delete(c, &id)).await
+    }
+
+    async fn set_destination_state(
+        &self,
+        id: &str,
+        state: ConnectorState,
+    ) -> Result<DestinationRecord, StoreError> {
+        let id = id.to_owned();
+        self.with_state(move |c| destinations::set_state(c, &id, state))
+            .await
+    }
+
+    async fn list_destinations(&self) -> Result<Vec<DestinationRecord>, StoreError> {
+        self.with_reader(|c| destinations::list(c)).await
+    }
+
+    async fn get_destination(&self, id: &str) -> Result<Option<DestinationRecord>, StoreError> {
+        let id = id.to_owned();
+        self.with_reader(move |c| destinations::get(c, &id)).await
+    }
+
+    async fn set_destination_status(
+        &self,
+        id: &str,
+        change: StatusChange,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with_state(move |c| destinations::set_status(c, &id, change))
+            .await
+    }
+
+    async fn next_bucket(
+        &self,
+        destination_id: &str,
+        source: &Target,
+        from_ms: i64,
+    ) -> Result<Option<PendingBucket>, StoreError> {
+        let (store, id, source) = (self.clone(), destination_id.to_owned(), source.clone());
+        tokio::task::spawn_blocking(move || store.next_bucket_blocking(&id, &source, from_ms))
+            .await
+            .map_err(|e| StoreError::backend("bucket task failed", e))?
+    }
+
+    async fn read_bucket(
+        &self,
+        source: &Target,
+        schema: Arc<Schema>,
+        bucket: &PendingBucket,
+        after_row: i64,
+        limit: usize,
+    ) -> Result<BucketChunk, StoreError> {
+        let (store, source, bucket) = (self.clone(), source.clone(), *bucket);
+        tokio::task::spawn_blocking(move || {
+            store.read_bucket_blocking(&source, &schema, &bucket, after_row, limit)
+        })
+        .await
+        .map_err(|e| StoreError::backend("bucket task failed", e))?
+    }
+
+    async fn record_delivery(
+        &self,
+        lease: &Lease,
+        record: &DeliveryRecord,
+        bucket_rows: u64,
+    ) -> Result<(), StoreError> {
+        let (lease, record) = (lease.clone(), record.clone());
+        self.with_state(move |c| destinations::record_delivery(c, &lease, &record, bucket_rows))
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        destination_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let id = destination_id.to_owned();
+        self.with_reader(move |c| destinations::history(c, &id, limit))
+            .await
+    }
+
+    async fn dead_letters(
+        &self,
+        destination_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let id = destination_id.to_owned();
+        self.with_reader(move |c| destinations::dead_letters(c, &id, limit))
+            .await
     }
 }

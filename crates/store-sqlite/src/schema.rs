@@ -74,9 +74,65 @@ UPDATE connectors SET last_tick = (
 );
 ",
     },
+    Migration {
+        version: 3,
+        description: "destinations, their delivery ledger and history, and dead letters",
+        sql: "
+CREATE TABLE destinations (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    state TEXT NOT NULL,
+    disabled_reason TEXT,
+    last_error TEXT,
+    start_ms INTEGER NOT NULL,
+    delivered_through_ms INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    last_delivery TEXT
+);
+CREATE TABLE delivered (
+    destination_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    token INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    delivered_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, scheduled_for_ms)
+);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    error TEXT,
+    runner_id TEXT NOT NULL
+);
+CREATE INDEX deliveries_by_destination ON deliveries (destination_id, id);
+CREATE TABLE dead_letters (
+    destination_id TEXT NOT NULL,
+    scheduled_for_ms INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (destination_id, scheduled_for_ms)
+);
+",
+    },
 ];
 
-/// The ledger every target file carries.
+/// The ledger every target file carries. `first_row..=last_row` are the rowids of
+/// the bucket's rows, so destinations read a bucket back by range.
 pub(crate) const LEDGER_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _connectord_ledger (
     connector_id TEXT NOT NULL,
@@ -85,9 +141,35 @@ CREATE TABLE IF NOT EXISTS _connectord_ledger (
     token INTEGER NOT NULL,
     rows INTEGER NOT NULL,
     committed_at_ms INTEGER NOT NULL,
+    first_row INTEGER,
+    last_row INTEGER,
     PRIMARY KEY (connector_id, scheduled_for_ms)
 );
 ";
+
+/// Creates the ledger of a target file, or adds the row-range columns to a ledger
+/// written before destinations existed (its buckets keep no range: they cannot be
+/// delivered, and `start = "earliest"` begins after them).
+pub(crate) fn ensure_ledger(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(LEDGER_SCHEMA)
+        .map_err(backend("cannot create the ledger table"))?;
+    let has_range: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('_connectord_ledger') WHERE name = 'first_row'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(backend("cannot read the ledger's columns"))?
+        > 0;
+    if !has_range {
+        conn.execute_batch(
+            "ALTER TABLE _connectord_ledger ADD COLUMN first_row INTEGER;
+             ALTER TABLE _connectord_ledger ADD COLUMN last_row INTEGER;",
+        )
+        .map_err(backend("cannot add row ranges to the ledger"))?;
+    }
+    Ok(())
+}
 
 /// Brings the state database at `path` to the newest schema, one transaction per
 /// migration, or refuses one that a newer connectord wrote. Safe when several

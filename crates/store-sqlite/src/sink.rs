@@ -42,8 +42,7 @@ impl SqliteStore {
         }
         let path = self.database_path(database);
         let conn = crate::open_connection(&path)?;
-        conn.execute_batch(crate::schema::LEDGER_SCHEMA)
-            .map_err(backend("cannot create the ledger table"))?;
+        crate::schema::ensure_ledger(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend("cannot hand checkpoints to the checkpointer"))?;
         let checkpoint = crate::checkpoint::spawn(path)?;
@@ -162,21 +161,27 @@ fn commit_batch(
         .transaction()
         .map_err(backend("cannot start a transaction"))?;
     // The ledger row first: it takes this file's write lock, and a second commit of the
-    // bucket stops here on the primary key.
-    let inserted = tx.execute(
-        "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![target.connector_id, lease.scheduled_for_ms, target.table, lease.token, to_i64(batch.len() as u64), wall_clock_ms()],
+    // bucket stops here on the primary key. Under that lock nobody else inserts into
+    // the table, so the rows get the rowids after the current largest, in order.
+    let rows = to_i64(batch.len() as u64);
+    let inserted = tx.query_row(
+        &format!(
+            "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms, first_row, last_row) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, m + 1, m + ?5 FROM (SELECT coalesce(max(rowid), 0) AS m FROM {}) RETURNING first_row",
+            quote_ident(&target.table)
+        ),
+        params![target.connector_id, lease.scheduled_for_ms, target.table, lease.token, rows, wall_clock_ms()],
+        |r| r.get::<_, i64>(0),
     );
-    match inserted {
-        Ok(_) => {}
+    let first_row = match inserted {
+        Ok(first) => first,
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
             return Err(StoreError::already_committed(lease));
         }
         Err(e) => return Err(StoreError::backend("cannot write the ledger row", e)),
-    }
+    };
     let current: Option<i64> = tx
         .query_row(
             "SELECT token FROM state.leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
@@ -187,6 +192,16 @@ fn commit_batch(
         .map_err(backend("cannot read the fencing token"))?;
     check_fencing(lease, current)?;
     insert_rows(&tx, &target.table, batch)?;
+    if rows > 0 && tx.last_insert_rowid() != first_row + rows - 1 {
+        // Only a table whose rowids reached 2^63 makes SQLite pick them at random.
+        return Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            format!(
+                "table `{}`: the rows did not get consecutive rowids, so destinations could not read the bucket back",
+                target.table
+            ),
+        ));
+    }
     tx.commit().map_err(backend("cannot commit the rows"))?;
     Ok(CommitReport {
         rows: batch.len() as u64,

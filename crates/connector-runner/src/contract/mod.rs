@@ -1,4 +1,4 @@
-//! The store contract: what every [`StateStore`] + [`Sink`] must do, as tests that
+//! The store contract: what every [`StateStore`] + [`Sink`] + [`DeliveryStore`] must do, as tests that
 //! each store runs against its real database (feature `store-contract`).
 //!
 //! A store's test file opens a fresh store per test and expands the whole suite:
@@ -12,6 +12,7 @@
 //! shared between tests (one PostgreSQL database) is fine.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test support: a panic is the failure report
 
+mod delivery;
 mod runner;
 mod store;
 
@@ -20,10 +21,11 @@ use std::sync::Arc;
 
 use connector_core::{Batch, ColumnType, Schema};
 
+pub use delivery::*;
 pub use runner::*;
 pub use store::*;
 
-use crate::{ConnectorSpec, RowQuery, Sink, StateStore};
+use crate::{ConnectorSpec, DeliveryStore, RowQuery, Sink, StateStore};
 
 /// A store opened for one contract test.
 pub struct Opened<S> {
@@ -43,8 +45,8 @@ impl<S> std::fmt::Debug for Opened<S> {
 }
 
 /// What the contract needs of a store.
-pub trait ContractStore: StateStore + Sink + 'static {}
-impl<S: StateStore + Sink + 'static> ContractStore for S {}
+pub trait ContractStore: StateStore + Sink + DeliveryStore + 'static {}
+impl<S: StateStore + Sink + DeliveryStore + 'static> ContractStore for S {}
 
 /// A name no other test uses: a letter, then 32 hex digits.
 pub fn unique(prefix: &str) -> String {
@@ -137,6 +139,12 @@ macro_rules! store_contract_tests {
             runner_stopping_waits_for_the_tick_in_flight,
             runner_trigger_runs_a_tick_now,
             runner_a_tick_longer_than_its_lease_commits_because_it_renews,
+            destinations_are_kept_like_connectors,
+            committed_buckets_read_back_whole_oldest_first,
+            the_delivery_ledger_passes_a_bucket_once,
+            runner_delivers_every_bucket_in_order_once,
+            runner_transient_retries_and_permanent_halts,
+            runner_dead_letters_and_starts_latest,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

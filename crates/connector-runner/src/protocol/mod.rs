@@ -3,7 +3,13 @@
 //! never defaulting, on a value that does not parse), which migrations to run, and
 //! which names a store keeps for itself. Stores keep only their SQL and binding.
 
+mod destinations;
+
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use destinations::{
+    DeliveryRow, DestinationRow, destination_name_taken, destination_not_found,
+};
 
 use crate::spec::{ConnectorRecord, ConnectorSpec, ConnectorState, Origin};
 use crate::store::{Lease, StoreError, StoreErrorKind, TickOutcome, TickRecord};
@@ -139,10 +145,14 @@ pub struct ConnectorRow {
 /// A stored value that does not parse: an error naming the connector and the column,
 /// never a silent default.
 fn corrupt(id: &str, column: &str, value: &str, expected: &str) -> StoreError {
+    corrupt_row("connector", id, column, value, expected)
+}
+
+fn corrupt_row(what: &str, id: &str, column: &str, value: &str, expected: &str) -> StoreError {
     StoreError::new(
         StoreErrorKind::Backend,
         format!(
-            "connector {id}: stored {column} `{value}` is not {expected}; the state database was changed by hand or by a newer connectord"
+            "{what} {id}: stored {column} `{value}` is not {expected}; the state database was changed by hand or by a newer connectord"
         ),
     )
 }

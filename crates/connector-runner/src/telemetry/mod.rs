@@ -1,12 +1,17 @@
-//! The runner's per-connector series, rendered in the Prometheus text format.
+//! The runner's per-connector and per-destination series, rendered in the Prometheus
+//! text format.
 //!
 //! Kept here rather than in a global `metrics` recorder because a connector's series
 //! must go when the connector goes: a recorder only ever adds series, so a deleted
 //! connector kept `state="enabled"` forever and the series count only grew.
 
+mod destinations;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
+
+pub use destinations::DeliverySample;
 
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{TickOutcome, TickRecord};
@@ -88,6 +93,7 @@ impl Series {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     series: Mutex<BTreeMap<String, Series>>,
+    destinations: Mutex<BTreeMap<String, destinations::DestinationSeries>>,
 }
 
 impl Telemetry {
@@ -200,7 +206,7 @@ impl Telemetry {
                     &mut out,
                     "connectord_connector_state",
                     id,
-                    s,
+                    &s.type_id,
                     Some(("state", state.as_str())),
                     value,
                 );
@@ -217,7 +223,7 @@ impl Telemetry {
                 &mut out,
                 "connectord_connector_schedule_seconds",
                 id,
-                s,
+                &s.type_id,
                 None,
                 s.schedule_seconds,
             );
@@ -236,7 +242,7 @@ impl Telemetry {
                         &mut out,
                         "connectord_ticks_total",
                         id,
-                        s,
+                        &s.type_id,
                         Some(("outcome", outcome.as_str())),
                         count,
                     );
@@ -258,7 +264,7 @@ impl Telemetry {
                     &mut out,
                     "connectord_tick_duration_seconds_bucket",
                     id,
-                    s,
+                    &s.type_id,
                     Some(("le", &le)),
                     count,
                 );
@@ -267,7 +273,7 @@ impl Telemetry {
                 &mut out,
                 "connectord_tick_duration_seconds_bucket",
                 id,
-                s,
+                &s.type_id,
                 Some(("le", "+Inf")),
                 s.tick_count(),
             );
@@ -275,7 +281,7 @@ impl Telemetry {
                 &mut out,
                 "connectord_tick_duration_seconds_sum",
                 id,
-                s,
+                &s.type_id,
                 None,
                 s.duration_sum,
             );
@@ -283,7 +289,7 @@ impl Telemetry {
                 &mut out,
                 "connectord_tick_duration_seconds_count",
                 id,
-                s,
+                &s.type_id,
                 None,
                 s.tick_count(),
             );
@@ -313,7 +319,7 @@ impl Telemetry {
         for (name, help, value) in counters {
             family(&mut out, name, "counter", help);
             for (id, s) in ticked() {
-                line(&mut out, name, id, s, None, value(s));
+                line(&mut out, name, id, &s.type_id, None, value(s));
             }
         }
         let claims = "connectord_lease_claims_total";
@@ -329,7 +335,7 @@ impl Telemetry {
                     &mut out,
                     claims,
                     id,
-                    s,
+                    &s.type_id,
                     Some(("result", "won")),
                     s.claims_won,
                 );
@@ -337,7 +343,7 @@ impl Telemetry {
                     &mut out,
                     claims,
                     id,
-                    s,
+                    &s.type_id,
                     Some(("result", "lost")),
                     s.claims_lost,
                 );
@@ -355,12 +361,14 @@ impl Telemetry {
                     &mut out,
                     "connectord_last_success_timestamp_seconds",
                     id,
-                    s,
+                    &s.type_id,
                     None,
                     at,
                 );
             }
         }
+        drop(series);
+        self.render_destinations(&mut out);
         out
     }
 }
@@ -376,7 +384,7 @@ fn line(
     out: &mut String,
     name: &str,
     id: &str,
-    series: &Series,
+    type_id: &str,
     extra: Option<(&str, &str)>,
     value: impl std::fmt::Display,
 ) {
@@ -384,7 +392,7 @@ fn line(
     out.push_str("{connector_id=\"");
     escape_into(out, id);
     out.push_str("\",connector_type_id=\"");
-    escape_into(out, &series.type_id);
+    escape_into(out, type_id);
     out.push('"');
     if let Some((label, v)) = extra {
         let _ = write!(out, ",{label}=\"");

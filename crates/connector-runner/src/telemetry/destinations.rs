@@ -1,0 +1,215 @@
+//! Per-destination series: egress bytes, rows delivered and skipped, deliveries by
+//! outcome, retries, lag and state. Like connectors' series, they go with their
+//! destination.
+
+use std::collections::BTreeMap;
+use std::sync::PoisonError;
+
+use super::{Telemetry, family, line};
+use crate::destination::{DeliveryOutcome, DestinationRecord};
+use crate::spec::ConnectorState;
+
+const OUTCOMES: [DeliveryOutcome; 8] = DeliveryOutcome::ALL;
+
+/// What one delivery attempt adds to its destination's series.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverySample {
+    /// How the attempt ended.
+    pub outcome: DeliveryOutcome,
+    /// Rows the receiver accepted.
+    pub rows: u64,
+    /// Rows left out.
+    pub skipped: u64,
+    /// Request bytes on the wire, retries included.
+    pub bytes: u64,
+    /// Requests the receiver accepted.
+    pub requests: u64,
+    /// Requests retried within the attempt.
+    pub retries: u64,
+    /// Wall time of the attempt.
+    pub duration_seconds: f64,
+}
+
+#[derive(Debug)]
+pub(super) struct DestinationSeries {
+    type_id: String,
+    state: ConnectorState,
+    deliveries: [u64; OUTCOMES.len()],
+    rows: u64,
+    skipped: u64,
+    bytes: u64,
+    requests: u64,
+    retries: u64,
+    lag_seconds: f64,
+}
+
+impl DestinationSeries {
+    fn new(record: &DestinationRecord) -> Self {
+        DestinationSeries {
+            type_id: record.spec.destination_type.clone(),
+            state: record.state,
+            deliveries: [0; OUTCOMES.len()],
+            rows: 0,
+            skipped: 0,
+            bytes: 0,
+            requests: 0,
+            retries: 0,
+            lag_seconds: 0.0,
+        }
+    }
+}
+
+/// A counter family of destinations: name, help text and the field it shows.
+type CounterFamily = (&'static str, &'static str, fn(&DestinationSeries) -> u64);
+
+impl Telemetry {
+    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, DestinationSeries>> {
+        self.destinations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the destination series match the store's destinations.
+    pub fn set_destinations(&self, records: &[DestinationRecord]) {
+        let mut series = self.lock_destinations();
+        let mut kept = BTreeMap::new();
+        for record in records {
+            let entry = match series.remove(&record.id) {
+                Some(mut s) if s.type_id == record.spec.destination_type => {
+                    s.state = record.state;
+                    s
+                }
+                _ => DestinationSeries::new(record),
+            };
+            kept.insert(record.id.clone(), entry);
+        }
+        *series = kept;
+    }
+
+    /// Drops a destination's series now.
+    pub fn forget_destination(&self, destination_id: &str) {
+        self.lock_destinations().remove(destination_id);
+    }
+
+    /// Shows a state change at once (a halt), before the next refresh.
+    pub fn set_destination_state(&self, destination_id: &str, state: ConnectorState) {
+        if let Some(s) = self.lock_destinations().get_mut(destination_id) {
+            s.state = state;
+        }
+    }
+
+    /// Sets the age of the oldest undelivered bucket, in seconds (0 when none waits).
+    pub fn set_destination_lag(&self, destination_id: &str, seconds: f64) {
+        if let Some(s) = self.lock_destinations().get_mut(destination_id) {
+            s.lag_seconds = seconds;
+        }
+    }
+
+    /// Adds a delivery attempt. Ignored for a destination deleted meanwhile.
+    pub fn record_delivery(&self, destination_id: &str, sample: &DeliverySample) {
+        let mut series = self.lock_destinations();
+        let Some(s) = series.get_mut(destination_id) else {
+            return;
+        };
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == sample.outcome) {
+            s.deliveries[i] += 1;
+        }
+        s.rows += sample.rows;
+        s.skipped += sample.skipped;
+        s.bytes += sample.bytes;
+        s.requests += sample.requests;
+        s.retries += sample.retries;
+    }
+
+    pub(super) fn render_destinations(&self, out: &mut String) {
+        let series = self.lock_destinations();
+        let state = "connectord_destination_state";
+        family(
+            out,
+            state,
+            "gauge",
+            "1 for the destination's current state (enabled, paused, disabled: halted or misconfigured), 0 for the others.",
+        );
+        for (id, s) in series.iter() {
+            for each in [
+                ConnectorState::Enabled,
+                ConnectorState::Paused,
+                ConnectorState::Disabled,
+            ] {
+                let value = u8::from(s.state == each);
+                line(
+                    out,
+                    state,
+                    id,
+                    &s.type_id,
+                    Some(("state", each.as_str())),
+                    value,
+                );
+            }
+        }
+        let lag = "connectord_destination_lag_seconds";
+        family(
+            out,
+            lag,
+            "gauge",
+            "Age of the oldest committed bucket of the source not yet delivered, in seconds (0 when caught up).",
+        );
+        for (id, s) in series.iter() {
+            line(out, lag, id, &s.type_id, None, s.lag_seconds);
+        }
+        let deliveries = "connectord_destination_deliveries_total";
+        family(
+            out,
+            deliveries,
+            "counter",
+            "Delivery attempts of a bucket, by outcome (delivered, dead_letter, transient, halted, config, fenced, store_error, cancelled).",
+        );
+        for (id, s) in series.iter() {
+            for (outcome, count) in OUTCOMES.iter().zip(s.deliveries) {
+                if count > 0 {
+                    line(
+                        out,
+                        deliveries,
+                        id,
+                        &s.type_id,
+                        Some(("outcome", outcome.as_str())),
+                        count,
+                    );
+                }
+            }
+        }
+        let counters: [CounterFamily; 5] = [
+            (
+                "connectord_destination_egress_bytes_total",
+                "Request bytes sent to the receiver, as on the wire (compressed), retries included.",
+                |s| s.bytes,
+            ),
+            (
+                "connectord_destination_rows_delivered_total",
+                "Rows the receiver accepted.",
+                |s| s.rows,
+            ),
+            (
+                "connectord_destination_rows_skipped_total",
+                "Rows left out because the protocol cannot carry them (a null value).",
+                |s| s.skipped,
+            ),
+            (
+                "connectord_destination_requests_total",
+                "Requests the receiver accepted.",
+                |s| s.requests,
+            ),
+            (
+                "connectord_destination_retries_total",
+                "Requests to the receiver that failed and were tried again within a delivery.",
+                |s| s.retries,
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(out, name, "counter", help);
+            for (id, s) in series.iter() {
+                line(out, name, id, &s.type_id, None, value(s));
+            }
+        }
+    }
+}
