@@ -125,6 +125,7 @@ impl HttpClient {
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             action: None,
             limit_key: None,
+            retry_too_many_requests: true,
         }
     }
 }
@@ -146,9 +147,17 @@ pub struct RequestBuilder<'a> {
     max_retry_after: Duration,
     action: Option<&'a str>,
     limit_key: Option<&'a str>,
+    retry_too_many_requests: bool,
 }
 
 impl<'a> RequestBuilder<'a> {
+    /// Whether a 429 is retried (the default) or fails at once as `Permanent`, as a
+    /// remote-write sender does with `retry_on_http_429 = false`.
+    pub fn retry_too_many_requests(mut self, retry: bool) -> Self {
+        self.retry_too_many_requests = retry;
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: HeaderName, value: impl TryInto<HeaderValue>) -> Self {
         if let Ok(value) = value.try_into() {
@@ -329,6 +338,7 @@ impl<'a> RequestBuilder<'a> {
                 headers.insert(AUTHORIZATION, value.clone());
             }
         }
+        ctx.record_sent_bytes(self.body.len() as u64);
         let request = request.body(Full::new(self.body.clone())).map_err(|e| {
             Attempt::Fail(HttpError::config("cannot build the request").with_source(e))
         })?;
@@ -352,11 +362,14 @@ impl<'a> RequestBuilder<'a> {
             }
         })?;
         let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let too_many = status == StatusCode::TOO_MANY_REQUESTS;
+        if (too_many && self.retry_too_many_requests) || status.is_server_error() {
+            let retry_after = retry_after(response.headers(), SystemTime::now());
+            let said = error_text(response.into_body()).await;
             return Err(Attempt::Retry {
-                reason: format!("HTTP {status}"),
+                reason: format!("HTTP {status}{said}"),
                 status: Some(status),
-                retry_after: retry_after(response.headers(), SystemTime::now()),
+                retry_after,
             });
         }
         if status.is_redirection() {
@@ -373,8 +386,9 @@ impl<'a> RequestBuilder<'a> {
             ));
         }
         if !status.is_success() {
+            let said = error_text(response.into_body()).await;
             return Err(Attempt::Fail(
-                HttpError::permanent(format!("HTTP {status}")).with_status(status),
+                HttpError::permanent(format!("HTTP {status}{said}")).with_status(status),
             ));
         }
         let limit = self.body_limit;
@@ -442,6 +456,38 @@ enum Attempt {
     },
     /// Anything else: the request fails now.
     Fail(HttpError),
+}
+
+/// The start of an error response's body as `: text` on one line, for the message
+/// an operator reads (a receiver says why it refused: `unknown field`, a bad line).
+/// Empty when the body is empty, unreadable or not text.
+async fn error_text(mut body: hyper::body::Incoming) -> String {
+    /// Enough for any receiver's one-line reason; a page of HTML is cut.
+    const SHOWN: usize = 512;
+    let mut bytes = Vec::new();
+    while bytes.len() < SHOWN {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(SHOWN)]);
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        String::new()
+    } else if bytes.len() > SHOWN {
+        format!(": {line}…")
+    } else {
+        format!(": {line}")
+    }
 }
 
 fn backoff(retry: u32) -> Duration {

@@ -1,6 +1,6 @@
-//! The `influx` destination's encoding: committed metric rows as Influx line
-//! protocol, the format Grafana Cloud takes at `/api/v1/push/influx/write`, InfluxDB
-//! 1.x at `/write` and VictoriaMetrics at `/influx/write`.
+//! The `influx` destination ([`InfluxDestination`]): committed metric rows as Influx
+//! line protocol, the format Grafana Cloud takes at `/api/v1/push/influx/write`,
+//! InfluxDB 1.x at `/write` and VictoriaMetrics at `/influx/write`.
 //!
 //! ```
 //! use connector_core::Batch;
@@ -14,7 +14,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod destination;
 pub mod line_protocol;
 
+pub use destination::{
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TIMEOUT_MS, InfluxConfig, InfluxDestination,
+    MAX_REQUEST_BYTES_RANGE, TIMEOUT_MS_RANGE,
+};
 pub use line_protocol::{Encoder, SkipReason, Skipped, encode};
 pub use metric_rows::ShapeError;

@@ -1,5 +1,5 @@
-//! The `prometheus_remote_write` destination's encoding: committed metric rows as
-//! Remote-Write 1.0 bodies (a protobuf `WriteRequest`, snappy block format), to be
+//! The `prometheus_remote_write` destination ([`RemoteWriteDestination`]) and its
+//! encoding: committed metric rows as Remote-Write 1.0 bodies (a protobuf `WriteRequest`, snappy block format), to be
 //! sent with `Content-Encoding: snappy`, `Content-Type: application/x-protobuf` and
 //! `X-Prometheus-Remote-Write-Version: 0.1.0`.
 //!
@@ -18,8 +18,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod destination;
 mod encode;
 pub mod proto;
 
+pub use destination::{
+    DEFAULT_MAX_SAMPLES_PER_SEND, DEFAULT_TIMEOUT_MS, MAX_SAMPLES_PER_SEND_RANGE, RESERVED_HEADERS,
+    RemoteWriteConfig, RemoteWriteDestination, TIMEOUT_MS_RANGE,
+};
 pub use encode::{Encoded, Request, SkipReason, Skipped, encode};
 pub use metric_rows::ShapeError;
