@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
-use connector_runner::ConnectorSpec;
+use connector_runner::{ConnectorSpec, DestinationSpec};
 use serde::Deserialize;
 
 /// The whole file. Unknown keys anywhere are errors, so typos fail at start.
@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub runner: RunnerSection,
     #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
+    #[serde(default)]
+    pub destinations: Vec<DestinationSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,6 +368,26 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         spec.validate(registry).map_err(|e| {
             anyhow::anyhow!("{}: connectors[{i}] `{}`: {e}", path.display(), spec.name)
         })?;
+    }
+    let mut destination_names = HashSet::new();
+    for (i, spec) in config.destinations.iter().enumerate() {
+        let at = || format!("{}: destinations[{i}] `{}`", path.display(), spec.name);
+        if !destination_names.insert(spec.name.as_str()) {
+            bail!(
+                "{}: name: another destination in this file has the same name",
+                at()
+            );
+        }
+        spec.validate(registry)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        // A source declared in this file is checked now; one created over the API is
+        // checked when the destination starts.
+        if let Some(source) = config.connectors.iter().find(|c| c.name == spec.source)
+            && let Some(connector) = registry.get(&source.connector_type)
+        {
+            spec.check_source_schema(registry, &connector.schema())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
+        }
     }
     Ok(config)
 }

@@ -44,8 +44,10 @@ mod run;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use connector_core::{Connector, Registry, RegistryError};
+use connector_core::{Connector, Destination, Registry, RegistryError};
 use connector_prometheus::PrometheusConnector;
+use destination_influx::InfluxDestination;
+use destination_remote_write::RemoteWriteDestination;
 
 /// The daemon with a set of connector types. Build it, add your connectors, run it.
 ///
@@ -82,12 +84,16 @@ impl Default for Daemon {
 }
 
 impl Daemon {
-    /// The daemon with the connectors this repository ships (`prometheus`).
+    /// The daemon with the connectors and destinations this repository ships
+    /// (`prometheus`; `influx` and `prometheus_remote_write`).
     pub fn new() -> Self {
-        Self::without_builtins().connector(PrometheusConnector::new())
+        Self::without_builtins()
+            .connector(PrometheusConnector::new())
+            .destination(InfluxDestination::new())
+            .destination(RemoteWriteDestination::new())
     }
 
-    /// The daemon with no connector types at all: only the ones you add.
+    /// The daemon with no connector or destination types at all: only the ones you add.
     pub fn without_builtins() -> Self {
         Daemon {
             registry: Registry::new(),
@@ -104,7 +110,16 @@ impl Daemon {
         self
     }
 
-    /// The connector types so far.
+    /// Adds a destination type. A type id that is already taken is reported when
+    /// the daemon runs, before anything starts.
+    pub fn destination<D: Destination>(mut self, destination: D) -> Self {
+        if let Err(e) = self.registry.register_destination(destination) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// The connector and destination types so far.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -121,7 +136,7 @@ impl Daemon {
         T: Into<OsString>,
     {
         if let Some(e) = self.errors.first() {
-            eprintln!("error: {e}: each connector type id must be unique in one build");
+            eprintln!("error: {e}: each type id must be unique in one build");
             return ExitCode::FAILURE;
         }
         cli::main(self.registry, args.into_iter().map(Into::into))

@@ -63,7 +63,9 @@ pub fn run(args: &RowsArgs, registry: &Arc<Registry>) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(async {
-            let (store, sink) = crate::run::open_storage(&file).await?;
+            let crate::run::Storage {
+                state: store, sink, ..
+            } = crate::run::open_storage(&file).await?;
             let connectors = store.list_connectors().await?;
             let Some(record) = connectors.iter().find(|c| c.spec.name == args.connector) else {
                 let names: Vec<_> = connectors.iter().map(|c| c.spec.name.as_str()).collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
-use connector_runner::{Origin, Runner, RunnerConfig, Sink, StateStore};
+use connector_runner::{DeliveryStore, Origin, Runner, RunnerConfig, Sink, Start, StateStore};
 use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
@@ -20,6 +20,14 @@ pub fn validate(path: &Path, registry: &Registry) -> Result<()> {
     let config = config::load(path, registry)?;
     let names: Vec<_> = config.connectors.iter().map(|c| c.name.as_str()).collect();
     println!("ok: {} connectors ({})", names.len(), names.join(", "));
+    if !config.destinations.is_empty() {
+        let names: Vec<_> = config
+            .destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
+        println!("ok: {} destinations ({})", names.len(), names.join(", "));
+    }
     Ok(())
 }
 
@@ -48,13 +56,25 @@ pub fn run(path: &Path, log_format: LogFormat, registry: Arc<Registry>) -> Resul
 }
 
 async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
-    let (store, sink) = open_storage(&config).await?;
+    let Storage {
+        state: store,
+        sink,
+        deliveries,
+    } = open_storage(&config).await?;
     for spec in &config.connectors {
         let record = store
             .upsert_connector(spec, Origin::File)
             .await
             .with_context(|| format!("cannot store connector `{}`", spec.name))?;
         tracing::info!(connector_id = %record.id, connector = %spec.name, state = %record.state, "connector declared in the config file");
+    }
+    for spec in &config.destinations {
+        let start_ms = start_ms(spec.start, &*store).await?;
+        let record = deliveries
+            .upsert_destination(spec, Origin::File, start_ms)
+            .await
+            .with_context(|| format!("cannot store destination `{}`", spec.name))?;
+        tracing::info!(destination_id = %record.id, destination = %spec.name, source = %spec.source, state = %record.state, "destination declared in the config file");
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -89,12 +109,14 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
         Runner::new(store.clone(), sink, Arc::clone(&registry), runner_config)
+            .with_deliveries(Arc::clone(&deliveries))
     });
     if runner.is_none() {
         tracing::warn!("[runner] enabled = false: serving the API only, no ticks will run");
     }
     let app = api::router(api::ApiState {
         store: store.clone(),
+        deliveries,
         registry,
         runner: runner.as_ref().map(Runner::handle),
         tokens: Arc::new(tokens),
@@ -115,9 +137,28 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     server.await.context("the HTTP server task failed")
 }
 
+/// Where a new destination begins: every committed bucket, or those from now on (the
+/// store's clock, the one leases use).
+pub async fn start_ms(start: Start, store: &dyn StateStore) -> Result<i64> {
+    Ok(match start {
+        Start::Earliest => i64::MIN,
+        Start::Latest => store
+            .now_ms()
+            .await
+            .context("cannot read the store's clock")?,
+    })
+}
+
+/// The configured store, seen through each of its three traits.
+pub struct Storage {
+    pub state: Arc<dyn StateStore>,
+    pub sink: Arc<dyn Sink>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+}
+
 /// Opens the configured store: SQLite files, or one PostgreSQL database whose URL is
 /// resolved from its `$env:` reference here, at start.
-pub async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, Arc<dyn Sink>)> {
+pub async fn open_storage(config: &FileConfig) -> Result<Storage> {
     use connector_core::SecretSource as _;
     match config.storage.kind {
         StorageKind::Sqlite => {
@@ -129,7 +170,11 @@ pub async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, A
                     )
                 },
             )?);
-            Ok((store.clone(), store))
+            Ok(Storage {
+                state: store.clone(),
+                sink: store.clone(),
+                deliveries: store,
+            })
         }
         StorageKind::Postgres => {
             let url_ref = config
@@ -147,7 +192,11 @@ pub async fn open_storage(config: &FileConfig) -> Result<(Arc<dyn StateStore>, A
                     .with_context(|| format!("cannot open PostgreSQL from {url_ref}"))?,
             );
             tracing::info!("state and rows in PostgreSQL ({url_ref})");
-            Ok((store.clone(), store))
+            Ok(Storage {
+                state: store.clone(),
+                sink: store.clone(),
+                deliveries: store,
+            })
         }
     }
 }

@@ -1,347 +1,20 @@
-//! The REST API: connectors, their ticks and types, plus `/metrics` and `/healthz`,
-//! behind optional bearer/basic tokens with scopes.
+//! Connector routes: create, list, show, update, delete, trigger, pause, resume,
+//! tick history and connector types.
 
-use std::sync::Arc;
-
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use connector_core::{ConfigFile, Registry};
+use connector_core::ConfigFile;
 use connector_runner::schedule::{bucket_start, phase_ms};
 use connector_runner::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, RunnerHandle, StateStore,
-    StoreError, StoreErrorKind, TickRecord,
+    ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, TickRecord,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq as _;
 
-/// Request bodies larger than this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 
-/// The OpenAPI 3 document served at `/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum Scope {
-    /// Read connectors, ticks and types.
-    #[serde(rename = "connectors:read")]
-    ConnectorsRead,
-    /// Create, change, delete, trigger, pause and resume connectors.
-    #[serde(rename = "connectors:write")]
-    ConnectorsWrite,
-    /// Read `/metrics`.
-    #[serde(rename = "metrics:read")]
-    MetricsRead,
-}
-
-impl Scope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scope::ConnectorsRead => "connectors:read",
-            Scope::ConnectorsWrite => "connectors:write",
-            Scope::MetricsRead => "metrics:read",
-        }
-    }
-}
-
-/// A resolved API token.
-pub struct Token {
-    pub name: String,
-    pub secret: connector_core::Secret,
-    pub scopes: Vec<Scope>,
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("name", &self.name)
-            .field("scopes", &self.scopes)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Everything the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    pub store: Arc<dyn StateStore>,
-    pub registry: Arc<Registry>,
-    pub runner: Option<RunnerHandle>,
-    /// Empty means no authentication (only allowed on loopback, or when the operator
-    /// says so explicitly).
-    pub tokens: Arc<Vec<Token>>,
-    /// `[server] api_file_roots`: where connectors created over the API may name files.
-    pub file_roots: Arc<Vec<std::path::PathBuf>>,
-}
-
-/// The one error shape: `{"error":{"code":"...","message":"..."}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    fn not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no connector with id `{id}`"),
-        )
-    }
-
-    fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"connectord\", Basic realm=\"connectord\""),
-            );
-        }
-        response
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e.kind() {
-            StoreErrorKind::NotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{e:#}"))
-            }
-            StoreErrorKind::Conflict => ApiError::conflict(format!("{e:#}")),
-            StoreErrorKind::Invalid => ApiError::bad_request(format!("{e:#}")),
-            _ => {
-                tracing::error!(error = format!("{e:#}"), "state store failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the state store failed; see the logs",
-                )
-            }
-        }
-    }
-}
-
-/// `Json<T>` whose rejections use the API's error shape: 415 without a JSON content
-/// type, 413 past [`MAX_BODY_BYTES`], 400 with the parser's message otherwise.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected `Content-Type: application/json`",
-            )),
-            Err(JsonRejection::JsonDataError(e)) => {
-                let detail = std::error::Error::source(&e)
-                    .map_or_else(|| e.body_text(), ToString::to_string);
-                Err(ApiError::bad_request(format!("invalid body: {detail}")))
-            }
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                let detail = std::error::Error::source(&e)
-                    .map_or_else(|| e.body_text(), ToString::to_string);
-                Err(ApiError::bad_request(format!("malformed JSON: {detail}")))
-            }
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            )),
-            Err(e) => Err(ApiError::bad_request(e.body_text())),
-        }
-    }
-}
-
-/// A path id; rejections (bad percent-encoding) use the API's error shape.
-pub struct ApiPath(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Path::<String>::from_request_parts(parts, state)
-            .await
-            .map(|Path(id)| ApiPath(id))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
-    }
-}
-
-/// Query parameters; rejections use the API's error shape.
-pub struct ApiQuery(pub std::collections::HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Query::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| ApiQuery(q))
-            .map_err(|e| ApiError::bad_request(e.body_text()))
-    }
-}
-
-/// Builds the router with every route, the auth layer and the JSON fallbacks.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/connector-types", get(connector_types))
-        .route("/v1/connectors", get(list).post(create))
-        .route("/v1/connectors/{id}", get(show).put(update).delete(remove))
-        .route("/v1/connectors/{id}/trigger", post(trigger))
-        .route("/v1/connectors/{id}/pause", post(pause))
-        .route("/v1/connectors/{id}/resume", post(resume))
-        .route("/v1/connectors/{id}/ticks", get(ticks))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "no such endpoint; see /v1/openapi.json",
-            )
-        })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method; see /v1/openapi.json",
-            )
-        })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
-
-/// The scope a request needs, or `None` for the open endpoints.
-fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    match path {
-        "/healthz" | "/v1/openapi.json" => None,
-        "/metrics" => Some(Scope::MetricsRead),
-        _ if method == Method::GET || method == Method::HEAD => Some(Scope::ConnectorsRead),
-        _ => Some(Scope::ConnectorsWrite),
-    }
-}
-
-/// The token a request presents: `Authorization: Bearer T`, or the password of
-/// `Authorization: Basic` (what Grafana's Prometheus data source sends).
-fn presented_token(req: &Request) -> Option<String> {
-    use base64::Engine as _;
-    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, value) = header.split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(value.trim().to_owned());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        return decoded
-            .split_once(':')
-            .map(|(_, password)| password.to_owned());
-    }
-    None
-}
-
-async fn authenticate(
-    State(state): State<ApiState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some(scope) = required_scope(req.method(), req.uri().path()) else {
-        return Ok(next.run(req).await);
-    };
-    if state.tokens.is_empty() {
-        return Ok(next.run(req).await);
-    }
-    let unauthorized = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or unknown token: send `Authorization: Bearer <token>` or the token as the Basic password",
-        )
-    };
-    let presented = presented_token(&req).ok_or_else(unauthorized)?;
-    // Check every token, so timing does not tell which one nearly matched.
-    let mut matched = None;
-    for token in state.tokens.iter() {
-        // `subtle` compares in time that depends only on the lengths.
-        if bool::from(token.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
-            matched = Some(token);
-        }
-    }
-    let token = matched.ok_or_else(unauthorized)?;
-    if !token.scopes.contains(&scope) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` lacks the scope `{}`",
-                token.name,
-                scope.as_str()
-            ),
-        ));
-    }
-    Ok(next.run(req).await)
-}
-
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let text = state
-        .runner
-        .as_ref()
-        .map(|runner| runner.telemetry().render())
-        .unwrap_or_default();
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
-}
-
-async fn openapi() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI)
-}
-
-async fn connector_types(State(state): State<ApiState>) -> Json<Value> {
+pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
         .registry
         .connector_types()
@@ -350,7 +23,7 @@ async fn connector_types(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "types": types }))
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -467,7 +140,7 @@ fn connector_json(state: &ApiState, record: &ConnectorRecord) -> Response {
 }
 
 /// Ids are UUIDs: anything else cannot name a connector.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
         .map_err(|_| ApiError::not_found(id))
@@ -484,7 +157,11 @@ async fn find(state: &ApiState, id: &str) -> Result<ConnectorRecord, ApiError> {
 
 /// Checks a spec; one that came over the API may name files only under the
 /// allowed roots (the TOML file may name any path).
-fn validate(state: &ApiState, spec: &ConnectorSpec, origin: Origin) -> Result<(), ApiError> {
+pub(super) fn validate(
+    state: &ApiState,
+    spec: &ConnectorSpec,
+    origin: Origin,
+) -> Result<(), ApiError> {
     let config = spec
         .validate(&state.registry)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -500,7 +177,10 @@ fn validate(state: &ApiState, spec: &ConnectorSpec, origin: Origin) -> Result<()
 /// A file named by a connector created over the API must lie under one of the
 /// operator's `[server] api_file_roots`, judged on the path as written (no `..`,
 /// absolute), so the answer says nothing about what exists on disk.
-fn check_file_root(roots: &[std::path::PathBuf], file: &ConfigFile) -> Result<(), ApiError> {
+pub(super) fn check_file_root(
+    roots: &[std::path::PathBuf],
+    file: &ConfigFile,
+) -> Result<(), ApiError> {
     let key = &file.key;
     if roots.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -523,7 +203,7 @@ fn check_file_root(roots: &[std::path::PathBuf], file: &ConfigFile) -> Result<()
     Ok(())
 }
 
-fn refresh(state: &ApiState) {
+pub(super) fn refresh(state: &ApiState) {
     if let Some(runner) = &state.runner {
         runner.refresh();
     }
@@ -547,7 +227,7 @@ const MAX_LIST_LIMIT: usize = 10_000;
 
 /// One page of connectors in id order: `?limit=N&after=<cursor>&state=&type=`.
 /// `next` is the cursor of the following page, or null on the last one.
-async fn list(
+pub(super) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
@@ -612,7 +292,7 @@ async fn list(
     Ok(Json(page).into_response())
 }
 
-async fn create(
+pub(super) async fn create(
     State(state): State<ApiState>,
     ApiJson(spec): ApiJson<ConnectorSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -623,12 +303,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "id": record.id }))))
 }
 
-async fn show(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
+pub(super) async fn show(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath,
+) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     Ok(connector_json(&state, &record))
 }
 
-async fn update(
+pub(super) async fn update(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
     ApiJson(spec): ApiJson<ConnectorSpec>,
@@ -641,7 +324,7 @@ async fn update(
     Ok(connector_json(&state, &record))
 }
 
-async fn remove(
+pub(super) async fn remove(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
@@ -656,7 +339,7 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn trigger(
+pub(super) async fn trigger(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -679,14 +362,20 @@ async fn trigger(
     ))
 }
 
-async fn pause(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
+pub(super) async fn pause(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath,
+) -> Result<Response, ApiError> {
     find(&state, &id).await?;
     let record = state.store.set_state(&id, ConnectorState::Paused).await?;
     refresh(&state);
     Ok(connector_json(&state, &record))
 }
 
-async fn resume(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<Response, ApiError> {
+pub(super) async fn resume(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath,
+) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
     // The spec may have been stored before a connector type tightened its checks.
     validate(&state, &record.spec, record.origin)?;
@@ -698,7 +387,7 @@ async fn resume(State(state): State<ApiState>, ApiPath(id): ApiPath) -> Result<R
 /// Most ticks one request returns.
 const MAX_TICKS: usize = 1000;
 
-async fn ticks(
+pub(super) async fn ticks(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery,

@@ -1,0 +1,373 @@
+//! The REST API: connectors and destinations (`connectors`, `destinations`), plus
+//! `/metrics` and `/healthz`, behind optional bearer/basic tokens with scopes. This
+//! file holds what every route shares: routing, authentication, the error shape and
+//! the extractors.
+
+mod connectors;
+mod destinations;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use connector_core::Registry;
+use connector_runner::{DeliveryStore, RunnerHandle, StateStore, StoreError, StoreErrorKind};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The OpenAPI 3 document served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Scope {
+    /// Read connectors, ticks and types.
+    #[serde(rename = "connectors:read")]
+    ConnectorsRead,
+    /// Create, change, delete, trigger, pause and resume connectors.
+    #[serde(rename = "connectors:write")]
+    ConnectorsWrite,
+    /// Read `/metrics`.
+    #[serde(rename = "metrics:read")]
+    MetricsRead,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::ConnectorsRead => "connectors:read",
+            Scope::ConnectorsWrite => "connectors:write",
+            Scope::MetricsRead => "metrics:read",
+        }
+    }
+}
+
+/// A resolved API token.
+pub struct Token {
+    pub name: String,
+    pub secret: connector_core::Secret,
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn StateStore>,
+    pub deliveries: Arc<dyn DeliveryStore>,
+    pub registry: Arc<Registry>,
+    pub runner: Option<RunnerHandle>,
+    /// Empty means no authentication (only allowed on loopback, or when the operator
+    /// says so explicitly).
+    pub tokens: Arc<Vec<Token>>,
+    /// `[server] api_file_roots`: where connectors created over the API may name files.
+    pub file_roots: Arc<Vec<std::path::PathBuf>>,
+}
+
+/// The one error shape: `{"error":{"code":"...","message":"..."}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub(super) fn not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no connector with id `{id}`"),
+        )
+    }
+
+    pub(super) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"connectord\", Basic realm=\"connectord\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e.kind() {
+            StoreErrorKind::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{e:#}"))
+            }
+            StoreErrorKind::Conflict => ApiError::conflict(format!("{e:#}")),
+            StoreErrorKind::Invalid => ApiError::bad_request(format!("{e:#}")),
+            _ => {
+                tracing::error!(error = format!("{e:#}"), "state store failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the state store failed; see the logs",
+                )
+            }
+        }
+    }
+}
+
+/// `Json<T>` whose rejections use the API's error shape: 415 without a JSON content
+/// type, 413 past [`MAX_BODY_BYTES`], 400 with the parser's message otherwise.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected `Content-Type: application/json`",
+            )),
+            Err(JsonRejection::JsonDataError(e)) => {
+                let detail = std::error::Error::source(&e)
+                    .map_or_else(|| e.body_text(), ToString::to_string);
+                Err(ApiError::bad_request(format!("invalid body: {detail}")))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                let detail = std::error::Error::source(&e)
+                    .map_or_else(|| e.body_text(), ToString::to_string);
+                Err(ApiError::bad_request(format!("malformed JSON: {detail}")))
+            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            )),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+/// A path id; rejections (bad percent-encoding) use the API's error shape.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| ApiPath(id))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Query parameters; rejections use the API's error shape.
+pub struct ApiQuery(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Builds the router with every route, the auth layer and the JSON fallbacks.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/connector-types", get(connectors::types))
+        .route(
+            "/v1/connectors",
+            get(connectors::list).post(connectors::create),
+        )
+        .route(
+            "/v1/connectors/{id}",
+            get(connectors::show)
+                .put(connectors::update)
+                .delete(connectors::remove),
+        )
+        .route("/v1/connectors/{id}/trigger", post(connectors::trigger))
+        .route("/v1/connectors/{id}/pause", post(connectors::pause))
+        .route("/v1/connectors/{id}/resume", post(connectors::resume))
+        .route("/v1/connectors/{id}/ticks", get(connectors::ticks))
+        .route("/v1/destination-types", get(destinations::types))
+        .route(
+            "/v1/destinations",
+            get(destinations::list).post(destinations::create),
+        )
+        .route(
+            "/v1/destinations/{id}",
+            get(destinations::show)
+                .put(destinations::update)
+                .delete(destinations::remove),
+        )
+        .route("/v1/destinations/{id}/pause", post(destinations::pause))
+        .route("/v1/destinations/{id}/resume", post(destinations::resume))
+        .route(
+            "/v1/destinations/{id}/deliveries",
+            get(destinations::deliveries),
+        )
+        .route(
+            "/v1/destinations/{id}/dead-letters",
+            get(destinations::dead_letters),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see /v1/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see /v1/openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The scope a request needs, or `None` for the open endpoints.
+fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+    match path {
+        "/healthz" | "/v1/openapi.json" => None,
+        "/metrics" => Some(Scope::MetricsRead),
+        _ if method == Method::GET || method == Method::HEAD => Some(Scope::ConnectorsRead),
+        _ => Some(Scope::ConnectorsWrite),
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer T`, or the password of
+/// `Authorization: Basic` (what Grafana's Prometheus data source sends).
+fn presented_token(req: &Request) -> Option<String> {
+    use base64::Engine as _;
+    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, value) = header.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        return decoded
+            .split_once(':')
+            .map(|(_, password)| password.to_owned());
+    }
+    None
+}
+
+async fn authenticate(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(scope) = required_scope(req.method(), req.uri().path()) else {
+        return Ok(next.run(req).await);
+    };
+    if state.tokens.is_empty() {
+        return Ok(next.run(req).await);
+    }
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or unknown token: send `Authorization: Bearer <token>` or the token as the Basic password",
+        )
+    };
+    let presented = presented_token(&req).ok_or_else(unauthorized)?;
+    // Check every token, so timing does not tell which one nearly matched.
+    let mut matched = None;
+    for token in state.tokens.iter() {
+        // `subtle` compares in time that depends only on the lengths.
+        if bool::from(token.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            matched = Some(token);
+        }
+    }
+    let token = matched.ok_or_else(unauthorized)?;
+    if !token.scopes.contains(&scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` lacks the scope `{}`",
+                token.name,
+                scope.as_str()
+            ),
+        ));
+    }
+    Ok(next.run(req).await)
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let text = state
+        .runner
+        .as_ref()
+        .map(|runner| runner.telemetry().render())
+        .unwrap_or_default();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+}
