@@ -259,12 +259,16 @@ impl Follow {
         let bucket = match self.deliveries.next_bucket(&id, &target, from).await {
             Ok(Some(bucket)) => bucket,
             Ok(None) => {
-                self.shared.telemetry.set_destination_lag(&id, 0.0);
+                self.shared
+                    .telemetry
+                    .set_destination_oldest_undelivered(&id, None);
                 return Step::Idle;
             }
             Err(e) if e.kind() == StoreErrorKind::NotFound => {
                 // The source has not committed yet: its table does not exist.
-                self.shared.telemetry.set_destination_lag(&id, 0.0);
+                self.shared
+                    .telemetry
+                    .set_destination_oldest_undelivered(&id, None);
                 return Step::Idle;
             }
             Err(e) => {
@@ -272,11 +276,9 @@ impl Follow {
                 return Step::Retry;
             }
         };
-        #[allow(clippy::cast_precision_loss)]
-        self.shared.telemetry.set_destination_lag(
-            &id,
-            (wall_ms() - bucket.scheduled_for_ms).max(0) as f64 / 1000.0,
-        );
+        self.shared
+            .telemetry
+            .set_destination_oldest_undelivered(&id, Some(bucket.scheduled_for_ms));
         let claimed = self
             .shared
             .store
@@ -538,6 +540,7 @@ impl Attempt<'_> {
     async fn send(&self, lease: &mut Lease) -> Result<Delivered, (Delivered, Failed)> {
         let shared = &self.follow.shared;
         let mut total = Delivered::default();
+        let mut rows_read: u64 = 0;
         let mut after = self.bucket.first_row - 1;
         while after < self.bucket.last_row {
             let read = self.follow.deliveries.read_bucket(
@@ -563,6 +566,7 @@ impl Attempt<'_> {
             if chunk.rows.is_empty() {
                 break;
             }
+            rows_read += chunk.rows.len() as u64;
             after = chunk.last_row;
             let deliver = shared
                 .registry
@@ -572,6 +576,17 @@ impl Attempt<'_> {
                 Ok(Err(e)) => return Err((total, Failed::Destination(e))),
                 Err(failed) => return Err((total, failed)),
             }
+        }
+        // A bucket whose rows are not all there (deleted by hand, say) is not passed
+        // as delivered: the operator has to see it.
+        if rows_read != self.bucket.rows {
+            return Err((
+                total,
+                Failed::Store(format!(
+                    "bucket {}: the ledger says {} rows were committed but {rows_read} were read back",
+                    self.bucket.scheduled_for_ms, self.bucket.rows
+                )),
+            ));
         }
         Ok(total)
     }

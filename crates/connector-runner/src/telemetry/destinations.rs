@@ -40,7 +40,9 @@ pub(super) struct DestinationSeries {
     bytes: u64,
     requests: u64,
     retries: u64,
-    lag_seconds: f64,
+    /// The start of the oldest committed bucket not yet delivered, Unix ms; the lag
+    /// is measured from it when rendered, so it keeps rising while deliveries back off.
+    oldest_undelivered_ms: Option<i64>,
 }
 
 impl DestinationSeries {
@@ -54,7 +56,7 @@ impl DestinationSeries {
             bytes: 0,
             requests: 0,
             retries: 0,
-            lag_seconds: 0.0,
+            oldest_undelivered_ms: None,
         }
     }
 }
@@ -98,10 +100,11 @@ impl Telemetry {
         }
     }
 
-    /// Sets the age of the oldest undelivered bucket, in seconds (0 when none waits).
-    pub fn set_destination_lag(&self, destination_id: &str, seconds: f64) {
+    /// Sets the oldest committed bucket the destination has not delivered (Unix ms),
+    /// or `None` when it is caught up.
+    pub fn set_destination_oldest_undelivered(&self, destination_id: &str, bucket_ms: Option<i64>) {
         if let Some(s) = self.lock_destinations().get_mut(destination_id) {
-            s.lag_seconds = seconds;
+            s.oldest_undelivered_ms = bucket_ms;
         }
     }
 
@@ -154,8 +157,13 @@ impl Telemetry {
             "gauge",
             "Age of the oldest committed bucket of the source not yet delivered, in seconds (0 when caught up).",
         );
+        let now_ms = crate::runner::wall_ms();
         for (id, s) in series.iter() {
-            line(out, lag, id, &s.type_id, None, s.lag_seconds);
+            #[allow(clippy::cast_precision_loss)]
+            let seconds = s
+                .oldest_undelivered_ms
+                .map_or(0.0, |bucket| (now_ms - bucket).max(0) as f64 / 1000.0);
+            line(out, lag, id, &s.type_id, None, seconds);
         }
         let deliveries = "connectord_destination_deliveries_total";
         family(
