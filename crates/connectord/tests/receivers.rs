@@ -63,6 +63,9 @@ fn body(run: &str) -> String {
 /// (name, labels without empty values, timestamp ms, value).
 type Sample = (String, BTreeMap<String, String>, i64, u64);
 
+/// Reads the samples of one run id back from a receiver.
+type Reader<'a> = Box<dyn Fn(&str) -> Vec<Sample> + 'a>;
+
 /// What a receiver must hold for `buckets` of `body`: each finite sample at each
 /// bucket's time; `influx` also leaves out what line protocol cannot carry.
 fn expected(body: &str, buckets: &[i64], influx: bool) -> BTreeSet<Sample> {
@@ -426,7 +429,7 @@ async fn every_receiver_holds_exactly_the_committed_samples_with_their_labels() 
     }
     assert!(api.contains("$env:RECEIVER_TOKEN"));
 
-    let checks: [(&str, &str, usize, bool, Box<dyn Fn(&str) -> Vec<Sample>>); 4] = [
+    let checks: [(&str, &str, usize, bool, Reader<'_>); 4] = [
         (
             "a",
             "vm_influx",
