@@ -40,6 +40,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     assert!(variables.contains(&"connector_id") && variables.contains(&"connector_type_id"));
 
     let server = TestServer::start(|_| Reply::ok("up 1\n")).await;
+    let receiver = TestServer::start(|_| Reply::status(204)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -50,6 +51,14 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
             config: format!("endpoint = \"{}\"", server.url("/metrics")),
         }],
     );
+    // A destination too, so its series are exported for the destinations row.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[destinations]]\nname = \"out\"\ntype = \"influx\"\nsource = \"watched\"\n\n\
+         [destinations.config]\nendpoint = \"{}\"\n",
+        receiver.url("/write")
+    ));
+    std::fs::write(&config, text).unwrap();
     let d = Daemon::start(&config, &[]);
     let (id, ..) = wait_for("the connector", Duration::from_secs(10), || {
         connector(dir.path(), "watched")
@@ -62,9 +71,9 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     // The state gauges come with the runner's next refresh.
     let exported = wait_for("the state gauges", Duration::from_secs(5), || {
         let metrics = d.get("/metrics");
-        metrics
-            .contains("connectord_connector_state{")
-            .then_some(metrics)
+        (metrics.contains("connectord_connector_state{")
+            && metrics.contains("connectord_destination_deliveries_total{"))
+        .then_some(metrics)
     })
     .await;
     d.stop();
@@ -79,7 +88,7 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         .union(&metric_names(&alerts))
         .cloned()
         .collect();
-    assert!(used.len() >= 8, "{used:?}");
+    assert!(used.len() >= 14, "{used:?}");
     let missing: Vec<_> = used.difference(&exported_names).collect();
     assert!(
         missing.is_empty(),
