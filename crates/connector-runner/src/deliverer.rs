@@ -437,14 +437,7 @@ impl Attempt<'_> {
                     .map_err(|e| format!("{e:#}"))
             };
             match recorded {
-                Ok(()) => {
-                    if let Err(e) = shared.store.finish_task(&lease).await {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "cannot mark the bucket done; its ledger row still prevents a second delivery"
-                        );
-                    }
-                }
+                Ok(()) => {}
                 Err(message) => {
                     outcome = DeliveryOutcome::Fenced;
                     record.outcome = outcome;

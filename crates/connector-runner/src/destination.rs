@@ -341,7 +341,8 @@ pub trait DeliveryStore: Send + Sync + fmt::Debug {
 
     /// Records a delivery attempt in the history. When its outcome
     /// [passes the bucket](DeliveryOutcome::passes_bucket), also writes the ledger row
-    /// (and for a dead letter, the dead letter with `rows`) in the same transaction,
+    /// (and for a dead letter, the dead letter with `rows`) and marks the bucket's
+    /// lease done, in the same transaction,
     /// refusing with [`Fenced`](crate::StoreErrorKind::Fenced) when `lease.token` is no
     /// longer the bucket's, and with
     /// [`AlreadyCommitted`](crate::StoreErrorKind::AlreadyCommitted) when the ledger

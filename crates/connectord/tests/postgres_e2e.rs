@@ -222,3 +222,108 @@ async fn three_processes_share_one_database_and_commit_each_bucket_once() {
         );
     }
 }
+
+/// The bucket (ms) of each request a line-protocol receiver got.
+fn buckets_received(receiver: &TestServer) -> Vec<i64> {
+    receiver
+        .requests()
+        .iter()
+        .map(|r| {
+            let body = std::str::from_utf8(&r.body).unwrap();
+            let first = body.lines().next().unwrap();
+            first.rsplit(' ').next().unwrap().parse::<i64>().unwrap() / 1_000_000
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_deliver_each_bucket_once_between_them() {
+    let Some(url) = database_url() else { return };
+    let exporter = TestServer::start(|_| Reply::ok(BODY)).await;
+    let receiver = TestServer::start(|_| Reply::status(204)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (name, schema) = (format!("src_{suffix}"), format!("t_{suffix}"));
+    let config = config(dir.path(), &name, &schema, &exporter.url("/metrics"));
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[destinations]]\nname = \"out_{suffix}\"\ntype = \"influx\"\nsource = \"{name}\"\n\n\
+         [destinations.config]\nendpoint = \"{}\"\ngzip = false\n",
+        receiver.url("/write")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let env = [("DATABASE_URL", url.as_str())];
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&config, &env)).collect();
+    let db = client().await;
+    let destination_id: String = loop {
+        if let Some(row) = db
+            .query_opt(
+                "SELECT id FROM connectord.destinations WHERE name = $1",
+                &[&format!("out_{suffix}")],
+            )
+            .await
+            .unwrap()
+        {
+            break row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: i64 = db
+            .query_one(
+                "SELECT count(*) FROM connectord.delivered WHERE destination_id = $1",
+                &[&destination_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if delivered >= 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "20 buckets were not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for d in daemons {
+        assert!(d.stop().0.success());
+    }
+    let delivered: Vec<i64> = db
+        .query(
+            "SELECT scheduled_for_ms FROM connectord.delivered WHERE destination_id = $1 ORDER BY 1",
+            &[&destination_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut received = buckets_received(&receiver);
+    received.sort_unstable();
+    assert_eq!(
+        received, delivered,
+        "every delivered bucket reached the receiver once, whichever process sent it"
+    );
+    let runners: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT runner_id) FROM connectord.deliveries \
+             WHERE destination_id = $1 AND outcome = 'delivered'",
+            &[&destination_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(runners >= 1);
+    let lines_per_bucket = expected_rows(BODY)
+        .iter()
+        .filter(|(_, value, _)| value.is_some())
+        .count();
+    for request in receiver.requests() {
+        assert_eq!(
+            std::str::from_utf8(&request.body).unwrap().lines().count(),
+            lines_per_bucket
+        );
+    }
+}
