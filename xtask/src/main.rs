@@ -243,7 +243,11 @@ fn api_schemathesis() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[runner]\nenabled = false\n",
+            // A source connector for the destinations' example body to follow; the
+            // runner is off, so nothing scrapes or delivers.
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[runner]\nenabled = false\n\
+             [[connectors]]\nname = \"self\"\ntype = \"prometheus\"\ntarget_database = \"metrics\"\n\
+             target_table = \"self\"\nschedule_ms = 1000\n[connectors.config]\nendpoint = \"http://127.0.0.1:9/metrics\"\n",
             dir.join("data").display()
         ),
     )?;
