@@ -7,7 +7,8 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 /// What each workspace crate may depend on among the workspace's crates (normal and
-/// build dependencies). Connectors know only connector-core (and the HTTP toolkit);
+/// build dependencies). Connectors and destinations know only connector-core (and the
+/// HTTP toolkit, and metric rows);
 /// the runner knows no store; stores know the runner and not each other; only
 /// connectord wires things together. Crates not listed (benches, xtask) may use any.
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -26,6 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-core",
             "connector-prometheus",
             "connector-runner",
+            "destination-influx",
+            "destination-remote-write",
             "mapped-file",
             "store-postgres",
             "store-sqlite",
@@ -33,10 +36,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("mapped-file", &[]),
     ("metric-rows", &["connector-core"]),
-    ("destination-influx", &["connector-core", "metric-rows"]),
+    (
+        "destination-influx",
+        &["connector-core", "connector-http", "metric-rows"],
+    ),
     (
         "destination-remote-write",
-        &["connector-core", "metric-rows"],
+        &["connector-core", "connector-http", "metric-rows"],
     ),
     ("airq-connector", &["connector-core", "connector-http"]),
     ("custom-connectord", &["airq-connector", "connectord"]),
