@@ -2,12 +2,12 @@
 //! and dead letters, in the `connectord` schema.
 
 use connector_runner::protocol::{
-    DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, check_fencing, destination_name_taken,
-    destination_not_found, to_i64, wall_clock_ms,
+    DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, already_delivered,
+    check_fencing, destination_name_taken, destination_not_found, to_i64, wall_clock_ms,
 };
 use connector_runner::{
     ConnectorState, DeadLetter, DeliveryOutcome, DeliveryRecord, DestinationRecord,
-    DestinationSpec, Lease, Origin, StatusChange, StoreError, StoreErrorKind,
+    DestinationSpec, Lease, Origin, StatusChange, StoreError,
 };
 use tokio_postgres::{Client, GenericClient, Row};
 
@@ -306,10 +306,7 @@ pub(crate) async fn record_delivery(
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
-                StoreError::new(
-                    StoreErrorKind::AlreadyCommitted,
-                    format!("bucket {bucket} was already delivered"),
-                )
+                already_delivered(bucket)
             } else {
                 StoreError::backend("cannot write the delivery ledger", e)
             }
@@ -436,22 +433,14 @@ pub(crate) async fn dead_letters(
         .map_err(backend("cannot read the dead letters"))?
         .iter()
         .map(|r| {
-            let destination_id: String = r.get(0);
-            let scheduled_for_ms: i64 = r.get(1);
-            let rows: i64 = r.get(2);
-            let rows = u64::try_from(rows).map_err(|_| {
-                StoreError::new(
-                    StoreErrorKind::Backend,
-                    format!("destination {destination_id}: dead letter of bucket {scheduled_for_ms} stores {rows} rows, which is not a count"),
-                )
-            })?;
-            Ok(DeadLetter {
-                destination_id,
-                scheduled_for_ms,
-                rows,
+            DeadLetterRow {
+                destination_id: r.get(0),
+                scheduled_for_ms: r.get(1),
+                rows: r.get(2),
                 error: r.get(3),
                 recorded_at_ms: r.get(4),
-            })
+            }
+            .into_record()
         })
         .collect()
 }

@@ -2,12 +2,12 @@
 //! and dead letters, all in the state database.
 
 use connector_runner::protocol::{
-    DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, check_fencing, destination_name_taken,
-    destination_not_found, to_i64, wall_clock_ms,
+    DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, already_delivered,
+    check_fencing, destination_name_taken, destination_not_found, to_i64, wall_clock_ms,
 };
 use connector_runner::{
     ConnectorState, DeadLetter, DeliveryOutcome, DeliveryRecord, DestinationRecord,
-    DestinationSpec, Lease, Origin, StatusChange, StoreError, StoreErrorKind,
+    DestinationSpec, Lease, Origin, StatusChange, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -259,10 +259,7 @@ pub(crate) fn record_delivery(
             match inserted {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::AlreadyCommitted,
-                        format!("bucket {bucket} was already delivered"),
-                    ));
+                    return Err(already_delivered(bucket));
                 }
                 Err(e) => return Err(StoreError::backend("cannot write the delivery ledger", e)),
             }
@@ -375,31 +372,15 @@ pub(crate) fn dead_letters(
         .map_err(backend("cannot read the dead letters"))?;
     let rows = stmt
         .query_map(params![id, to_i64(limit as u64)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
+            Ok(DeadLetterRow {
+                destination_id: r.get(0)?,
+                scheduled_for_ms: r.get(1)?,
+                rows: r.get(2)?,
+                error: r.get(3)?,
+                recorded_at_ms: r.get(4)?,
+            })
         })
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(backend("cannot read the dead letters"))?;
-    rows.into_iter()
-        .map(|(destination_id, scheduled_for_ms, rows, error, recorded_at_ms)| {
-            let rows = u64::try_from(rows).map_err(|_| {
-                StoreError::new(
-                    StoreErrorKind::Backend,
-                    format!("destination {destination_id}: dead letter of bucket {scheduled_for_ms} stores {rows} rows, which is not a count"),
-                )
-            })?;
-            Ok(DeadLetter {
-                destination_id,
-                scheduled_for_ms,
-                rows,
-                error,
-                recorded_at_ms,
-            })
-        })
-        .collect()
+    rows.into_iter().map(DeadLetterRow::into_record).collect()
 }

@@ -3,7 +3,9 @@
 //! a value that does not parse.
 
 use super::{corrupt_row, to_i64};
-use crate::destination::{DeliveryOutcome, DeliveryRecord, DestinationRecord, DestinationSpec};
+use crate::destination::{
+    DeadLetter, DeliveryOutcome, DeliveryRecord, DestinationRecord, DestinationSpec,
+};
 use crate::spec::{ConnectorState, Origin};
 use crate::store::{StoreError, StoreErrorKind};
 
@@ -20,6 +22,14 @@ pub fn destination_name_taken(name: &str) -> StoreError {
     StoreError::new(
         StoreErrorKind::Conflict,
         format!("a destination named `{name}` already exists"),
+    )
+}
+
+/// [`StoreErrorKind::AlreadyCommitted`]: the delivery ledger already has the bucket.
+pub fn already_delivered(bucket: i64) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::AlreadyCommitted,
+        format!("bucket {bucket} was already delivered"),
     )
 }
 
@@ -163,6 +173,39 @@ impl DeliveryRow {
             outcome,
             error: self.error,
             runner_id: self.runner_id,
+        })
+    }
+}
+
+/// A `dead_letters` row as stored.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)] // one field per column, named as the column
+pub struct DeadLetterRow {
+    pub destination_id: String,
+    pub scheduled_for_ms: i64,
+    pub rows: i64,
+    pub error: String,
+    pub recorded_at_ms: i64,
+}
+
+impl DeadLetterRow {
+    /// The dead letter, or an error naming the destination and the bucket.
+    pub fn into_record(self) -> Result<DeadLetter, StoreError> {
+        let rows = u64::try_from(self.rows).map_err(|_| {
+            corrupt_row(
+                "destination",
+                &self.destination_id,
+                &format!("dead letter rows of bucket {}", self.scheduled_for_ms),
+                &self.rows.to_string(),
+                "a count",
+            )
+        })?;
+        Ok(DeadLetter {
+            destination_id: self.destination_id,
+            scheduled_for_ms: self.scheduled_for_ms,
+            rows,
+            error: self.error,
+            recorded_at_ms: self.recorded_at_ms,
         })
     }
 }

@@ -8,7 +8,8 @@ mod destinations;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use destinations::{
-    DeliveryRow, DestinationRow, destination_name_taken, destination_not_found,
+    DeadLetterRow, DeliveryRow, DestinationRow, already_delivered, destination_name_taken,
+    destination_not_found,
 };
 
 use crate::spec::{ConnectorRecord, ConnectorSpec, ConnectorState, Origin};

@@ -12,7 +12,7 @@ use connector_runner::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit};
 
 pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
@@ -384,31 +384,13 @@ pub(super) async fn resume(
     Ok(connector_json(&state, &record))
 }
 
-/// Most ticks one request returns.
-const MAX_TICKS: usize = 1000;
-
 pub(super) async fn ticks(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery,
 ) -> Result<Json<Value>, ApiError> {
     find(&state, &id).await?;
-    if let Some(unknown) = query.keys().find(|k| k.as_str() != "limit") {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{unknown}`; only `limit` is accepted"
-        )));
-    }
-    let limit = match query.get("limit") {
-        None => 20,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_TICKS).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit: `{text}` is not a whole number from 1 to {MAX_TICKS}"
-                )));
-            }
-        },
-    };
+    let limit = history_limit(&query)?;
     let ticks = state.store.ticks(&id, limit).await?;
     let ticks: Vec<TickView<'_>> = ticks.iter().map(TickView::of).collect();
     Ok(Json(json!({ "ticks": ticks })))

@@ -12,7 +12,7 @@ use connector_runner::{
 use serde_json::{Value, json};
 
 use super::connectors::{check_file_root, check_id, now_ms, refresh};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit};
 
 pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
@@ -290,26 +290,6 @@ pub(super) async fn resume(
         .await?;
     refresh(&state);
     Ok(Json(DestinationView::of(&record, None)).into_response())
-}
-
-/// Most entries one history request returns.
-const MAX_HISTORY: usize = 1000;
-
-fn history_limit(query: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
-    if let Some(unknown) = query.keys().find(|k| k.as_str() != "limit") {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{unknown}`; only `limit` is accepted"
-        )));
-    }
-    match query.get("limit") {
-        None => Ok(20),
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!(
-                "limit: `{text}` is not a whole number from 1 to {MAX_HISTORY}"
-            ))),
-        },
-    }
 }
 
 pub(super) async fn deliveries(

@@ -371,3 +371,25 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 async fn openapi() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], OPENAPI)
 }
+
+/// Most entries one history request (ticks, deliveries, dead letters) returns.
+const MAX_HISTORY: usize = 1000;
+
+pub(super) fn history_limit(
+    query: &std::collections::HashMap<String, String>,
+) -> Result<usize, ApiError> {
+    if let Some(unknown) = query.keys().find(|k| k.as_str() != "limit") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{unknown}`; only `limit` is accepted"
+        )));
+    }
+    match query.get("limit") {
+        None => Ok(20),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit: `{text}` is not a whole number from 1 to {MAX_HISTORY}"
+            ))),
+        },
+    }
+}
