@@ -14,18 +14,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use crate::destination::{
-    DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord, OnPermanent, PendingBucket,
-    source_target,
+    DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord, LATE_COMMIT_WINDOW_MS,
+    OnPermanent, PendingBucket, source_target,
 };
 use crate::runner::{Shared, wall_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{Lease, StatusChange, StoreErrorKind};
 use crate::telemetry::DeliverySample;
-
-/// How far below the newest delivered bucket the next search starts, so a bucket
-/// whose commit landed after a newer one (another runner's slower tick) is still
-/// found. A tick cannot commit later than its lease allows, which is far shorter.
-pub(crate) const LATE_COMMIT_WINDOW_MS: i64 = 3_600_000;
 
 /// How often an idle destination looks for a new bucket.
 const POLL: Duration = Duration::from_millis(250);

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{ConnectorRecord, ConnectorState, Origin, SpecError, check_name};
 use crate::store::{Lease, StatusChange, StoreError, Target};
 
+/// How far below the newest delivered bucket the search for the next one starts, so
+/// a bucket whose commit landed after a newer one (another runner's slower tick) is
+/// still found without scanning the whole ledger. A tick cannot commit later than its
+/// lease allows, which is far shorter.
+pub const LATE_COMMIT_WINDOW_MS: i64 = 3_600_000;
+
 /// Where a new destination begins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

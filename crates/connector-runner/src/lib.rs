@@ -17,7 +17,7 @@ pub mod telemetry;
 
 pub use destination::{
     BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,
-    DestinationSpec, OnPermanent, PendingBucket, Start, source_target,
+    DestinationSpec, LATE_COMMIT_WINDOW_MS, OnPermanent, PendingBucket, Start, source_target,
 };
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use connector_runner::{
-    ConnectorState, DeadLetter, DeliveryRecord, DestinationRecord, DestinationSpec, Origin,
-    source_target,
+    ConnectorRecord, ConnectorState, DeadLetter, DeliveryRecord, DestinationRecord,
+    DestinationSpec, LATE_COMMIT_WINDOW_MS, Origin, source_target,
 };
 use serde_json::{Value, json};
 
@@ -103,27 +103,34 @@ impl<'a> DestinationView<'a> {
     }
 }
 
-/// The age of the oldest bucket the destination has yet to deliver, from the store.
-async fn lag_seconds(state: &ApiState, record: &DestinationRecord) -> Option<f64> {
-    let source = state
-        .store
-        .list_connectors()
-        .await
-        .ok()?
-        .into_iter()
+/// The age of the oldest bucket the destination has yet to deliver, from the store;
+/// `connectors` is every connector, read once per request.
+async fn lag_seconds(
+    state: &ApiState,
+    connectors: &[ConnectorRecord],
+    record: &DestinationRecord,
+) -> Option<f64> {
+    let source = connectors
+        .iter()
         .find(|c| c.spec.name == record.spec.source)?;
     let from = record.start_ms.max(
         record
             .delivered_through_ms
-            .map_or(i64::MIN, |t| t.saturating_sub(3_600_000)),
+            .map_or(i64::MIN, |t| t.saturating_sub(LATE_COMMIT_WINDOW_MS)),
     );
     let bucket = state
         .deliveries
-        .next_bucket(&record.id, &source_target(&source), from)
+        .next_bucket(&record.id, &source_target(source), from)
         .await
         .ok()??;
     #[allow(clippy::cast_precision_loss)]
     Some((now_ms() - bucket.scheduled_for_ms).max(0) as f64 / 1000.0)
+}
+
+/// One destination's lag, for the routes that show one.
+async fn lag_of(state: &ApiState, record: &DestinationRecord) -> Result<Option<f64>, ApiError> {
+    let connectors = state.store.list_connectors().await?;
+    Ok(lag_seconds(state, &connectors, record).await)
 }
 
 async fn find(state: &ApiState, id: &str) -> Result<DestinationRecord, ApiError> {
@@ -190,9 +197,10 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     no_query(&query)?;
     let records = state.deliveries.list_destinations().await?;
+    let connectors = state.store.list_connectors().await?;
     let mut views = Vec::with_capacity(records.len());
     for record in &records {
-        let lag = lag_seconds(&state, record).await;
+        let lag = lag_seconds(&state, &connectors, record).await;
         views.push(DestinationView::of(record, lag));
     }
     Ok(Json(json!({ "destinations": views })).into_response())
@@ -227,7 +235,7 @@ pub(super) async fn show(
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
     let record = find(&state, &id).await?;
-    let lag = lag_seconds(&state, &record).await;
+    let lag = lag_of(&state, &record).await?;
     Ok(Json(DestinationView::of(&record, lag)).into_response())
 }
 
@@ -241,7 +249,7 @@ pub(super) async fn update(
     validate(&state, &spec).await?;
     let record = state.deliveries.update_destination(&id, &spec).await?;
     refresh(&state);
-    let lag = lag_seconds(&state, &record).await;
+    let lag = lag_of(&state, &record).await?;
     Ok(Json(DestinationView::of(&record, lag)).into_response())
 }
 
