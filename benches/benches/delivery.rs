@@ -4,10 +4,11 @@
 //!
 //! - `influx` and `remote_write`: the real path (`Runner` with a destination, leases,
 //!   chunked reads, encoding, HTTP, ledger) over a backlog of committed buckets.
-//! - `post_floor`: the peer: the same samples already encoded (line protocol,
-//!   gzip), POSTed by the same HTTP client to the same receiver, one request per
-//!   bucket: what the receiver costs without connectord reading, encoding and
-//!   recording anything.
+//! - `post_floor_influx` and `post_floor_remote_write`: the peers: the same samples
+//!   already encoded (line protocol with gzip, one request per bucket; remote-write
+//!   bodies of 2,000 samples), POSTed by the same HTTP client to the same receiver:
+//!   what the receiver costs without connectord reading, encoding and recording
+//!   anything.
 //!
 //! After the measurements, the release `connectord` binary (`CONNECTORD_BIN`, built by
 //! `cargo xtask bench`) catches up a backlog of 1,000,000 rows, and its peak resident
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use connector_core::{Batch, Registry, TickContext};
 use connector_http::HttpClient;
 use connector_http::http::Method;
-use connector_http::http::header::CONTENT_ENCODING;
+use connector_http::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName};
 use connector_prometheus::PrometheusConnector;
 use connector_prometheus::exposition::{Format, Parser};
 use connector_runner::{
@@ -245,8 +246,9 @@ fn delivery(c: &mut Criterion) {
         });
     }
 
-    // The peer: the same samples, encoded beforehand, POSTed by the same client.
-    let bodies: Vec<Vec<u8>> = buckets
+    // The peers: the same samples, encoded beforehand, POSTed by the same client.
+    let client = HttpClient::new();
+    let influx_bodies: Vec<Vec<u8>> = buckets
         .iter()
         .map(|bucket| {
             let mut lines = Vec::new();
@@ -256,24 +258,50 @@ fn delivery(c: &mut Criterion) {
             gz.finish().expect("gzip")
         })
         .collect();
-    let client = HttpClient::new();
-    let url = format!("{victoria}/influx/write");
-    group.bench_function("post_floor", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                let ctx = TickContext::new("floor", 0);
-                for body in &bodies {
-                    client
-                        .request(Method::POST, &url)
-                        .header(CONTENT_ENCODING, "gzip")
-                        .body(body.clone())
-                        .send(&ctx)
-                        .await
-                        .expect("VictoriaMetrics takes it");
-                }
+    let remote_write_bodies: Vec<Vec<u8>> = buckets
+        .iter()
+        .flat_map(|bucket| {
+            destination_remote_write::encode(&bucket_rows(&text, *bucket), 2000)
+                .expect("encode")
+                .requests
+                .into_iter()
+                .map(|r| r.body)
+        })
+        .collect();
+    let floors = [
+        ("post_floor_influx", "/influx/write", "gzip", &influx_bodies),
+        (
+            "post_floor_remote_write",
+            "/api/v1/write",
+            "snappy",
+            &remote_write_bodies,
+        ),
+    ];
+    for (name, path, encoding, bodies) in floors {
+        let url = format!("{victoria}{path}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let ctx = TickContext::new("floor", 0);
+                    for body in bodies {
+                        let mut request = client
+                            .request(Method::POST, &url)
+                            .header(CONTENT_ENCODING, encoding)
+                            .body(body.clone());
+                        if encoding == "snappy" {
+                            request = request
+                                .header(CONTENT_TYPE, "application/x-protobuf")
+                                .header(
+                                    HeaderName::from_static("x-prometheus-remote-write-version"),
+                                    "0.1.0",
+                                );
+                        }
+                        request.send(&ctx).await.expect("VictoriaMetrics takes it");
+                    }
+                });
             });
         });
-    });
+    }
     group.finish();
     drop(store);
 

@@ -50,7 +50,7 @@ async fn an_older_state_database_is_migrated_forward_keeping_its_connectors() {
         }
     }
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2]);
+    assert_eq!(versions(dir.path()), [1, 2, 3]);
     let record = store.get_connector("c-1").await.unwrap().unwrap();
     assert_eq!(record.spec.name, "old");
     let last = record.last_tick.unwrap();
@@ -58,7 +58,7 @@ async fn an_older_state_database_is_migrated_forward_keeping_its_connectors() {
     drop(store);
     // Opening again changes nothing.
     SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2]);
+    assert_eq!(versions(dir.path()), [1, 2, 3]);
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn a_state_database_from_a_newer_connectord_is_refused() {
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
     let text = err.to_string();
     assert!(
-        text.contains("is at schema version 99, newer than this connectord knows (version 2)"),
+        text.contains("is at schema version 99, newer than this connectord knows (version 3)"),
         "{text}"
     );
 }
@@ -125,5 +125,64 @@ async fn state_survives_reopening_the_folder() {
     assert_eq!(
         reopened.get_connector(&record.id).await.unwrap().unwrap(),
         record
+    );
+}
+
+/// A target file written before destinations existed gets row ranges in its ledger;
+/// its old buckets, whose rows have no recorded range, are not offered for delivery,
+/// and new ones are.
+#[tokio::test]
+async fn an_old_ledger_gains_row_ranges_and_only_new_buckets_are_delivered() {
+    use connector_runner::{DeliveryStore as _, Sink as _, Target};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("metrics.sqlite")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _connectord_ledger (connector_id TEXT NOT NULL, scheduled_for_ms INTEGER NOT NULL, \
+             target_table TEXT NOT NULL, token INTEGER NOT NULL, rows INTEGER NOT NULL, committed_at_ms INTEGER NOT NULL, \
+             PRIMARY KEY (connector_id, scheduled_for_ms));
+             CREATE TABLE samples (timestamp INTEGER, name TEXT, value REAL, labels TEXT);
+             INSERT INTO samples VALUES (1000, 'up', 1, '{}');
+             INSERT INTO _connectord_ledger VALUES ('c-1', 1000, 'samples', 1, 1, 1);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let target = Target {
+        connector_id: "c-1".into(),
+        database: "metrics".into(),
+        table: "samples".into(),
+    };
+    let lease = store
+        .claim_task("c-1", 2000, "r", std::time::Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    use connector_core::ColumnType;
+    let schema = std::sync::Arc::new(connector_core::Schema::new([
+        ("timestamp", ColumnType::Timestamp),
+        ("name", ColumnType::String),
+        ("value", ColumnType::Real),
+        ("labels", ColumnType::Dynamic),
+    ]));
+    let mut batch = connector_core::Batch::new(schema);
+    batch
+        .row()
+        .timestamp(2000)
+        .string("up")
+        .real(1.0)
+        .map([("job", "a")])
+        .finish()
+        .unwrap();
+    store.commit(&target, &lease, batch).await.unwrap();
+    let next = store
+        .next_bucket("d-1", &target, i64::MIN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (next.scheduled_for_ms, next.first_row, next.last_row),
+        (2000, 2, 2),
+        "the old bucket has no range; the new rows follow the old ones"
     );
 }
