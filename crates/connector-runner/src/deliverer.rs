@@ -302,7 +302,9 @@ impl Follow {
             ctx: TickContext::new(&id, bucket.scheduled_for_ms)
                 .with_secrets(Arc::clone(&self.shared.config.secrets)),
         };
-        match attempt.run(lease).await {
+        let (outcome, last_error) = attempt.run(lease).await;
+        self.destination.last_error = last_error;
+        match outcome {
             DeliveryOutcome::Delivered | DeliveryOutcome::DeadLetter => {
                 self.destination.delivered_through_ms = Some(
                     self.destination
@@ -320,7 +322,7 @@ impl Follow {
         }
     }
 
-    async fn report_source_problem(&self, shown: &mut Option<String>, problem: String) {
+    async fn report_source_problem(&mut self, shown: &mut Option<String>, problem: String) {
         if shown.as_deref() == Some(problem.as_str()) {
             return;
         }
@@ -335,6 +337,7 @@ impl Follow {
                 "cannot record the destination's status"
             );
         }
+        self.destination.last_error = Some(problem.clone());
         *shown = Some(problem);
     }
 }
@@ -365,7 +368,8 @@ enum Failed {
 
 impl Attempt<'_> {
     /// Sends the bucket, records the attempt everywhere, and says how it ended.
-    async fn run(self, mut lease: Lease) -> DeliveryOutcome {
+    /// Returns the outcome and the error it left as the destination's `last_error`.
+    async fn run(self, mut lease: Lease) -> (DeliveryOutcome, Option<String>) {
         let shared = &self.follow.shared;
         let id = self.follow.destination.id.clone();
         shared.lock_running().start(&id, &self.ctx);
@@ -444,9 +448,13 @@ impl Attempt<'_> {
             self.record_attempt(&lease, &record).await;
         }
         let status = match outcome {
-            DeliveryOutcome::Delivered | DeliveryOutcome::DeadLetter => {
-                Some(StatusChange::Succeeded)
-            }
+            // Clearing an error that is not there would be a write per bucket.
+            DeliveryOutcome::Delivered | DeliveryOutcome::DeadLetter => self
+                .follow
+                .destination
+                .last_error
+                .is_some()
+                .then_some(StatusChange::Succeeded),
             DeliveryOutcome::Halted => Some(StatusChange::Disabled(format!(
                 "halted at bucket {}: {}",
                 self.bucket.scheduled_for_ms,
@@ -506,7 +514,14 @@ impl Attempt<'_> {
                 "delivery failed"
             ),
         }
-        outcome
+        let last_error = match outcome {
+            DeliveryOutcome::Delivered | DeliveryOutcome::DeadLetter => None,
+            DeliveryOutcome::Fenced | DeliveryOutcome::Cancelled => {
+                self.follow.destination.last_error.clone()
+            }
+            _ => record.error,
+        };
+        (outcome, last_error)
     }
 
     /// A failed attempt goes to the history only; the bucket stays undelivered.

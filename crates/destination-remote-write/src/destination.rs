@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use connector_core::{
     Batch, ConfigFile, ConnectorError, Delivered, Destination, Schema, TickContext, async_trait,
@@ -137,6 +138,41 @@ impl RemoteWriteDestination {
     }
 }
 
+/// Requests of one delivery in flight at once when no series spans two of them, so
+/// a bucket's requests overlap the receiver's handling of each other (measured: the
+/// receiver's round trip was most of a delivery).
+const CONCURRENT_REQUESTS: usize = 4;
+
+/// One remote-write POST; returns the bytes sent.
+async fn post(
+    client: HttpClient,
+    ctx: TickContext,
+    config: Arc<RemoteWriteConfig>,
+    body: Vec<u8>,
+) -> Result<u64, connector_http::HttpError> {
+    let sent = body.len() as u64;
+    let mut builder = client
+        .request(Method::POST, &config.endpoint)
+        .action("remote write")
+        .header(CONTENT_ENCODING, "snappy")
+        .header(CONTENT_TYPE, "application/x-protobuf")
+        .header(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            "0.1.0",
+        )
+        .auth(&config.auth)
+        .tls(config.tls.as_ref())
+        .timeout_ms(config.timeout_ms)
+        .retry_too_many_requests(config.retry_on_http_429);
+    for (name, value) in &config.headers {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            builder = builder.header(name, value.as_str());
+        }
+    }
+    builder.body(body).send(&ctx).await?;
+    Ok(sent)
+}
+
 #[async_trait]
 impl Destination for RemoteWriteDestination {
     const TYPE_ID: &'static str = "prometheus_remote_write";
@@ -165,30 +201,44 @@ impl Destination for RemoteWriteDestination {
         let encoded =
             encode(rows, per_request).map_err(|e| ConnectorError::permanent(e.to_string()))?;
         let mut delivered = Delivered::default();
-        for request in encoded.requests {
-            let sent = request.body.len() as u64;
-            let mut builder = self
-                .client
-                .request(Method::POST, &config.endpoint)
-                .action("remote write")
-                .header(CONTENT_ENCODING, "snappy")
-                .header(CONTENT_TYPE, "application/x-protobuf")
-                .header(
-                    HeaderName::from_static("x-prometheus-remote-write-version"),
-                    "0.1.0",
-                )
-                .auth(&config.auth)
-                .tls(config.tls.as_ref())
-                .timeout_ms(config.timeout_ms)
-                .retry_too_many_requests(config.retry_on_http_429);
-            for (name, value) in &config.headers {
-                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                    builder = builder.header(name, value.as_str());
-                }
+        let in_flight = if encoded.ordered {
+            1
+        } else {
+            CONCURRENT_REQUESTS
+        };
+        let config = Arc::new(config.clone());
+        let mut sending = tokio::task::JoinSet::new();
+        let mut requests = encoded.requests.into_iter();
+        loop {
+            while sending.len() < in_flight {
+                let Some(request) = requests.next() else {
+                    break;
+                };
+                let send = post(
+                    self.client.clone(),
+                    ctx.clone(),
+                    Arc::clone(&config),
+                    request.body,
+                );
+                let samples = request.samples as u64;
+                sending.spawn(async move { send.await.map(|bytes| (samples, bytes)) });
             }
-            builder.body(request.body).send(ctx).await?;
-            delivered.rows += request.samples as u64;
-            delivered.bytes += sent;
+            let Some(done) = sending.join_next().await else {
+                break;
+            };
+            let (samples, bytes) = match done {
+                Ok(Ok(sent)) => sent,
+                // The bucket is sent again whole; the requests still in flight are
+                // dropped (a receiver keeps one sample per series and timestamp).
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(ConnectorError::permanent(format!(
+                        "a remote-write request task failed: {e}"
+                    )));
+                }
+            };
+            delivered.rows += samples;
+            delivered.bytes += bytes;
             delivered.requests += 1;
         }
         delivered.skipped = encoded

@@ -73,6 +73,11 @@ pub struct Request {
 pub struct Encoded {
     /// At most `max_samples_per_send` samples each.
     pub requests: Vec<Request>,
+    /// A series continues from one request into the next, so the requests must
+    /// reach the receiver in order (Prometheus refuses a sample older than the
+    /// series' newest). When false, every series sits in one request and they may be
+    /// sent at once.
+    pub ordered: bool,
     /// Rows not sent, by reason.
     pub skipped: Skipped,
 }
@@ -150,8 +155,10 @@ pub fn encode(batch: &Batch, max_samples_per_send: usize) -> Result<Encoded, Sha
         // Stable: two samples at one timestamp keep their row order.
         s.samples.sort_by_key(|sample| sample.timestamp);
     }
+    let (requests, ordered) = requests(series, max_samples_per_send.max(1));
     Ok(Encoded {
-        requests: requests(series, max_samples_per_send.max(1)),
+        requests,
+        ordered,
         skipped,
     })
 }
@@ -234,14 +241,17 @@ fn name_label(name: &str) -> Label {
     }
 }
 
-fn requests(series: Vec<TimeSeries>, max_samples: usize) -> Vec<Request> {
+/// The requests, and whether a series continues from one into the next.
+fn requests(series: Vec<TimeSeries>, max_samples: usize) -> (Vec<Request>, bool) {
     let mut out = Vec::new();
+    let mut split = false;
     let mut current = WriteRequest::default();
     let mut in_current = 0;
     for mut s in series {
         // A series that fits moves into the request whole; only one cut across
         // requests copies its labels.
         while in_current + s.samples.len() > max_samples {
+            split = true;
             let rest = s.samples.split_off(max_samples - in_current);
             in_current += s.samples.len();
             current.timeseries.push(TimeSeries {
@@ -263,7 +273,7 @@ fn requests(series: Vec<TimeSeries>, max_samples: usize) -> Vec<Request> {
     if in_current > 0 {
         out.push(finish(current, in_current));
     }
-    out
+    (out, split)
 }
 
 fn finish(request: WriteRequest, samples: usize) -> Request {

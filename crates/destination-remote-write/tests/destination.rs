@@ -141,3 +141,55 @@ async fn headers_cannot_override_the_protocol() {
         "max_samples_per_send: 0 is out of range, expected 1 to 1000000"
     );
 }
+
+#[tokio::test]
+async fn requests_of_separate_series_go_out_at_once_and_all_arrive() {
+    let server =
+        TestServer::start(|_| Reply::status(204).delay(std::time::Duration::from_millis(200)))
+            .await;
+    let mut batch = Batch::new(metric_rows::schema());
+    for i in 0..8 {
+        batch
+            .row()
+            .timestamp(1_000)
+            .string("up")
+            .real(f64::from(i))
+            .map([("i", i.to_string())])
+            .finish()
+            .unwrap();
+    }
+    let encoded = destination_remote_write::encode(&batch, 2).unwrap();
+    assert!(
+        !encoded.ordered,
+        "one sample per series: no series spans two requests"
+    );
+    assert!(
+        destination_remote_write::encode(&rows(6), 2)
+            .unwrap()
+            .ordered
+    );
+    let started = std::time::Instant::now();
+    let sent = DeliveryHarness::new(RemoteWriteDestination::new())
+        .deliver(
+            &json!({"endpoint": server.url("/api/v1/write"), "max_samples_per_send": 2}),
+            &batch,
+        )
+        .await
+        .result
+        .unwrap();
+    assert_eq!((sent.rows, sent.requests), (8, 4));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(600),
+        "four requests of 200 ms each went out together: {:?}",
+        started.elapsed()
+    );
+    let mut values: Vec<f64> = server
+        .requests()
+        .iter()
+        .flat_map(|r| decode(&r.body).timeseries)
+        .flat_map(|s| s.samples)
+        .map(|s| s.value)
+        .collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+}
