@@ -544,21 +544,21 @@ async fn kill_9_while_delivering_then_restart_leaves_each_sample_once() {
     }
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status}\n{log}");
-    let expected_rows = expected_rows(&text).len();
-    for (name, samples) in [
-        ("vm", victoria_samples(rx.victoria, &run)),
-        ("prom", prometheus_samples(rx.prometheus, &run)),
-    ] {
+    let rows = expected_rows(&text).len();
+    let readers: [(&str, Reader<'_>); 2] = [
+        ("vm", Box::new(|run| victoria_samples(rx.victoria, run))),
+        (
+            "prom",
+            Box::new(|run| prometheus_samples(rx.prometheus, run)),
+        ),
+    ];
+    for (name, read) in readers {
         let through = delivered_through(dir.path(), name).unwrap();
         let buckets = committed_through(dir.path(), &id, through);
         assert!(buckets.len() >= 3, "{name}: {buckets:?}");
-        let held = once(samples, name);
-        assert_eq!(
-            held.len(),
-            buckets.len() * expected_rows,
-            "{name}: missing or extra samples"
-        );
-        assert_eq!(held, expected(&text, &buckets, true), "{name}");
+        let want = expected(&text, &buckets, true);
+        assert_eq!(want.len(), buckets.len() * rows);
+        assert_holds(name, || read(&run), &want).await;
     }
 }
 
