@@ -14,9 +14,9 @@ use crate::store::{Lease, StatusChange, StoreError, Target};
 
 /// How far below the newest delivered bucket the search for the next one starts, so
 /// a bucket whose commit landed after a newer one (another runner's slower tick) is
-/// still found without scanning the whole ledger. A tick cannot commit later than its
-/// lease allows, which is far shorter.
-pub const LATE_COMMIT_WINDOW_MS: i64 = 3_600_000;
+/// still found without scanning the whole ledger. Two hours: a tick commits within
+/// its timeout (connectord allows at most one hour) plus its lease margin.
+pub const LATE_COMMIT_WINDOW_MS: i64 = 7_200_000;
 
 /// Where a new destination begins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -297,6 +297,19 @@ pub(crate) async fn record_delivery(
     let bucket = record.scheduled_for_ms;
     let now = wall_clock_ms();
     let rows = to_i64(bucket_rows);
+    // A destination deleted while its delivery was in flight gets nothing back; the
+    // row lock also keeps a delete from passing this delivery halfway.
+    if tx
+        .query_opt(
+            "SELECT 1 FROM connectord.destinations WHERE id = $1 FOR SHARE",
+            &[id],
+        )
+        .await
+        .map_err(backend("cannot read the destination"))?
+        .is_none()
+    {
+        return Err(destination_not_found(id));
+    }
     if record.outcome.passes_bucket() {
         tx.execute(
             "INSERT INTO connectord.delivered (destination_id, scheduled_for_ms, token, outcome, rows, delivered_at_ms) \

@@ -250,6 +250,10 @@ pub(crate) fn record_delivery(
         let id = &record.destination_id;
         let bucket = record.scheduled_for_ms;
         let now = wall_clock_ms();
+        // A destination deleted while its delivery was in flight gets nothing back.
+        if get(tx, id)?.is_none() {
+            return Err(destination_not_found(id));
+        }
         if record.outcome.passes_bucket() {
             let inserted = tx.execute(
                 "INSERT INTO delivered (destination_id, scheduled_for_ms, token, outcome, rows, delivered_at_ms) \

@@ -347,6 +347,18 @@ pub async fn the_delivery_ledger_passes_a_bucket_once<S: ContractStore>(o: Opene
     store.delete_destination(id).await.unwrap();
     assert!(store.deliveries(id, 10).await.unwrap().is_empty());
     assert!(store.dead_letters(id, 10).await.unwrap().is_empty());
+    // A delivery that was in flight when the destination was deleted writes nothing.
+    let late = store
+        .claim_task(id, 3000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = store
+        .record_delivery(&late, &attempt(id, 3000, DeliveryOutcome::Delivered), 3)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NotFound);
+    assert!(store.deliveries(id, 10).await.unwrap().is_empty());
 }
 
 /// What a [`Recording`] destination does on one call.
