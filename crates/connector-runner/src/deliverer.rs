@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use connector_core::{Delivered, ErrorKind, Schema, TickContext, ValidatedConfig};
@@ -25,7 +25,8 @@ use crate::telemetry::DeliverySample;
 /// How often an idle destination looks for a new bucket.
 const POLL: Duration = Duration::from_millis(250);
 
-type Sources = Arc<Mutex<HashMap<String, ConnectorRecord>>>;
+/// Every connector by name, as the runner last listed them (`None` before that).
+type Sources = watch::Receiver<Option<Arc<HashMap<String, ConnectorRecord>>>>;
 
 struct Follower {
     spec: crate::destination::DestinationSpec,
@@ -39,7 +40,7 @@ pub(crate) async fn run(
     deliveries: Arc<dyn DeliveryStore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sources: Sources = Arc::default();
+    let sources: Sources = shared.connectors.subscribe();
     let mut followers: HashMap<String, Follower> = HashMap::new();
     let mut tasks = JoinSet::new();
     loop {
@@ -69,10 +70,7 @@ async fn refresh(
     tasks: &mut JoinSet<()>,
     stop: &watch::Receiver<bool>,
 ) {
-    let (destinations, connectors) = match tokio::try_join!(
-        deliveries.list_destinations(),
-        shared.store.list_connectors()
-    ) {
+    let destinations = match deliveries.list_destinations().await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(
@@ -82,10 +80,6 @@ async fn refresh(
             return;
         }
     };
-    *sources.lock().unwrap_or_else(PoisonError::into_inner) = connectors
-        .into_iter()
-        .map(|c| (c.spec.name.clone(), c))
-        .collect();
     shared.telemetry.set_destinations(&destinations);
     let mut seen = std::collections::HashSet::new();
     for destination in destinations {
@@ -125,7 +119,7 @@ async fn refresh(
         let follow = Follow {
             shared: Arc::clone(shared),
             deliveries: Arc::clone(deliveries),
-            sources: Arc::clone(sources),
+            sources: sources.clone(),
             destination,
             config,
             retire,
@@ -213,13 +207,11 @@ impl Follow {
 
     async fn step(&mut self, source_problem: &mut Option<String>) -> Step {
         let id = self.destination.id.clone();
-        let source = self
-            .sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&self.destination.spec.source)
-            .cloned();
-        let Some(source) = source else {
+        let Some(connectors) = self.sources.borrow().clone() else {
+            // The runner has not listed the connectors yet.
+            return Step::Idle;
+        };
+        let Some(source) = connectors.get(&self.destination.spec.source).cloned() else {
             let problem = format!(
                 "source connector `{}` does not exist; waiting for it",
                 self.destination.spec.source

@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) cancel: watch::Sender<bool>,
     /// Set when the stop begins: no tick or delivery starts after it.
     stopping: watch::Sender<bool>,
+    /// Every connector by name, as of the newest refresh (`None` before the first):
+    /// destinations find their sources here rather than listing them again.
+    pub(crate) connectors: watch::Sender<Option<Arc<HashMap<String, ConnectorRecord>>>>,
 }
 
 struct Slot {
@@ -156,6 +159,7 @@ impl Runner {
                 running: std::sync::Mutex::default(),
                 cancel: watch::Sender::new(false),
                 stopping: watch::Sender::new(false),
+                connectors: watch::Sender::new(None),
             }),
             deliveries: None,
             commands: rx,
@@ -319,6 +323,12 @@ impl Runner {
             }
         };
         self.shared.telemetry.set_connectors(&records);
+        self.shared.connectors.send_replace(Some(Arc::new(
+            records
+                .iter()
+                .map(|r| (r.spec.name.clone(), r.clone()))
+                .collect(),
+        )));
         // A set: with thousands of connectors a list made each refresh quadratic.
         let mut seen = std::collections::HashSet::with_capacity(records.len());
         for record in records {
