@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use crate::destination::{
-    DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord, LATE_COMMIT_WINDOW_MS,
-    OnPermanent, PendingBucket, source_target,
+    DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord, OnPermanent, PendingBucket,
+    source_target,
 };
 use crate::runner::{Shared, wall_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
@@ -238,11 +238,7 @@ impl Follow {
         }
         *source_problem = None;
         let target = source_target(&source);
-        let from = self.destination.start_ms.max(
-            self.destination
-                .delivered_through_ms
-                .map_or(i64::MIN, |t| t.saturating_sub(LATE_COMMIT_WINDOW_MS)),
-        );
+        let from = self.destination.search_from_ms();
         let bucket = match self.deliveries.next_bucket(&id, &target, from).await {
             Ok(Some(bucket)) => bucket,
             Ok(None) => {

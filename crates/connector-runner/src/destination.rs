@@ -133,6 +133,17 @@ pub struct DestinationRecord {
     pub last_delivery: Option<DeliveryRecord>,
 }
 
+impl DestinationRecord {
+    /// Where the search for the next undelivered bucket starts: the destination's
+    /// start, or [`LATE_COMMIT_WINDOW_MS`] below the newest bucket it delivered.
+    pub fn search_from_ms(&self) -> i64 {
+        self.start_ms.max(
+            self.delivered_through_ms
+                .map_or(i64::MIN, |t| t.saturating_sub(LATE_COMMIT_WINDOW_MS)),
+        )
+    }
+}
+
 /// How one delivery attempt of a bucket ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

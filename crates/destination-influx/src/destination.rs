@@ -16,7 +16,6 @@ use connector_core::{
 use connector_http::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use connector_http::http::{Method, StatusCode};
 use connector_http::{Auth, HttpClient, TlsConfig};
-use metric_rows::SkipReason as _;
 use serde::{Deserialize, Serialize};
 
 use crate::line_protocol::Encoder;
@@ -166,12 +165,7 @@ impl Destination for InfluxDestination {
         if !lines.ends.is_empty() {
             self.send(ctx, config, &lines, &mut delivered).await?;
         }
-        delivered.skipped = encoder
-            .skipped()
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(reason, n)| (reason.as_str(), n))
-            .collect();
+        delivered.skipped = encoder.skipped().by_name();
         Ok(delivered)
     }
 

@@ -17,7 +17,7 @@ use connector_core::{
 use connector_http::http::Method;
 use connector_http::http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use connector_http::{Auth, HttpClient, TlsConfig};
-use metric_rows::{MetricReader, SkipReason as _};
+use metric_rows::MetricReader;
 use serde::{Deserialize, Serialize};
 
 use crate::encode;
@@ -241,12 +241,7 @@ impl Destination for RemoteWriteDestination {
             delivered.bytes += bytes;
             delivered.requests += 1;
         }
-        delivered.skipped = encoded
-            .skipped
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(reason, n)| (reason.as_str(), n))
-            .collect();
+        delivered.skipped = encoded.skipped.by_name();
         Ok(delivered)
     }
 

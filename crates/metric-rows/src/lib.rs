@@ -95,6 +95,14 @@ impl<R: SkipReason> Skipped<R> {
             .zip(self.counts.iter().copied())
             .filter(|(_, n)| *n > 0)
     }
+
+    /// The counts by reason name, as a destination reports them
+    /// (`Delivered::skipped`).
+    pub fn by_name(&self) -> Vec<(&'static str, u64)> {
+        self.iter()
+            .map(|(reason, n)| (reason.as_str(), n))
+            .collect()
+    }
 }
 
 /// The rows do not have the shape of metric rows.

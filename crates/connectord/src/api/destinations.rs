@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use connector_runner::{
     ConnectorRecord, ConnectorState, DeadLetter, DeliveryRecord, DestinationRecord,
-    DestinationSpec, LATE_COMMIT_WINDOW_MS, Origin, source_target,
+    DestinationSpec, Origin, source_target,
 };
 use serde_json::{Value, json};
 
@@ -113,11 +113,7 @@ async fn lag_seconds(
     let source = connectors
         .iter()
         .find(|c| c.spec.name == record.spec.source)?;
-    let from = record.start_ms.max(
-        record
-            .delivered_through_ms
-            .map_or(i64::MIN, |t| t.saturating_sub(LATE_COMMIT_WINDOW_MS)),
-    );
+    let from = record.search_from_ms();
     let bucket = state
         .deliveries
         .next_bucket(&record.id, &source_target(source), from)
