@@ -21,6 +21,7 @@ mod redact;
 mod registry;
 mod secret;
 mod stop;
+pub mod push;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -30,6 +31,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
 pub use destination::{Delivered, Destination, DynDestination};
+pub use push::{
+    Accepted, Committed, Drive, DynPush, IngestRequest, IngestResponse, PushConnector,
+};
 pub use error::{ConnectorError, ErrorChain, ErrorKind};
 pub use redact::{REDACTED, redact};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::destination::{Delivered, Destination, DynDestination, ErasedDestination};
-use crate::{Batch, ConfigFile, Connector, ConnectorError, Schema, TickContext};
+use crate::push::{DynPush, ErasedPush};
+use crate::{Batch, ConfigFile, Connector, ConnectorError, Drive, PushConnector, Schema, TickContext};
 
 /// A config that a connector type has validated, with its concrete type erased.
 ///
@@ -77,6 +78,16 @@ pub trait DynConnector: Send + Sync {
     ) -> Result<Batch, ConnectorError>;
     /// The files a validated config names ([`Connector::config_files`]).
     fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile>;
+
+    /// How the runner drives this connector type.
+    fn drive(&self) -> Drive {
+        Drive::Periodic
+    }
+
+    /// The push side of a [`PushConnector`]; `None` for periodic connectors.
+    fn push(&self) -> Option<&dyn DynPush> {
+        None
+    }
 }
 
 /// Wraps a connector rather than implementing [`DynConnector`] for every `Connector`,
@@ -112,6 +123,44 @@ impl<C: Connector> DynConnector for Erased<C> {
             .typed::<C::Config>("connector", C::TYPE_ID)
             .map(|typed| self.0.config_files(typed))
             .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl<P: PushConnector> DynConnector for ErasedPush<P> {
+    fn connector_type(&self) -> &'static str {
+        P::TYPE_ID
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.0.schema()
+    }
+
+    fn validate(&self, raw: &serde_json::Value) -> Result<ValidatedConfig, ConnectorError> {
+        let config = self.0.validate_config(raw)?;
+        Ok(ValidatedConfig::new(P::TYPE_ID, Arc::new(config)))
+    }
+
+    async fn tick(&self, _: &TickContext, _: &ValidatedConfig) -> Result<Batch, ConnectorError> {
+        Err(ConnectorError::config(format!(
+            "connector type `{}` is a push source: it receives requests and has no tick",
+            P::TYPE_ID
+        )))
+    }
+
+    fn config_files(&self, config: &ValidatedConfig) -> Vec<ConfigFile> {
+        config
+            .typed::<P::Config>("connector", P::TYPE_ID)
+            .map(|typed| self.0.config_files(typed))
+            .unwrap_or_default()
+    }
+
+    fn drive(&self) -> Drive {
+        Drive::Push
+    }
+
+    fn push(&self) -> Option<&dyn DynPush> {
+        Some(self)
     }
 }
 
@@ -167,6 +216,16 @@ impl Registry {
         }
         self.connectors
             .insert(C::TYPE_ID, Arc::new(Erased(connector)));
+        Ok(())
+    }
+
+    /// Adds a push connector type. Push and periodic connectors share one name space.
+    pub fn register_push<P: PushConnector>(&mut self, connector: P) -> Result<(), RegistryError> {
+        if self.connectors.contains_key(P::TYPE_ID) {
+            return Err(RegistryError::Duplicate(P::TYPE_ID));
+        }
+        self.connectors
+            .insert(P::TYPE_ID, Arc::new(ErasedPush(connector)));
         Ok(())
     }
 
