@@ -17,11 +17,11 @@
 mod batch;
 mod destination;
 mod error;
+pub mod push;
 mod redact;
 mod registry;
 mod secret;
 mod stop;
-pub mod push;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -31,10 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub use async_trait::async_trait;
 pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
 pub use destination::{Delivered, Destination, DynDestination};
-pub use push::{
-    Accepted, Committed, Drive, DynPush, IngestRequest, IngestResponse, PushConnector,
-};
 pub use error::{ConnectorError, ErrorChain, ErrorKind};
+pub use push::{Accepted, Committed, Drive, DynPush, IngestRequest, IngestResponse, PushConnector};
 pub use redact::{REDACTED, redact};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
 pub use secret::{

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::destination::{Delivered, Destination, DynDestination, ErasedDestination};
 use crate::push::{DynPush, ErasedPush};
-use crate::{Batch, ConfigFile, Connector, ConnectorError, Drive, PushConnector, Schema, TickContext};
+use crate::{
+    Batch, ConfigFile, Connector, ConnectorError, Drive, PushConnector, Schema, TickContext,
+};
 
 /// A config that a connector type has validated, with its concrete type erased.
 ///

@@ -9,6 +9,7 @@ pub mod contract;
 mod deliverer;
 mod destination;
 pub mod protocol;
+mod push;
 mod runner;
 pub mod schedule;
 mod spec;
@@ -18,6 +19,9 @@ pub mod telemetry;
 pub use destination::{
     BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,
     DestinationSpec, LATE_COMMIT_WINDOW_MS, OnPermanent, PendingBucket, Start, source_target,
+};
+pub use push::{
+    BuildBucket, IngestError, IngestLimits, Ingestor, PushStore, StageItem, StagedBucket,
 };
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{

@@ -3,12 +3,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use connector_core::{EnvSecrets, ErrorKind, Registry, SecretSource, TickContext, ValidatedConfig};
+use connector_core::{
+    Drive, EnvSecrets, ErrorKind, Registry, SecretSource, TickContext, ValidatedConfig,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use crate::destination::DeliveryStore;
+use crate::push::{IngestLimits, Ingestor, PushStore};
 use crate::schedule::{bucket_start, phase_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{
@@ -121,6 +124,7 @@ struct Slot {
 pub struct Runner {
     shared: Arc<Shared>,
     deliveries: Option<Arc<dyn DeliveryStore>>,
+    push: Option<PushParts>,
     commands: mpsc::UnboundedReceiver<Command>,
     handle: RunnerHandle,
 }
@@ -131,6 +135,13 @@ impl std::fmt::Debug for Runner {
             .field("runner_id", &self.shared.config.runner_id)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Runner::with_push`] hands to [`Runner::run`].
+struct PushParts {
+    store: Arc<dyn PushStore>,
+    queue: mpsc::Receiver<crate::push::ingest::Pending>,
+    ingestor: Ingestor,
 }
 
 pub(crate) fn wall_ms() -> i64 {
@@ -162,6 +173,7 @@ impl Runner {
                 connectors: watch::Sender::new(None),
             }),
             deliveries: None,
+            push: None,
             commands: rx,
             handle: RunnerHandle {
                 commands: tx,
@@ -175,6 +187,29 @@ impl Runner {
     pub fn with_deliveries(mut self, deliveries: Arc<dyn DeliveryStore>) -> Self {
         self.deliveries = Some(deliveries);
         self
+    }
+
+    /// Also runs push connectors: they stage into `store`, and the runner commits
+    /// their closed buckets. Requests reach them through [`Runner::ingestor`].
+    pub fn with_push(mut self, store: Arc<dyn PushStore>, limits: IngestLimits) -> Self {
+        let (ingestor, queue) = Ingestor::new(
+            Arc::clone(&self.shared.registry),
+            self.shared.connectors.subscribe(),
+            Arc::clone(&self.shared.telemetry),
+            limits,
+        );
+        self.push = Some(PushParts {
+            store,
+            queue,
+            ingestor,
+        });
+        self
+    }
+
+    /// Takes pushed requests for this runner's push connectors (after
+    /// [`Runner::with_push`]); they are staged once [`Runner::run`] runs.
+    pub fn ingestor(&self) -> Option<Ingestor> {
+        self.push.as_ref().map(|p| p.ingestor.clone())
     }
 
     /// A handle to trigger ticks and refreshes while [`Runner::run`] runs.
@@ -198,6 +233,20 @@ impl Runner {
                 self.shared.stopping.subscribe(),
             ))
         });
+        let mut push_tasks = Vec::new();
+        if let Some(push) = self.push.take() {
+            push_tasks.push(tokio::spawn(crate::push::ingest::stage_loop(
+                Arc::clone(&push.store),
+                push.queue,
+            )));
+            push_tasks.push(tokio::spawn(crate::push::committer::run(
+                Arc::clone(&self.shared),
+                push.store,
+                Arc::clone(&push.ingestor.staged_bytes),
+                push.ingestor.limits().grace,
+                self.shared.stopping.subscribe(),
+            )));
+        }
         tokio::pin!(shutdown);
         loop {
             if Instant::now() >= next_refresh {
@@ -266,6 +315,10 @@ impl Runner {
             }
         }
         self.stop(ticks, deliverer.take()).await;
+        // Requests already acknowledged are staged; the next start commits them.
+        for task in push_tasks {
+            task.abort();
+        }
         tracing::info!("runner stopped");
     }
 
@@ -364,6 +417,15 @@ impl Runner {
                     continue;
                 }
             };
+            if self
+                .shared
+                .registry
+                .get(&record.spec.connector_type)
+                .is_some_and(|c| c.drive() == Drive::Push)
+            {
+                // Driven by requests and the push committer, not by a schedule.
+                continue;
+            }
             let phase = phase_ms(&record.id, record.spec.schedule_ms);
             let next_due_ms = bucket_start(wall_ms(), record.spec.schedule_ms, phase)
                 + schedule_i64(record.spec.schedule_ms);
@@ -491,10 +553,10 @@ async fn run_tick(
 }
 
 /// When and for which bucket a tick started.
-struct Started {
-    scheduled_for: i64,
-    at: Instant,
-    at_ms: i64,
+pub(crate) struct Started {
+    pub(crate) scheduled_for: i64,
+    pub(crate) at: Instant,
+    pub(crate) at_ms: i64,
 }
 
 /// Claims the bucket and runs the tick under the lease; `None` when another runner
@@ -588,18 +650,18 @@ async fn claim_and_run(
 }
 
 /// How a tick ended, before it is recorded.
-struct Ended {
-    outcome: TickOutcome,
+pub(crate) struct Ended {
+    pub(crate) outcome: TickOutcome,
     /// `None` leaves the connector's status as it was.
-    status: Option<StatusChange>,
-    error: Option<String>,
-    rows: u64,
-    sink_bytes: u64,
+    pub(crate) status: Option<StatusChange>,
+    pub(crate) error: Option<String>,
+    pub(crate) rows: u64,
+    pub(crate) sink_bytes: u64,
 }
 
 impl Ended {
     /// Another runner's bucket now: not the connector's fault, so its status stays.
-    fn fenced(message: impl Into<String>) -> Self {
+    pub(crate) fn fenced(message: impl Into<String>) -> Self {
         Ended {
             outcome: TickOutcome::Fenced,
             status: None,
@@ -609,7 +671,7 @@ impl Ended {
         }
     }
 
-    fn failed(outcome: TickOutcome, message: String) -> Self {
+    pub(crate) fn failed(outcome: TickOutcome, message: String) -> Self {
         Ended {
             outcome,
             status: Some(StatusChange::Failed(message.clone())),
@@ -670,7 +732,7 @@ async fn commit(
 /// Records a tick everywhere: metrics, logs, the connector's status and its history.
 /// Every message goes through the tick's redaction first. What the store cannot
 /// record is kept in [`Telemetry`] for the API to show.
-async fn finish(
+pub(crate) async fn finish(
     shared: &Shared,
     record: &ConnectorRecord,
     ctx: &TickContext,

@@ -25,6 +25,7 @@ mod destinations;
 mod history;
 mod leases;
 mod pool;
+mod push;
 mod schema;
 mod sink;
 

@@ -146,6 +146,26 @@ CREATE TABLE connectord.row_positions (one boolean PRIMARY KEY DEFAULT true CHEC
 INSERT INTO connectord.row_positions (next) VALUES (1);
 ",
     },
+    Migration {
+        version: 4,
+        description: "push sources: staged requests and each connector's state",
+        sql: "
+CREATE TABLE connectord.staged (
+    id bigserial PRIMARY KEY,
+    connector_id text NOT NULL,
+    target_database text NOT NULL,
+    bucket_ms bigint NOT NULL,
+    staged_at_ms bigint NOT NULL,
+    body bytea NOT NULL
+);
+CREATE INDEX staged_by_bucket ON connectord.staged (connector_id, bucket_ms);
+CREATE TABLE connectord.push_state (
+    connector_id text PRIMARY KEY,
+    bucket_ms bigint NOT NULL,
+    state bytea NOT NULL
+);
+",
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::{BufMut as _, BytesMut};
-use connector_core::{Batch, ColumnType, Value};
+use connector_core::{Batch, ColumnType, Schema, Value};
 use connector_runner::protocol::{check_fencing, quote_ident, to_i64};
 use connector_runner::{
     CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, Target,
@@ -131,18 +131,18 @@ fn position_index(table: &str) -> String {
 }
 
 impl PgStore {
-    async fn ensure_table(
+    pub(crate) async fn ensure_table(
         &self,
         client: &mut Client,
         target: &Target,
-        batch: &Batch,
+        schema: &Arc<Schema>,
     ) -> Result<(), StoreError> {
         // Keyed by the schema too: another connector may write another shape to the
         // same table, and must be refused rather than trusted.
         let key = (
             target.database.clone(),
             target.table.clone(),
-            Arc::clone(batch.schema()),
+            Arc::clone(schema),
         );
         if self
             .tables
@@ -152,8 +152,7 @@ impl PgStore {
         {
             return Ok(());
         }
-        let columns: Vec<String> = batch
-            .schema()
+        let columns: Vec<String> = schema
             .columns()
             .iter()
             .map(|c| format!("{} {}", quote_ident(c.name()), pg_type(c.ty()).1))
@@ -188,8 +187,7 @@ impl PgStore {
         tx.commit()
             .await
             .map_err(backend("cannot commit the target table"))?;
-        let wanted: Vec<(String, String)> = batch
-            .schema()
+        let wanted: Vec<(String, String)> = schema
             .columns()
             .iter()
             .map(|c| (c.name().to_owned(), pg_type(c.ty()).2.to_owned()))
@@ -216,91 +214,18 @@ impl Sink for PgStore {
         batch: Batch,
     ) -> Result<CommitReport, StoreError> {
         let mut client = self.pool.get().await?;
-        self.ensure_table(&mut client, target, &batch).await?;
-        let rows = to_i64(batch.len() as u64);
-        // Positions are reserved in a statement of their own: its row lock ends with
-        // it, so commits never wait on each other's flush. A failed commit leaves a
-        // gap, which costs nothing.
-        let first_row: i64 = client
-            .query_one(
-                "UPDATE connectord.row_positions SET next = next + $1 RETURNING next - $1",
-                &[&rows],
-            )
-            .await
-            .map_err(backend("cannot reserve row positions"))?
-            .get(0);
+        self.ensure_table(&mut client, target, batch.schema())
+            .await?;
+        let first_row = reserve_positions(&client, batch.len()).await?;
         let tx = client
             .transaction()
             .await
             .map_err(backend("cannot start a transaction"))?;
-        tx.execute(
-            "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows, first_row, last_row) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows, &first_row, &(first_row + rows - 1)],
-        )
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::already_committed(lease)
-            } else {
-                StoreError::backend("cannot write the ledger row", e)
-            }
-        })?;
-        let current: Option<i64> = tx
-            .query_opt(
-                "SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2",
-                &[&target.connector_id, &lease.scheduled_for_ms],
-            )
-            .await
-            .map_err(backend("cannot read the fencing token"))?
-            .map(|r| r.get(0));
-        check_fencing(lease, current)?;
-        let schema = batch.schema();
-        let mut types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
-        let mut names: Vec<String> = schema
-            .columns()
-            .iter()
-            .map(|c| quote_ident(c.name()))
-            .collect();
-        let columns = types.len();
-        types.push(Type::INT8);
-        names.push(ROW_POSITION.to_owned());
-        let copy = format!(
-            "COPY {}.{} ({}) FROM STDIN (FORMAT binary)",
-            quote_ident(&target.database),
-            quote_ident(&target.table),
-            names.join(", ")
-        );
-        let sink = tx
-            .copy_in(&copy)
-            .await
-            .map_err(backend("cannot start the COPY"))?;
-        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-        tokio::pin!(writer);
-        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(types.len());
-        for (position, row) in (first_row..).zip(batch.rows()) {
-            cells.clear();
-            cells.extend((0..columns).map(|c| cell(row.at(c))));
-            cells.push(Cell::Integer(position));
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-            writer
-                .as_mut()
-                .write(&refs)
-                .await
-                .map_err(backend("cannot copy a row"))?;
-        }
-        writer
-            .finish()
-            .await
-            .map_err(backend("cannot finish the COPY"))?;
+        let report = write_bucket(&tx, target, lease, &batch, first_row).await?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the rows"))?;
-        Ok(CommitReport {
-            rows: batch.len() as u64,
-            bytes: batch.payload_bytes() as u64,
-        })
+        Ok(report)
     }
 
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
@@ -384,4 +309,97 @@ impl Sink for PgStore {
             rows: out,
         })
     }
+}
+
+/// Reserves `rows` row positions in a statement of its own: its row lock ends with
+/// it, so commits never wait on each other's flush. A failed commit leaves a gap,
+/// which costs nothing.
+pub(crate) async fn reserve_positions(client: &Client, rows: usize) -> Result<i64, StoreError> {
+    let rows = to_i64(rows as u64);
+    Ok(client
+        .query_one(
+            "UPDATE connectord.row_positions SET next = next + $1 RETURNING next - $1",
+            &[&rows],
+        )
+        .await
+        .map_err(backend("cannot reserve row positions"))?
+        .get(0))
+}
+
+/// Writes the ledger row of (connector, bucket) and the bucket's rows from position
+/// `first_row` on, inside the caller's transaction, refusing a bucket committed
+/// before or a fenced lease.
+pub(crate) async fn write_bucket(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &Target,
+    lease: &Lease,
+    batch: &Batch,
+    first_row: i64,
+) -> Result<CommitReport, StoreError> {
+    let rows = to_i64(batch.len() as u64);
+    tx.execute(
+        "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows, first_row, last_row) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows, &first_row, &(first_row + rows - 1)],
+    )
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::already_committed(lease)
+        } else {
+            StoreError::backend("cannot write the ledger row", e)
+        }
+    })?;
+    let current: Option<i64> = tx
+        .query_opt(
+            "SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2",
+            &[&target.connector_id, &lease.scheduled_for_ms],
+        )
+        .await
+        .map_err(backend("cannot read the fencing token"))?
+        .map(|r| r.get(0));
+    check_fencing(lease, current)?;
+    let schema = batch.schema();
+    let mut types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
+    let mut names: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| quote_ident(c.name()))
+        .collect();
+    let columns = types.len();
+    types.push(Type::INT8);
+    names.push(ROW_POSITION.to_owned());
+    let copy = format!(
+        "COPY {}.{} ({}) FROM STDIN (FORMAT binary)",
+        quote_ident(&target.database),
+        quote_ident(&target.table),
+        names.join(", ")
+    );
+    let sink = tx
+        .copy_in(&copy)
+        .await
+        .map_err(backend("cannot start the COPY"))?;
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    tokio::pin!(writer);
+    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(types.len());
+    for (position, row) in (first_row..).zip(batch.rows()) {
+        cells.clear();
+        cells.extend((0..columns).map(|c| cell(row.at(c))));
+        cells.push(Cell::Integer(position));
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer
+            .as_mut()
+            .write(&refs)
+            .await
+            .map_err(backend("cannot copy a row"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(backend("cannot finish the COPY"))?;
+    Ok(CommitReport {
+        rows: batch.len() as u64,
+        bytes: batch.payload_bytes() as u64,
+    })
 }

@@ -21,6 +21,7 @@ mod connectors;
 mod destinations;
 mod history;
 mod leases;
+mod push;
 mod schema;
 mod sink;
 

@@ -132,7 +132,10 @@ CREATE TABLE dead_letters (
 ];
 
 /// The ledger every target file carries. `first_row..=last_row` are the rowids of
-/// the bucket's rows, so destinations read a bucket back by range.
+/// the bucket's rows, so destinations read a bucket back by range. Push connectors
+/// stage here too, beside their rows, so a bucket's commit removes what it consumed
+/// in the same transaction (SQLite does not make a transaction over two attached WAL
+/// files atomic).
 pub(crate) const LEDGER_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _connectord_ledger (
     connector_id TEXT NOT NULL,
@@ -144,6 +147,19 @@ CREATE TABLE IF NOT EXISTS _connectord_ledger (
     first_row INTEGER,
     last_row INTEGER,
     PRIMARY KEY (connector_id, scheduled_for_ms)
+);
+CREATE TABLE IF NOT EXISTS _connectord_staged (
+    id INTEGER PRIMARY KEY,
+    connector_id TEXT NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    staged_at_ms INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS _connectord_staged_by_bucket ON _connectord_staged (connector_id, bucket_ms);
+CREATE TABLE IF NOT EXISTS _connectord_push_state (
+    connector_id TEXT PRIMARY KEY,
+    bucket_ms INTEGER NOT NULL,
+    state BLOB NOT NULL
 );
 ";
 

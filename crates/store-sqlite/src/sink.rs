@@ -15,13 +15,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::{STATE_FILE, SqliteStore, backend, lock};
 
 pub(crate) struct TargetDb {
-    conn: Connection,
+    pub(crate) conn: Connection,
     /// Tables whose columns were checked against a row schema on this connection.
     /// Keyed by the schema too: another connector may write another shape to the
     /// same table, and must be refused rather than trusted.
     checked: HashSet<(String, Arc<Schema>)>,
     /// Wakes the checkpointer after a commit; dropping it stops the checkpointer.
-    checkpoint: SyncSender<()>,
+    pub(crate) checkpoint: SyncSender<()>,
 }
 
 fn sql_type(ty: ColumnType) -> &'static str {
@@ -35,7 +35,7 @@ fn sql_type(ty: ColumnType) -> &'static str {
 impl SqliteStore {
     /// The open target file of `database`, opened (and its ledger created) on first
     /// use. Blocking: runs on the blocking pool.
-    fn target(&self, database: &str) -> Result<Arc<Mutex<TargetDb>>, StoreError> {
+    pub(crate) fn target(&self, database: &str) -> Result<Arc<Mutex<TargetDb>>, StoreError> {
         let mut targets = lock(&self.targets);
         if let Some(db) = targets.get(database) {
             return Ok(Arc::clone(db));
@@ -71,13 +71,16 @@ fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>
         .map_err(backend("cannot read the table's columns"))
 }
 
-fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), StoreError> {
-    let key = (table.to_owned(), Arc::clone(batch.schema()));
+pub(crate) fn ensure_table(
+    db: &mut TargetDb,
+    table: &str,
+    schema: &Arc<Schema>,
+) -> Result<(), StoreError> {
+    let key = (table.to_owned(), Arc::clone(schema));
     if db.checked.contains(&key) {
         return Ok(());
     }
-    let columns: Vec<String> = batch
-        .schema()
+    let columns: Vec<String> = schema
         .columns()
         .iter()
         .map(|c| format!("{} {}", quote_ident(c.name()), sql_type(c.ty())))
@@ -90,8 +93,7 @@ fn ensure_table(db: &mut TargetDb, table: &str, batch: &Batch) -> Result<(), Sto
         ))
         .map_err(backend("cannot create the target table"))?;
     let existing = table_columns(&db.conn, table)?;
-    let wanted: Vec<(String, String)> = batch
-        .schema()
+    let wanted: Vec<(String, String)> = schema
         .columns()
         .iter()
         .map(|c| (c.name().to_owned(), sql_type(c.ty()).to_owned()))
@@ -155,11 +157,24 @@ fn commit_batch(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<CommitReport, StoreError> {
-    ensure_table(db, &target.table, batch)?;
+    ensure_table(db, &target.table, batch.schema())?;
     let tx = db
         .conn
         .transaction()
         .map_err(backend("cannot start a transaction"))?;
+    let report = write_bucket(&tx, target, lease, batch)?;
+    tx.commit().map_err(backend("cannot commit the rows"))?;
+    Ok(report)
+}
+
+/// Writes the ledger row of (connector, bucket) and the bucket's rows, inside the
+/// caller's transaction, refusing a bucket committed before or a fenced lease.
+pub(crate) fn write_bucket(
+    tx: &rusqlite::Transaction<'_>,
+    target: &Target,
+    lease: &Lease,
+    batch: &Batch,
+) -> Result<CommitReport, StoreError> {
     // The ledger row first: it takes this file's write lock, and a second commit of the
     // bucket stops here on the primary key. Under that lock nobody else inserts into
     // the table, so the rows get the rowids after the current largest, in order.
@@ -191,7 +206,7 @@ fn commit_batch(
         .optional()
         .map_err(backend("cannot read the fencing token"))?;
     check_fencing(lease, current)?;
-    insert_rows(&tx, &target.table, batch)?;
+    insert_rows(tx, &target.table, batch)?;
     if rows > 0 && tx.last_insert_rowid() != first_row + rows - 1 {
         // Only a table whose rowids reached 2^63 makes SQLite pick them at random.
         return Err(StoreError::new(
@@ -202,7 +217,6 @@ fn commit_batch(
             ),
         ));
     }
-    tx.commit().map_err(backend("cannot commit the rows"))?;
     Ok(CommitReport {
         rows: batch.len() as u64,
         bytes: batch.payload_bytes() as u64,

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test support: a panic is the failure report
 
 mod delivery;
+mod push;
 mod runner;
 mod store;
 
@@ -22,10 +23,11 @@ use std::sync::Arc;
 use connector_core::{Batch, ColumnType, Schema};
 
 pub use delivery::*;
+pub use push::*;
 pub use runner::*;
 pub use store::*;
 
-use crate::{ConnectorSpec, DeliveryStore, RowQuery, Sink, StateStore};
+use crate::{ConnectorSpec, DeliveryStore, PushStore, RowQuery, Sink, StateStore};
 
 /// A store opened for one contract test.
 pub struct Opened<S> {
@@ -45,8 +47,8 @@ impl<S> std::fmt::Debug for Opened<S> {
 }
 
 /// What the contract needs of a store.
-pub trait ContractStore: StateStore + Sink + DeliveryStore + 'static {}
-impl<S: StateStore + Sink + DeliveryStore + 'static> ContractStore for S {}
+pub trait ContractStore: StateStore + Sink + DeliveryStore + PushStore + 'static {}
+impl<S: StateStore + Sink + DeliveryStore + PushStore + 'static> ContractStore for S {}
 
 /// A name no other test uses: a letter, then 32 hex digits.
 pub fn unique(prefix: &str) -> String {
@@ -145,6 +147,10 @@ macro_rules! store_contract_tests {
             runner_delivers_every_bucket_in_order_once,
             runner_transient_retries_and_permanent_halts,
             runner_dead_letters_and_starts_latest,
+            staged_requests_commit_once_with_their_bucket,
+            late_failed_and_fenced_commits_lose_nothing,
+            staging_racing_a_commit_counts_every_item_once,
+            runner_commits_pushed_requests_once,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

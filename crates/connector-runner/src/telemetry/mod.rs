@@ -6,6 +6,7 @@
 //! connector kept `state="enabled"` forever and the series count only grew.
 
 mod destinations;
+mod push;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,6 +61,8 @@ struct Series {
     /// The newest tick the state store could not record, shown by the API until the
     /// store records one again.
     unrecorded: Option<TickRecord>,
+    /// Set once a request was pushed to the connector.
+    push: Option<push::PushSeries>,
 }
 
 impl Series {
@@ -80,6 +83,7 @@ impl Series {
             claims_won: 0,
             claims_lost: 0,
             unrecorded: None,
+            push: None,
         }
     }
 
@@ -368,6 +372,7 @@ impl Telemetry {
             }
         }
         drop(series);
+        self.render_push(&mut out);
         self.render_destinations(&mut out);
         out
     }
