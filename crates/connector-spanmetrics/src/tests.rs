@@ -315,7 +315,12 @@ fn fifty_thousand_span_names_a_bucket_fold_into_the_overflow_series() {
     let mut state = None;
     for bucket in 0..20 {
         let committed = SpanMetrics
-            .commit(&c, bucket, std::slice::from_ref(&accepted.staged), state.as_deref())
+            .commit(
+                &c,
+                bucket,
+                std::slice::from_ref(&accepted.staged),
+                state.as_deref(),
+            )
             .unwrap();
         state = Some(committed.state);
     }

@@ -20,6 +20,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub runner: RunnerSection,
     #[serde(default)]
+    pub ingest: IngestSection,
+    #[serde(default)]
     pub connectors: Vec<ConnectorSpec>,
     #[serde(default)]
     pub destinations: Vec<DestinationSpec>,
@@ -187,6 +189,49 @@ pub struct RunnerSection {
     pub shutdown_grace_ms: u64,
 }
 
+/// `[ingest]`: what push connectors (`/v1/ingest/...`) may take and hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// A request body (after gzip is undone) larger than this is refused with 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Staged bytes not yet committed past which requests get 503 and `Retry-After`.
+    #[serde(default = "default_max_staged_bytes")]
+    pub max_staged_bytes: u64,
+    /// A closed bucket commits this long after it closes, so requests accepted just
+    /// before the close are staged first.
+    #[serde(default = "default_grace_ms")]
+    pub grace_ms: u64,
+}
+
+/// Bounds of the `[ingest]` settings.
+pub const MAX_BODY_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(1 << 30);
+pub const MAX_STAGED_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
+pub const GRACE_MS_RANGE: std::ops::RangeInclusive<u64> = 0..=600_000;
+
+fn default_max_body_bytes() -> u64 {
+    16 << 20
+}
+
+fn default_max_staged_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_grace_ms() -> u64 {
+    1000
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            max_body_bytes: default_max_body_bytes(),
+            max_staged_bytes: default_max_staged_bytes(),
+            grace_ms: default_grace_ms(),
+        }
+    }
+}
+
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
@@ -266,6 +311,24 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         "runner.lease_ms",
         config.runner.lease_ms,
         3_000..=3_600_000,
+    )?;
+    in_range(
+        path,
+        "ingest.max_body_bytes",
+        config.ingest.max_body_bytes,
+        MAX_BODY_BYTES_RANGE,
+    )?;
+    in_range(
+        path,
+        "ingest.max_staged_bytes",
+        config.ingest.max_staged_bytes,
+        MAX_STAGED_BYTES_RANGE,
+    )?;
+    in_range(
+        path,
+        "ingest.grace_ms",
+        config.ingest.grace_ms,
+        GRACE_MS_RANGE,
     )?;
     if config.server.tokens.is_empty()
         && !config.server.listen.ip().is_loopback()

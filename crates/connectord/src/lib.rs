@@ -44,7 +44,7 @@ mod run;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use connector_core::{Connector, Destination, Registry, RegistryError};
+use connector_core::{Connector, Destination, PushConnector, Registry, RegistryError};
 use connector_prometheus::PrometheusConnector;
 use destination_influx::InfluxDestination;
 use destination_remote_write::RemoteWriteDestination;
@@ -65,7 +65,7 @@ use destination_remote_write::RemoteWriteDestination;
 /// # }
 /// let daemon = connectord::Daemon::new().connector(Noop);
 /// let types: Vec<_> = daemon.registry().connector_types().collect();
-/// assert_eq!(types, ["noop", "prometheus"]);
+/// assert_eq!(types, ["noop", "prometheus", "spanmetrics"]);
 ///
 /// // A second connector with a type id already taken is refused when the daemon runs.
 /// let clash = connectord::Daemon::new().connector(connector_prometheus::PrometheusConnector::new());
@@ -85,10 +85,12 @@ impl Default for Daemon {
 
 impl Daemon {
     /// The daemon with the connectors and destinations this repository ships
-    /// (`prometheus`; `influx` and `prometheus_remote_write`).
+    /// (`prometheus`, the push source `spanmetrics`; `influx` and
+    /// `prometheus_remote_write`).
     pub fn new() -> Self {
         Self::without_builtins()
             .connector(PrometheusConnector::new())
+            .push_connector(connector_spanmetrics::SpanMetrics)
             .destination(InfluxDestination::new())
             .destination(RemoteWriteDestination::new())
     }
@@ -105,6 +107,15 @@ impl Daemon {
     /// daemon runs, before anything starts.
     pub fn connector<C: Connector>(mut self, connector: C) -> Self {
         if let Err(e) = self.registry.register(connector) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Adds a push connector type: connectord serves its paths under
+    /// `/v1/ingest/{connector name}/`. Type ids are shared with [`Daemon::connector`].
+    pub fn push_connector<P: PushConnector>(mut self, connector: P) -> Self {
+        if let Err(e) = self.registry.register_push(connector) {
             self.errors.push(e);
         }
         self

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
-use connector_runner::{DeliveryStore, Origin, Runner, RunnerConfig, Sink, Start, StateStore};
+use connector_runner::{
+    DeliveryStore, IngestLimits, Origin, PushStore, Runner, RunnerConfig, Sink, Start, StateStore,
+};
 use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::sync::watch;
@@ -60,6 +62,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         state: store,
         sink,
         deliveries,
+        push,
     } = open_storage(&config).await?;
     for spec in &config.connectors {
         let record = store
@@ -110,6 +113,13 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
         Runner::new(store.clone(), sink, Arc::clone(&registry), runner_config)
             .with_deliveries(Arc::clone(&deliveries))
+            .with_push(
+                Arc::clone(&push),
+                IngestLimits {
+                    max_staged_bytes: config.ingest.max_staged_bytes,
+                    grace: Duration::from_millis(config.ingest.grace_ms),
+                },
+            )
     });
     if runner.is_none() {
         tracing::warn!("[runner] enabled = false: serving the API only, no ticks will run");
@@ -119,6 +129,9 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         deliveries,
         registry,
         runner: runner.as_ref().map(Runner::handle),
+        ingestor: runner.as_ref().and_then(Runner::ingestor),
+        push,
+        max_ingest_body: usize::try_from(config.ingest.max_body_bytes).unwrap_or(usize::MAX),
         tokens: Arc::new(tokens),
         file_roots: Arc::new(config.server.api_file_roots.clone()),
     });
@@ -154,6 +167,7 @@ pub struct Storage {
     pub state: Arc<dyn StateStore>,
     pub sink: Arc<dyn Sink>,
     pub deliveries: Arc<dyn DeliveryStore>,
+    pub push: Arc<dyn PushStore>,
 }
 
 /// Opens the configured store: SQLite files, or one PostgreSQL database whose URL is
@@ -173,7 +187,8 @@ pub async fn open_storage(config: &FileConfig) -> Result<Storage> {
             Ok(Storage {
                 state: store.clone(),
                 sink: store.clone(),
-                deliveries: store,
+                deliveries: store.clone(),
+                push: store,
             })
         }
         StorageKind::Postgres => {
@@ -195,7 +210,8 @@ pub async fn open_storage(config: &FileConfig) -> Result<Storage> {
             Ok(Storage {
                 state: store.clone(),
                 sink: store.clone(),
-                deliveries: store,
+                deliveries: store.clone(),
+                push: store,
             })
         }
     }

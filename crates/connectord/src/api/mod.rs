@@ -5,6 +5,7 @@
 
 mod connectors;
 mod destinations;
+mod ingest;
 
 use std::sync::Arc;
 
@@ -37,9 +38,12 @@ pub enum Scope {
     /// Create, change, delete, trigger, pause and resume connectors.
     #[serde(rename = "connectors:write")]
     ConnectorsWrite,
-    /// Read `/metrics`.
+    /// Read `/metrics` and push connectors' `/v1/connectors/{id}/metrics`.
     #[serde(rename = "metrics:read")]
     MetricsRead,
+    /// Push requests to `/v1/ingest/{connector name}/...`.
+    #[serde(rename = "ingest:write")]
+    IngestWrite,
 }
 
 impl Scope {
@@ -48,6 +52,7 @@ impl Scope {
             Scope::ConnectorsRead => "connectors:read",
             Scope::ConnectorsWrite => "connectors:write",
             Scope::MetricsRead => "metrics:read",
+            Scope::IngestWrite => "ingest:write",
         }
     }
 }
@@ -75,6 +80,12 @@ pub struct ApiState {
     pub deliveries: Arc<dyn DeliveryStore>,
     pub registry: Arc<Registry>,
     pub runner: Option<RunnerHandle>,
+    /// Takes pushed requests; `None` when this process runs no runner.
+    pub ingestor: Option<connector_runner::Ingestor>,
+    /// Where push connectors keep their committed state.
+    pub push: Arc<dyn connector_runner::PushStore>,
+    /// `[ingest] max_body_bytes`.
+    pub max_ingest_body: usize,
     /// Empty means no authentication (only allowed on loopback, or when the operator
     /// says so explicitly).
     pub tokens: Arc<Vec<Token>>,
@@ -240,6 +251,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/connectors/{id}/pause", post(connectors::pause))
         .route("/v1/connectors/{id}/resume", post(connectors::resume))
         .route("/v1/connectors/{id}/ticks", get(connectors::ticks))
+        .route(
+            "/v1/connectors/{id}/metrics",
+            get(ingest::connector_metrics),
+        )
+        .route("/v1/ingest/{name}/{*path}", post(ingest::ingest))
         .route("/v1/destination-types", get(destinations::types))
         .route(
             "/v1/destinations",
@@ -288,6 +304,10 @@ fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/v1/openapi.json" => None,
         "/metrics" => Some(Scope::MetricsRead),
+        _ if path.starts_with("/v1/ingest/") => Some(Scope::IngestWrite),
+        _ if path.starts_with("/v1/connectors/") && path.ends_with("/metrics") => {
+            Some(Scope::MetricsRead)
+        }
         _ if method == Method::GET || method == Method::HEAD => Some(Scope::ConnectorsRead),
         _ => Some(Scope::ConnectorsWrite),
     }

@@ -1,0 +1,458 @@
+//! The `spanmetrics` push source end to end: a real connectord process on SQLite,
+//! traces exported by the OpenTelemetry Python SDK (OTLP/HTTP protobuf) and sent as
+//! OTLP JSON, the rows compared with aggregates computed here from the same plan, and
+//! the scrape page parsed by our own strict parser.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{Daemon, request, wait_for};
+
+const INGEST_TOKEN: &str = "ingest-token-5c1a-9d0e";
+const READ_TOKEN: &str = "read-token-77b2-41fa";
+const BOUNDS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10000.0, 15000.0,
+];
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let mut text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[[server.tokens]]
+name = "sdk"
+token_ref = "$env:INGEST_TOKEN"
+scopes = ["ingest:write"]
+[[server.tokens]]
+name = "reader"
+token_ref = "$env:READ_TOKEN"
+scopes = ["connectors:read", "metrics:read"]
+
+[storage]
+data_dir = "{}"
+
+[ingest]
+max_body_bytes = 1048576
+"#,
+        dir.join("data").display()
+    );
+    for (name, temporality) in [("checkout", "cumulative"), ("checkout_delta", "delta")] {
+        text.push_str(&format!(
+            r#"
+[[connectors]]
+name = "{name}"
+type = "spanmetrics"
+target_database = "traces"
+target_table = "{name}"
+schedule_ms = 1000
+[connectors.config]
+temporality = "{temporality}"
+dimensions = [{{ name = "http.method", default = "none" }}]
+"#
+        ));
+    }
+    let path = dir.join("connectord.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(dir: &Path) -> Daemon {
+    Daemon::start(
+        &write_config(dir),
+        &[("INGEST_TOKEN", INGEST_TOKEN), ("READ_TOKEN", READ_TOKEN)],
+    )
+}
+
+/// Three services, every kind and status, an attribute on some spans, and durations on
+/// and around the bucket bounds (whole milliseconds, so sums are exact).
+fn plan() -> Vec<serde_json::Value> {
+    let services = ["checkout", "payments", "catalog"];
+    let kinds = ["server", "client", "internal", "producer", "consumer"];
+    let statuses = ["unset", "ok", "error"];
+    let durations = [
+        0, 1, 2, 3, 4, 10, 11, 100, 999, 1000, 1001, 15000, 15001, 60000,
+    ];
+    (0..420)
+        .map(|i: usize| {
+            let mut span = serde_json::json!({
+                "service": services[i % 3],
+                "name": format!("op-{}", i % 4),
+                "kind": kinds[i % 5],
+                "status": statuses[(i / 5) % 3],
+                "duration_ms": durations[i % durations.len()],
+            });
+            if i % 2 == 0 {
+                span["attributes"] = serde_json::json!({"http.method": "GET"});
+            }
+            span
+        })
+        .collect()
+}
+
+/// What every series must add up to: (calls, cumulative bucket counts, sum in ms).
+type Expected = BTreeMap<String, (u64, Vec<u64>, f64)>;
+
+fn label_key(span: &serde_json::Value) -> String {
+    let upper = |s: &str| s.to_ascii_uppercase();
+    serde_json::json!({
+        "service_name": span["service"],
+        "span_name": span["name"],
+        "span_kind": format!("SPAN_KIND_{}", upper(span["kind"].as_str().unwrap())),
+        "status_code": format!("STATUS_CODE_{}", upper(span["status"].as_str().unwrap())),
+        "http_method": span["attributes"]["http.method"].as_str().unwrap_or("none"),
+    })
+    .to_string()
+}
+
+fn expected(spans: &[serde_json::Value]) -> Expected {
+    let mut out = Expected::new();
+    for span in spans {
+        let d = span["duration_ms"].as_f64().unwrap();
+        let e = out
+            .entry(label_key(span))
+            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0));
+        e.0 += 1;
+        e.2 += d;
+        for (i, bound) in BOUNDS.iter().chain([f64::INFINITY].iter()).enumerate() {
+            if d <= *bound {
+                e.1[i] += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Runs the SDK script; returns how many spans it says were exported with success.
+fn export_with_sdk(daemon: &Daemon, connector: &str, spans: &[serde_json::Value]) -> u64 {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export_spans.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let plan = serde_json::json!({
+        "endpoint": format!("http://{}/v1/ingest/{connector}/v1/traces", daemon.addr),
+        "token": INGEST_TOKEN,
+        "spans": spans,
+    });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plan.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK script failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Rows of a table: (timestamp, name, labels without `le`, le, value).
+type Row = (i64, String, String, Option<String>, f64);
+
+fn rows(dir: &Path, table: &str) -> Vec<Row> {
+    let Some(conn) = support::open(dir, "traces.sqlite") else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(&format!(
+        "SELECT timestamp, name, labels, value FROM \"{table}\" ORDER BY rowid"
+    )) else {
+        return Vec::new();
+    };
+    stmt.query_map([], |r| {
+        let labels: String = r.get(2)?;
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&labels).unwrap();
+        let le = map.remove("le").map(|v| v.as_str().unwrap().to_owned());
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            serde_json::Value::Object(map).to_string(),
+            le,
+            r.get(3)?,
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Folds rows into per-series totals: the newest value of each row series when the
+/// rows carry running totals, their sum when each bucket carries its own counts.
+fn totals(rows: &[Row], cumulative: bool) -> Expected {
+    let mut latest: BTreeMap<(String, String, Option<String>), (i64, f64)> = BTreeMap::new();
+    for (ts, name, labels, le, value) in rows {
+        let e = latest
+            .entry((name.clone(), labels.clone(), le.clone()))
+            .or_insert((i64::MIN, 0.0));
+        if cumulative {
+            if *ts >= e.0 {
+                *e = (*ts, *value);
+            }
+        } else {
+            e.1 += value;
+        }
+    }
+    let mut out = Expected::new();
+    for ((name, labels, le), (_, value)) in latest {
+        let e = out
+            .entry(labels)
+            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0));
+        match name.as_str() {
+            "traces_span_metrics_calls_total" => e.0 = value as u64,
+            "traces_span_metrics_duration_milliseconds_sum" => e.2 = value,
+            "traces_span_metrics_duration_milliseconds_bucket" => {
+                let le = le.unwrap();
+                let i = BOUNDS
+                    .iter()
+                    .position(|b| b.to_string() == le)
+                    .unwrap_or(BOUNDS.len());
+                e.1[i] = value as u64;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_sdk_spans_land_exactly_in_both_temporalities() {
+    let have_sdk = Command::new("python3")
+        .args(["-c", "import opentelemetry.exporter.otlp.proto.http"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_sdk {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install tests/otel/requirements.txt"
+        );
+        eprintln!("skipped: pip install -r crates/connectord/tests/otel/requirements.txt");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let spans = plan();
+    let want = expected(&spans);
+    // Two halves, so buckets and cumulative running totals both get exercised.
+    let (first, second) = spans.split_at(spans.len() / 2);
+    for connector in ["checkout", "checkout_delta"] {
+        let sent = export_with_sdk(&daemon, connector, first);
+        assert_eq!(sent, first.len() as u64);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for connector in ["checkout", "checkout_delta"] {
+        let sent = export_with_sdk(&daemon, connector, second);
+        assert_eq!(sent, second.len() as u64);
+    }
+    for (table, cumulative) in [("checkout", true), ("checkout_delta", false)] {
+        let got = wait_for(
+            &format!("{table}'s rows to add up to the spans sent"),
+            Duration::from_secs(20),
+            || {
+                let got = totals(&rows(dir.path(), table), cumulative);
+                (got == want).then_some(got)
+            },
+        )
+        .await;
+        assert_eq!(got.values().map(|e| e.0).sum::<u64>(), 420);
+        let timestamps: std::collections::BTreeSet<i64> =
+            rows(dir.path(), table).iter().map(|r| r.0).collect();
+        assert!(
+            timestamps.len() >= 2,
+            "two exports a bucket apart: {timestamps:?}"
+        );
+        assert!(timestamps.iter().all(|t| t % 1000 == 0), "{timestamps:?}");
+    }
+    // The scrape page serves the running totals, in a format our strict parser takes.
+    let id = support::connector(dir.path(), "checkout").unwrap().0;
+    let page = request(
+        daemon.addr,
+        "GET",
+        &format!("/v1/connectors/{id}/metrics"),
+        &[
+            ("Authorization", &format!("Bearer {READ_TOKEN}")),
+            ("Accept", "application/openmetrics-text; version=1.0.0"),
+        ],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    let samples = connector_prometheus::exposition::parse(
+        &page.body,
+        connector_prometheus::exposition::Format::OpenMetrics,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", page.body));
+    let calls: f64 = samples
+        .iter()
+        .filter(|s| s.name == "traces_span_metrics_calls_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(calls, 420.0);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_checks_tokens_types_and_sizes_and_takes_otlp_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let path = "/v1/ingest/checkout/v1/traces";
+    let bearer = format!("Bearer {INGEST_TOKEN}");
+    let json_body = include_str!("otel/trace.json");
+    let post = |headers: &[(&str, &str)], body: &[u8]| {
+        request(daemon.addr, "POST", path, headers, Some(body))
+    };
+    // The connector may not be published to the ingest path in the first instant.
+    wait_for(
+        "the connector to take requests",
+        Duration::from_secs(10),
+        || {
+            let r = post(
+                &[
+                    ("Authorization", &bearer),
+                    ("Content-Type", "application/json"),
+                ],
+                json_body.as_bytes(),
+            );
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let no_token = post(
+        &[("Content-Type", "application/json")],
+        json_body.as_bytes(),
+    );
+    assert_eq!(no_token.status, 401);
+    let read_only = format!("Bearer {READ_TOKEN}");
+    let wrong_scope = post(
+        &[
+            ("Authorization", &read_only),
+            ("Content-Type", "application/json"),
+        ],
+        json_body.as_bytes(),
+    );
+    assert_eq!(wrong_scope.status, 403);
+    assert!(wrong_scope.error().1.contains("ingest:write"));
+    let wrong_type = post(
+        &[("Authorization", &bearer), ("Content-Type", "text/plain")],
+        b"x",
+    );
+    assert_eq!(wrong_type.status, 415, "{}", wrong_type.body);
+    let truncated = post(
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/x-protobuf"),
+        ],
+        &[0x0a, 0x10, 0x0a],
+    );
+    assert_eq!(truncated.status, 400, "{}", truncated.body);
+    let too_big = post(
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        &vec![b' '; 2 << 20],
+    );
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    // A gzip bomb: 64 KiB that expands to 64 MiB is cut at the body limit.
+    let bomb = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b' '; 64 << 20]).unwrap();
+        gz.finish().unwrap()
+    };
+    let bombed = post(
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &bomb,
+    );
+    assert_eq!(bombed.status, 413, "{}", bombed.body);
+    let gzipped = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json_body.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    let ok = post(
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &gzipped,
+    );
+    assert_eq!((ok.status, ok.body.as_str()), (200, "{}"));
+    let unknown = request(
+        daemon.addr,
+        "POST",
+        "/v1/ingest/nobody/v1/traces",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(b"{}"),
+    );
+    assert_eq!(unknown.status, 404);
+    let wrong_path = request(
+        daemon.addr,
+        "POST",
+        "/v1/ingest/checkout/v1/metrics",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(b"{}"),
+    );
+    assert_eq!(wrong_path.status, 404);
+    assert!(
+        wrong_path.error().1.contains("it serves `v1/traces`"),
+        "{}",
+        wrong_path.body
+    );
+
+    // Two accepted requests of the spec's example: one server span each, in the rows.
+    let got = wait_for(
+        "the example's spans in the rows",
+        Duration::from_secs(20),
+        || {
+            let rows = rows(dir.path(), "checkout");
+            let calls: f64 = rows
+                .iter()
+                .filter(|r| r.1 == "traces_span_metrics_calls_total")
+                .map(|r| r.4)
+                .fold(0.0, f64::max);
+            (calls >= 2.0).then_some(calls)
+        },
+    )
+    .await;
+    assert_eq!(
+        got, 2.0,
+        "the first probe and the gzipped request, nothing else"
+    );
+    let metrics = request(
+        daemon.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", &read_only)],
+        None,
+    )
+    .body;
+    assert!(
+        metrics.contains("connectord_ingest_requests_total{connector_id=")
+            && metrics.contains("code=\"415\"")
+            && metrics.contains("connectord_ingest_items_total"),
+        "{metrics}"
+    );
+    daemon.stop();
+}
