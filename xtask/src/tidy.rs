@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["connector-core", "connector-http", "metric-rows"],
     ),
     ("connector-runner", &["connector-core"]),
+    ("connector-spanmetrics", &["connector-core", "metric-rows"]),
     ("store-sqlite", &["connector-core", "connector-runner"]),
     ("store-postgres", &["connector-core", "connector-runner"]),
     (
@@ -27,6 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-core",
             "connector-prometheus",
             "connector-runner",
+            "connector-spanmetrics",
             "destination-influx",
             "destination-remote-write",
             "mapped-file",

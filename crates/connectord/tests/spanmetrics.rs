@@ -87,7 +87,7 @@ fn plan() -> Vec<serde_json::Value> {
                 "status": statuses[(i / 5) % 3],
                 "duration_ms": durations[i % durations.len()],
             });
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 span["attributes"] = serde_json::json!({"http.method": "GET"});
             }
             span

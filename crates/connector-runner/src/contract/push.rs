@@ -117,15 +117,27 @@ fn build(bucket_ms: i64) -> BuildBucket {
     Box::new(move |staged, state| Lines.commit(&(), bucket_ms, staged, state))
 }
 
-/// (lines, total) of every committed row, oldest first.
+/// (lines, total) of every committed row, oldest first; none before the first
+/// commit has created the table.
 async fn committed_rows<S: ContractStore>(store: &S, database: &str) -> Vec<(i64, i64)> {
-    let mut rows: Vec<(i64, i64)> = read_all(store, database, "lines", Some(lines_schema()))
-        .await
-        .into_iter()
+    let read = store
+        .read_rows(&crate::RowQuery {
+            database: database.into(),
+            table: "lines".into(),
+            schema: Some(lines_schema()),
+            since_ms: None,
+            limit: 1_000_000,
+        })
+        .await;
+    let rows = match read {
+        Ok(read) => read.rows,
+        Err(e) if e.kind() == StoreErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("{e:#}"),
+    };
+    rows.into_iter()
+        .rev()
         .map(|r| (r[1].as_i64().unwrap(), r[2].as_i64().unwrap()))
-        .collect();
-    rows.reverse();
-    rows
+        .collect()
 }
 
 /// Staged requests are listed by bucket, commit once with their bucket (the rows,

@@ -1,5 +1,5 @@
-//! The REST API: connectors and destinations (`connectors`, `destinations`), plus
-//! `/metrics` and `/healthz`, behind optional bearer/basic tokens with scopes. This
+//! The REST API: connectors and destinations (`connectors`, `destinations`), pushed
+//! requests (`ingest`), plus `/metrics` and `/healthz`, behind optional bearer/basic tokens with scopes. This
 //! file holds what every route shares: routing, authentication, the error shape and
 //! the extractors.
 
