@@ -130,6 +130,78 @@ pub fn metric_rows(text: &str, scrapes: i64) -> connector_core::Batch {
     batch
 }
 
+/// An OTLP `ExportTraceServiceRequest` in protobuf, shaped like what an instrumented
+/// web service exports: `spans` spans of 3 services, 20 span names, every kind and
+/// status, 16-byte trace and 8-byte span ids, and 4 HTTP attributes per span
+/// (`http.method`, `http.route`, `http.status_code`, `net.peer.name`). `seed` varies
+/// ids, names and durations; the same arguments always give the same bytes.
+pub fn otlp_traces(spans: usize, seed: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message as _;
+
+    let text = |key: &str, value: String| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    };
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let services = ["checkout", "payments", "catalog"];
+    let resource_spans = services
+        .iter()
+        .enumerate()
+        .map(|(s, service)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    text("service.name", (*service).to_owned()),
+                    text("host.name", format!("host-{s}")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..spans / services.len() + usize::from(s < spans % services.len()))
+                    .map(|_| {
+                        let start = 1_700_000_000_000_000_000 + rng.below(1_000_000_000);
+                        let route = rng.below(20);
+                        Span {
+                            trace_id: rng.next().to_le_bytes().repeat(2),
+                            span_id: rng.next().to_le_bytes().to_vec(),
+                            name: format!("GET /api/v1/items/{route}"),
+                            kind: i32::try_from(rng.below(6)).unwrap_or(0),
+                            start_time_unix_nano: start,
+                            end_time_unix_nano: start + rng.below(2_000_000_000),
+                            attributes: vec![
+                                text("http.method", "GET".to_owned()),
+                                text("http.route", format!("/api/v1/items/{route}")),
+                                text(
+                                    "http.status_code",
+                                    ["200", "404", "500"][route as usize % 3].to_owned(),
+                                ),
+                                text(
+                                    "net.peer.name",
+                                    format!("10.0.{}.{}", rng.below(4), rng.below(250)),
+                                ),
+                            ],
+                            status: Some(Status {
+                                code: i32::try_from(rng.below(3)).unwrap_or(0),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }.encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use connector_prometheus::exposition::{Format, parse};

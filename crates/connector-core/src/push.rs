@@ -96,6 +96,12 @@ pub struct Committed {
     /// The connector's state after this bucket, kept with the rows and handed to the
     /// next commit and to [`serve`](PushConnector::serve).
     pub state: Vec<u8>,
+    /// Series (label sets) the state holds, shown in `/metrics`; 0 when the
+    /// connector keeps none.
+    pub series: u64,
+    /// Items folded into an overflow series since the connector was created, because
+    /// its series had reached their limit; shown in `/metrics`.
+    pub overflowed: u64,
 }
 
 /// A source that applications push to. Implement this for a receiver (OTLP, a
@@ -159,7 +165,7 @@ pub struct Committed {
 ///         let total = state.map(count).transpose()?.unwrap_or(0) + lines;
 ///         let mut batch = Batch::new(self.schema());
 ///         batch.row().timestamp(bucket_ms).integer(lines as i64).finish()?;
-///         Ok(Committed { batch, state: total.to_le_bytes().to_vec() })
+///         Ok(Committed { batch, state: total.to_le_bytes().to_vec(), series: 0, overflowed: 0 })
 ///     }
 ///
 ///     fn serve(&self, _: &(), state: Option<&[u8]>, _: &IngestRequest) -> IngestResponse {

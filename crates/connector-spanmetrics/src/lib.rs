@@ -175,9 +175,12 @@ impl PushConnector for SpanMetrics {
             };
             write_series(config, &mut batch, bucket_ms, series)?;
         }
+        let state = totals.finish();
         Ok(Committed {
             batch,
-            state: totals.finish().to_bytes(),
+            series: state.series.len() as u64,
+            overflowed: state.overflow_spans,
+            state: state.to_bytes(),
         })
     }
 

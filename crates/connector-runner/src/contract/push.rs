@@ -87,6 +87,8 @@ impl PushConnector for Lines {
         Ok(Committed {
             batch,
             state: total.to_le_bytes().to_vec(),
+            series: 1,
+            overflowed: 0,
         })
     }
 

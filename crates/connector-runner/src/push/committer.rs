@@ -173,11 +173,21 @@ async fn build_and_commit(
     };
     let schema = connector.schema();
     let bucket_ms = lease.scheduled_for_ms;
-    let build: BuildBucket = Box::new(move |staged, state| match connector.push() {
-        Some(push) => push.commit(&config, bucket_ms, staged, state),
-        None => Err(connector_core::ConnectorError::config(
-            "not a push connector",
-        )),
+    // What the build saw of the state, for `/metrics` once the commit has landed.
+    let figures = Arc::new(std::sync::Mutex::new(None));
+    let seen = Arc::clone(&figures);
+    let build: BuildBucket = Box::new(move |staged, state| {
+        let committed = match connector.push() {
+            Some(push) => push.commit(&config, bucket_ms, staged, state),
+            None => Err(connector_core::ConnectorError::config(
+                "not a push connector",
+            )),
+        }?;
+        *seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((committed.series, committed.overflowed));
+        Ok(committed)
     });
     let target = Target {
         connector_id: record.id.clone(),
@@ -185,13 +195,23 @@ async fn build_and_commit(
         table: record.spec.target_table.clone(),
     };
     match store.commit_staged(&target, lease, schema, build).await {
-        Ok(report) => Ended {
-            outcome: TickOutcome::Ok,
-            status: Some(StatusChange::Succeeded),
-            error: None,
-            rows: report.rows,
-            sink_bytes: report.bytes,
-        },
+        Ok(report) => {
+            let figures = *figures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((series, overflowed)) = figures {
+                shared
+                    .telemetry
+                    .set_push_series(&record.id, series, overflowed);
+            }
+            Ended {
+                outcome: TickOutcome::Ok,
+                status: Some(StatusChange::Succeeded),
+                error: None,
+                rows: report.rows,
+                sink_bytes: report.bytes,
+            }
+        }
         Err(e)
             if matches!(
                 e.kind(),

@@ -12,6 +12,8 @@ pub(super) struct PushSeries {
     accepted: u64,
     refused: u64,
     staged_bytes: u64,
+    /// (series held, items folded into the overflow series), as of the newest commit.
+    series: Option<(u64, u64)>,
 }
 
 impl Telemetry {
@@ -36,6 +38,14 @@ impl Telemetry {
     pub fn set_staged_bytes(&self, connector_id: &str, bytes: u64) {
         if let Some(s) = self.lock().get_mut(connector_id) {
             s.push.get_or_insert_with(PushSeries::default).staged_bytes = bytes;
+        }
+    }
+
+    /// Sets the series a push connector's state holds and the items it folded into
+    /// an overflow series, as its newest commit reported them.
+    pub fn set_push_series(&self, connector_id: &str, series: u64, overflowed: u64) {
+        if let Some(s) = self.lock().get_mut(connector_id) {
+            s.push.get_or_insert_with(PushSeries::default).series = Some((series, overflowed));
         }
     }
 
@@ -97,6 +107,35 @@ impl Telemetry {
                 None,
                 p.staged_bytes,
             );
+        }
+        family(
+            out,
+            "connectord_ingest_series",
+            "gauge",
+            "Series (label sets) a push connector's state holds, as of its newest commit.",
+        );
+        for (id, type_id, p) in pushed() {
+            if let Some((series, _)) = p.series {
+                line(out, "connectord_ingest_series", id, type_id, None, series);
+            }
+        }
+        family(
+            out,
+            "connectord_ingest_overflow_items_total",
+            "counter",
+            "Items folded into the overflow series because the connector's series had reached their limit.",
+        );
+        for (id, type_id, p) in pushed() {
+            if let Some((_, overflowed)) = p.series {
+                line(
+                    out,
+                    "connectord_ingest_overflow_items_total",
+                    id,
+                    type_id,
+                    None,
+                    overflowed,
+                );
+            }
         }
     }
 }

@@ -75,10 +75,9 @@ pub(super) async fn ingest(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Some(ingestor) = state.ingestor.clone() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this process runs no runner ([runner] enabled = false): it takes no pushed requests",
+        // Not a passing outage: this process never stages, so retrying here is futile.
+        return Err(ApiError::conflict(
+            "this process runs no runner ([runner] enabled = false): it takes no pushed requests; send them to one that does",
         ));
     };
     let limit = state.max_ingest_body;

@@ -1,0 +1,82 @@
+//! `spanmetrics` decode + aggregate, in spans per second on one core, against its
+//! floor: prost decoding the same OTLP bodies into `opentelemetry-proto`'s types and
+//! nothing else (what any Rust OTLP receiver pays before it looks at a span).
+//!
+//! - `prost_decode`: the floor.
+//! - `accept`: what connectord runs per request before staging: decode, label and
+//!   aggregate every span, encode the request's aggregate and the OTLP response.
+//! - `commit`: a bucket of 100 staged requests added to running totals and written
+//!   as metric rows.
+
+use connector_core::{IngestRequest, PushConnector};
+use connector_spanmetrics::SpanMetrics;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+
+const SPANS_PER_REQUEST: usize = 512;
+const REQUESTS: usize = 16;
+
+fn bodies() -> Vec<Vec<u8>> {
+    (0..REQUESTS as u64)
+        .map(|seed| benches::otlp_traces(SPANS_PER_REQUEST, seed))
+        .collect()
+}
+
+fn decode(c: &mut Criterion) {
+    let bodies = bodies();
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let connector = SpanMetrics;
+    let config = connector
+        .validate_config(&serde_json::json!({"dimensions": [{"name": "http.status_code"}]}))
+        .expect("config");
+    let requests: Vec<IngestRequest> = bodies
+        .iter()
+        .map(|body| IngestRequest {
+            path: "v1/traces".into(),
+            headers: vec![("content-type".into(), "application/x-protobuf".into())],
+            body: body.clone(),
+        })
+        .collect();
+    eprintln!(
+        "{REQUESTS} bodies of {SPANS_PER_REQUEST} spans, {bytes} bytes ({} bytes a span)",
+        bytes / (REQUESTS * SPANS_PER_REQUEST)
+    );
+    let mut group = c.benchmark_group("spanmetrics");
+    group.throughput(Throughput::Elements((REQUESTS * SPANS_PER_REQUEST) as u64));
+    group.bench_function("prost_decode", |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
+                std::hint::black_box(request);
+            }
+        });
+    });
+    group.bench_function("accept", |b| {
+        b.iter(|| {
+            for request in &requests {
+                let accepted = connector.accept(&config, request).expect("accepted");
+                assert_eq!(accepted.accepted as usize, SPANS_PER_REQUEST);
+                std::hint::black_box(accepted);
+            }
+        });
+    });
+    let staged: Vec<Vec<u8>> = requests
+        .iter()
+        .map(|r| connector.accept(&config, r).expect("accepted").staged)
+        .collect();
+    let bucket: Vec<Vec<u8>> = staged.iter().cycle().take(100).cloned().collect();
+    group.throughput(Throughput::Elements((100 * SPANS_PER_REQUEST) as u64));
+    group.bench_function("commit", |b| {
+        b.iter(|| {
+            let committed = connector
+                .commit(&config, 0, &bucket, None)
+                .expect("commits");
+            std::hint::black_box(committed);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);
