@@ -2,6 +2,8 @@
 //! SQLite files, and exposition servers on 127.0.0.1.
 #![allow(dead_code, clippy::unwrap_used)] // shared by several test files; each uses a part
 
+pub mod otel;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
