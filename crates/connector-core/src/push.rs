@@ -86,6 +86,12 @@ pub struct Accepted {
     pub refused: u64,
     /// The response to send once `staged` is durable.
     pub response: IngestResponse,
+    /// Set when a request carries its own identity, so that the same request sent
+    /// again is the same data (OTLP spans carry unique ids; a client retries a
+    /// request whose response it did not get with the same bytes). A request whose
+    /// key was staged within the last ten minutes gets this response again and is
+    /// not staged a second time. `None` stages every request.
+    pub idempotency_key: Option<[u8; 16]>,
 }
 
 /// What [`PushConnector::commit`] made of one bucket.
@@ -149,6 +155,7 @@ pub struct Committed {
 ///             accepted: lines,
 ///             refused: 0,
 ///             response: IngestResponse::text(200, "ok"),
+///             idempotency_key: None,
 ///         })
 ///     }
 ///

@@ -21,7 +21,8 @@ pub use destination::{
     DestinationSpec, LATE_COMMIT_WINDOW_MS, OnPermanent, PendingBucket, Start, source_target,
 };
 pub use push::{
-    BuildBucket, IngestError, IngestLimits, Ingestor, PushStore, StageItem, StagedBucket,
+    BuildBucket, DEDUP_WINDOW_MS, IngestError, IngestLimits, Ingestor, PushStore, StageItem,
+    StagedBucket,
 };
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{

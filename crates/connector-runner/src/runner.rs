@@ -233,20 +233,20 @@ impl Runner {
                 self.shared.stopping.subscribe(),
             ))
         });
-        let mut push_tasks = Vec::new();
-        if let Some(push) = self.push.take() {
-            push_tasks.push(tokio::spawn(crate::push::ingest::stage_loop(
+        let push_tasks = self.push.take().map(|push| {
+            let stager = tokio::spawn(crate::push::ingest::stage_loop(
                 Arc::clone(&push.store),
                 push.queue,
-            )));
-            push_tasks.push(tokio::spawn(crate::push::committer::run(
+            ));
+            let committer = tokio::spawn(crate::push::committer::run(
                 Arc::clone(&self.shared),
                 push.store,
                 Arc::clone(&push.ingestor.staged_bytes),
                 push.ingestor.limits().grace,
                 self.shared.stopping.subscribe(),
-            )));
-        }
+            ));
+            (stager, committer)
+        });
         tokio::pin!(shutdown);
         loop {
             if Instant::now() >= next_refresh {
@@ -315,9 +315,17 @@ impl Runner {
             }
         }
         self.stop(ticks, deliverer.take()).await;
-        // Requests already acknowledged are staged; the next start commits them.
-        for task in push_tasks {
-            task.abort();
+        if let Some((stager, mut committer)) = push_tasks {
+            // A request still waiting for its stage gets no 2xx (the client retries);
+            // those acknowledged are staged, and the next start commits them.
+            stager.abort();
+            // The committer stops after the bucket it is on, history recorded.
+            let grace = self.shared.config.shutdown_grace;
+            if tokio::time::timeout(grace, &mut committer).await.is_err() {
+                // Each commit is one transaction: stopping between them loses nothing.
+                tracing::warn!("stopping: push commits ran past the shutdown grace");
+                committer.abort();
+            }
         }
         tracing::info!("runner stopped");
     }

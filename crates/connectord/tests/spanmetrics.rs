@@ -76,12 +76,24 @@ async fn otel_sdk_spans_land_exactly_in_both_temporalities() {
     // Two halves, so buckets and cumulative running totals both get exercised.
     let (first, second) = spans.split_at(spans.len() / 2);
     for connector in ["checkout", "checkout_delta"] {
-        let sent = sdk_export(daemon.addr, INGEST_TOKEN, connector, first, serde_json::json!({}));
+        let sent = sdk_export(
+            daemon.addr,
+            INGEST_TOKEN,
+            connector,
+            first,
+            serde_json::json!({}),
+        );
         assert_eq!(sent, (first.len() as u64, 0));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for connector in ["checkout", "checkout_delta"] {
-        let sent = sdk_export(daemon.addr, INGEST_TOKEN, connector, second, serde_json::json!({}));
+        let sent = sdk_export(
+            daemon.addr,
+            INGEST_TOKEN,
+            connector,
+            second,
+            serde_json::json!({}),
+        );
         assert_eq!(sent, (second.len() as u64, 0));
     }
     for (table, cumulative) in [("checkout", true), ("checkout_delta", false)] {
@@ -273,9 +285,11 @@ async fn ingest_checks_tokens_types_and_sizes_and_takes_otlp_json() {
         &bomb,
     );
     assert_eq!(bombed.status, 413, "{}", bombed.body);
+    // Another span (its own id) of the same series, gzipped.
+    let second_span = json_body.replace("EEE19B7EC3C1B174", "EEE19B7EC3C1B175");
     let gzipped = {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(json_body.as_bytes()).unwrap();
+        gz.write_all(second_span.as_bytes()).unwrap();
         gz.finish().unwrap()
     };
     let ok = post(
@@ -287,6 +301,16 @@ async fn ingest_checks_tokens_types_and_sizes_and_takes_otlp_json() {
         &gzipped,
     );
     assert_eq!((ok.status, ok.body.as_str()), (200, "{}"));
+    // The first request sent again, as an SDK retries one whose response it lost:
+    // acknowledged, not counted twice.
+    let retried = post(
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        json_body.as_bytes(),
+    );
+    assert_eq!((retried.status, retried.body.as_str()), (200, "{}"));
     let unknown = request(
         daemon.addr,
         "POST",
@@ -346,7 +370,8 @@ async fn ingest_checks_tokens_types_and_sizes_and_takes_otlp_json() {
         metrics.contains("connectord_ingest_requests_total{connector_id=")
             && metrics.contains("code=\"415\"")
             && metrics.contains("connectord_ingest_items_total")
-            && metrics.contains("connectord_ingest_series{connector_id="),
+            && metrics.contains("connectord_ingest_series{connector_id=")
+            && metrics.contains("result=\"duplicate\"} 1"),
         "{metrics}"
     );
     daemon.stop();

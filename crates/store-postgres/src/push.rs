@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use connector_core::Schema;
 use connector_runner::protocol::wall_clock_ms;
 use connector_runner::{
-    BuildBucket, CommitReport, Lease, PushStore, StageItem, StagedBucket, StoreError,
-    StoreErrorKind, Target,
+    BuildBucket, CommitReport, DEDUP_WINDOW_MS, Lease, PushStore, StageItem, StagedBucket,
+    StoreError, StoreErrorKind, Target,
 };
 
 use crate::sink::{reserve_positions, write_bucket};
@@ -37,9 +37,62 @@ async fn committed(
         .is_some())
 }
 
+/// Records the items' idempotency keys; `false` for an item whose key was staged
+/// within the window (before, or earlier in this call), which must not be staged.
+async fn remember_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    items: &[StageItem],
+) -> Result<Vec<bool>, StoreError> {
+    let mut fresh = vec![true; items.len()];
+    let mut keyed: Vec<(usize, &str, &[u8])> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(key) = &item.key {
+            if keyed
+                .iter()
+                .any(|(_, c, k)| *c == item.connector_id && *k == key.as_slice())
+            {
+                fresh[i] = false;
+            } else {
+                keyed.push((i, item.connector_id.as_str(), key.as_slice()));
+            }
+        }
+    }
+    if keyed.is_empty() {
+        return Ok(fresh);
+    }
+    let connectors: Vec<&str> = keyed.iter().map(|(_, c, _)| *c).collect();
+    let keys: Vec<&[u8]> = keyed.iter().map(|(_, _, k)| *k).collect();
+    let now = wall_clock_ms();
+    // A key seen longer ago than the window counts as new and is seen again now.
+    let inserted: Vec<(String, Vec<u8>)> = tx
+        .query(
+            "INSERT INTO connectord.seen (connector_id, key, seen_at_ms)
+             SELECT c, k, $3 FROM unnest($1::text[], $2::bytea[]) AS u(c, k)
+             ON CONFLICT (connector_id, key) DO UPDATE SET seen_at_ms = excluded.seen_at_ms
+             WHERE connectord.seen.seen_at_ms < $4
+             RETURNING connector_id, key",
+            &[&connectors, &keys, &now, &(now - DEDUP_WINDOW_MS)],
+        )
+        .await
+        .map_err(backend("cannot record the idempotency keys"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (i, connector, key) in keyed {
+        fresh[i] = inserted
+            .iter()
+            .any(|(c, k)| c == connector && k.as_slice() == key);
+    }
+    Ok(fresh)
+}
+
 #[async_trait]
 impl PushStore for PgStore {
-    async fn stage(&self, database: &str, items: Vec<StageItem>) -> Result<Vec<i64>, StoreError> {
+    async fn stage(
+        &self,
+        database: &str,
+        items: Vec<StageItem>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client
             .transaction()
@@ -55,6 +108,12 @@ impl PushStore for PgStore {
             .await
             .map_err(backend("cannot take the staging lock"))?;
         }
+        let fresh = remember_keys(&tx, &items).await?;
+        let items: Vec<&StageItem> = items
+            .iter()
+            .zip(&fresh)
+            .filter_map(|(item, fresh)| fresh.then_some(item))
+            .collect();
         let mut buckets = Vec::with_capacity(items.len());
         let mut checked: Vec<((&str, i64), bool)> = Vec::new();
         for item in &items {
@@ -95,7 +154,11 @@ impl PushStore for PgStore {
         tx.commit()
             .await
             .map_err(backend("cannot commit the staged requests"))?;
-        Ok(buckets)
+        let mut staged = buckets.into_iter();
+        Ok(fresh
+            .into_iter()
+            .map(|fresh| if fresh { staged.next() } else { None })
+            .collect())
     }
 
     async fn staged(&self, database: &str) -> Result<Vec<StagedBucket>, StoreError> {
@@ -198,6 +261,12 @@ impl PushStore for PgStore {
         )
         .await
         .map_err(backend("cannot remove the committed staged requests"))?;
+        tx.execute(
+            "DELETE FROM connectord.seen WHERE connector_id = $1 AND seen_at_ms < $2",
+            &[&target.connector_id, &(wall_clock_ms() - DEDUP_WINDOW_MS)],
+        )
+        .await
+        .map_err(backend("cannot forget old idempotency keys"))?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the bucket"))?;

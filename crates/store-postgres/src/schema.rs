@@ -148,7 +148,7 @@ INSERT INTO connectord.row_positions (next) VALUES (1);
     },
     Migration {
         version: 4,
-        description: "push sources: staged requests and each connector's state",
+        description: "push sources: staged requests, idempotency keys and each connector's state",
         sql: "
 CREATE TABLE connectord.staged (
     id bigserial PRIMARY KEY,
@@ -159,6 +159,12 @@ CREATE TABLE connectord.staged (
     body bytea NOT NULL
 );
 CREATE INDEX staged_by_bucket ON connectord.staged (connector_id, bucket_ms);
+CREATE TABLE connectord.seen (
+    connector_id text NOT NULL,
+    key bytea NOT NULL,
+    seen_at_ms bigint NOT NULL,
+    PRIMARY KEY (connector_id, key)
+);
 CREATE TABLE connectord.push_state (
     connector_id text PRIMARY KEY,
     bucket_ms bigint NOT NULL,

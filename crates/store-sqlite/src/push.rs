@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use connector_core::Schema;
 use connector_runner::protocol::wall_clock_ms;
 use connector_runner::{
-    BuildBucket, CommitReport, Lease, PushStore, StageItem, StagedBucket, StoreError,
-    StoreErrorKind, Target,
+    BuildBucket, CommitReport, DEDUP_WINDOW_MS, Lease, PushStore, StageItem, StagedBucket,
+    StoreError, StoreErrorKind, Target,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -30,7 +30,7 @@ fn bucket_committed(
     .map_err(backend("cannot read the ledger"))
 }
 
-fn stage_items(db: &mut TargetDb, items: &[StageItem]) -> Result<Vec<i64>, StoreError> {
+fn stage_items(db: &mut TargetDb, items: &[StageItem]) -> Result<Vec<Option<i64>>, StoreError> {
     let tx = db
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -43,7 +43,23 @@ fn stage_items(db: &mut TargetDb, items: &[StageItem]) -> Result<Vec<i64>, Store
                 "INSERT INTO _connectord_staged (connector_id, bucket_ms, staged_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(backend("cannot prepare the staging insert"))?;
+        let mut remember = tx
+            .prepare_cached(
+                "INSERT INTO _connectord_seen (connector_id, key, seen_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (connector_id, key) DO UPDATE SET seen_at_ms = excluded.seen_at_ms
+                 WHERE seen_at_ms < ?4",
+            )
+            .map_err(backend("cannot prepare the idempotency check"))?;
         for item in items {
+            if let Some(key) = &item.key {
+                let fresh = remember
+                    .execute(params![item.connector_id, key, now, now - DEDUP_WINDOW_MS])
+                    .map_err(backend("cannot record the idempotency key"))?;
+                if fresh == 0 {
+                    buckets.push(None);
+                    continue;
+                }
+            }
             // Under this file's write lock no commit runs: a bucket not in the ledger
             // now gets this item in its commit.
             let bucket = if bucket_committed(&tx, &item.connector_id, item.bucket_ms)? {
@@ -63,7 +79,7 @@ fn stage_items(db: &mut TargetDb, items: &[StageItem]) -> Result<Vec<i64>, Store
             insert
                 .execute(params![item.connector_id, bucket, now, item.body])
                 .map_err(backend("cannot stage the request"))?;
-            buckets.push(bucket);
+            buckets.push(Some(bucket));
         }
     }
     tx.commit()
@@ -135,13 +151,22 @@ fn commit_staged(
         params![target.connector_id, lease.scheduled_for_ms],
     )
     .map_err(backend("cannot remove the committed staged requests"))?;
+    tx.execute(
+        "DELETE FROM _connectord_seen WHERE connector_id = ?1 AND seen_at_ms < ?2",
+        params![target.connector_id, wall_clock_ms() - DEDUP_WINDOW_MS],
+    )
+    .map_err(backend("cannot forget old idempotency keys"))?;
     tx.commit().map_err(backend("cannot commit the bucket"))?;
     Ok(report)
 }
 
 #[async_trait]
 impl PushStore for SqliteStore {
-    async fn stage(&self, database: &str, items: Vec<StageItem>) -> Result<Vec<i64>, StoreError> {
+    async fn stage(
+        &self,
+        database: &str,
+        items: Vec<StageItem>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let store = self.clone();
         let database = database.to_owned();
         tokio::task::spawn_blocking(move || {

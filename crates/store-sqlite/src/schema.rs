@@ -156,6 +156,12 @@ CREATE TABLE IF NOT EXISTS _connectord_staged (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS _connectord_staged_by_bucket ON _connectord_staged (connector_id, bucket_ms);
+CREATE TABLE IF NOT EXISTS _connectord_seen (
+    connector_id TEXT NOT NULL,
+    key BLOB NOT NULL,
+    seen_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (connector_id, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _connectord_push_state (
     connector_id TEXT PRIMARY KEY,
     bucket_ms INTEGER NOT NULL,

@@ -149,6 +149,7 @@ macro_rules! store_contract_tests {
             runner_dead_letters_and_starts_latest,
             staged_requests_commit_once_with_their_bucket,
             late_failed_and_fenced_commits_lose_nothing,
+            a_request_sent_again_is_staged_once,
             staging_racing_a_commit_counts_every_item_once,
             runner_commits_pushed_requests_once,
         );

@@ -62,6 +62,14 @@ impl PushConnector for Lines {
             accepted: lines.unsigned_abs(),
             refused: 0,
             response: IngestResponse::text(200, "ok"),
+            // A line of its own in the body (`#id`) makes the request idempotent.
+            idempotency_key: text.lines().find_map(|l| l.strip_prefix('#')).map(|id| {
+                let mut key = [0u8; 16];
+                for (k, b) in key.iter_mut().zip(id.bytes()) {
+                    *k = b;
+                }
+                key
+            }),
         })
     }
 
@@ -112,6 +120,7 @@ fn item(connector_id: &str, bucket_ms: i64, open_bucket_ms: i64, lines: i64) -> 
         bucket_ms,
         open_bucket_ms,
         body: lines.to_le_bytes().to_vec(),
+        key: None,
     }
 }
 
@@ -158,7 +167,7 @@ pub async fn staged_requests_commit_once_with_their_bucket<S: ContractStore>(o: 
         )
         .await
         .unwrap();
-    assert_eq!(buckets, [1000, 1000, 2000]);
+    assert_eq!(buckets, [Some(1000), Some(1000), Some(2000)]);
     let staged = store.staged(&database).await.unwrap();
     assert_eq!(
         staged
@@ -242,7 +251,7 @@ pub async fn late_failed_and_fenced_commits_lose_nothing<S: ContractStore>(o: Op
         .unwrap();
     assert_eq!(
         late,
-        [3000],
+        [Some(3000)],
         "bucket 1000 is committed: the item goes to the open bucket"
     );
 
@@ -283,6 +292,58 @@ pub async fn late_failed_and_fenced_commits_lose_nothing<S: ContractStore>(o: Op
         .await
         .unwrap();
     assert_eq!(committed_rows(&**store, &database).await, [(1, 1), (7, 8)]);
+}
+
+/// A request staged again with the same idempotency key (a retry whose response was
+/// lost), in the same group commit or later, is not staged twice; keys are per
+/// connector, and a request without one is always staged.
+pub async fn a_request_sent_again_is_staged_once<S: ContractStore>(o: Opened<S>) {
+    let store = &o.store;
+    let (database, id, other) = (unique("push"), unique("c"), unique("c"));
+    let keyed = |connector: &str, key: u8, lines: i64| StageItem {
+        key: Some([key; 16]),
+        ..item(connector, 1000, 1000, lines)
+    };
+    let first = store
+        .stage(
+            &database,
+            vec![
+                keyed(&id, 1, 2),
+                keyed(&id, 1, 2),
+                item(&id, 1000, 1000, 3),
+                keyed(&other, 1, 5),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, [Some(1000), None, Some(1000), Some(1000)]);
+    let again = store
+        .stage(&database, vec![keyed(&id, 1, 2), keyed(&id, 2, 4)])
+        .await
+        .unwrap();
+    assert_eq!(again, [None, Some(1000)]);
+    let t = target(&id, &database);
+    let lease = store
+        .claim_task(&id, 1000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
+        .await
+        .unwrap();
+    assert_eq!(committed_rows(&**store, &database).await, [(9, 9)]);
+    let after = store
+        .stage(
+            &database,
+            vec![StageItem {
+                open_bucket_ms: 2000,
+                ..keyed(&id, 2, 4)
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, [None], "the key outlives its bucket's commit");
 }
 
 /// Sixteen stagers race a bucket's commit: every item is counted once, in the
@@ -398,6 +459,16 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         while let Some(status) = requests.join_next().await {
             assert_eq!(status.unwrap(), 200);
         }
+        for _ in 0..2 {
+            let retried = ingestor
+                .ingest(&name, request("lines", "#retry\nz\n"))
+                .await;
+            assert_eq!(
+                retried.unwrap().status,
+                200,
+                "a retry is acknowledged again"
+            );
+        }
         let err = ingestor
             .ingest(&name, request("nope", ""))
             .await
@@ -407,7 +478,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let rows = committed_rows(&*check_store, &check_db).await;
-            if rows.last().map(|r| r.1) == Some(81)
+            if rows.last().map(|r| r.1) == Some(83)
                 && check_store.staged(&check_db).await.unwrap().is_empty()
             {
                 break;
@@ -424,7 +495,10 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         .unwrap();
     let rows = committed_rows(&**store, &database).await;
     let lines: i64 = rows.iter().map(|r| r.0).sum();
-    assert_eq!(lines, 81, "every acknowledged line once: {rows:?}");
+    assert_eq!(
+        lines, 83,
+        "every acknowledged line once, the retry once: {rows:?}"
+    );
     let read = read_all(&**store, &database, "lines", Some(lines_schema())).await;
     for row in &read {
         let ts = row[0].as_i64().unwrap();

@@ -104,7 +104,7 @@ pub(crate) struct Pending {
     database: String,
     schedule_ms: u64,
     item: StageItem,
-    done: oneshot::Sender<Result<i64, String>>,
+    done: oneshot::Sender<Result<Option<i64>, String>>,
 }
 
 /// Stages pushed requests for the push connectors of a runner. Cheap to clone.
@@ -269,6 +269,7 @@ impl Ingestor {
                     bucket_ms,
                     open_bucket_ms: bucket_ms,
                     body: accepted.staged,
+                    key: accepted.idempotency_key,
                 },
                 done,
             };
@@ -277,9 +278,18 @@ impl Ingestor {
                 .await
                 .map_err(|_| IngestError::Stopping)?;
             match wait.await {
-                Ok(Ok(_bucket)) => {
+                Ok(Ok(Some(_bucket))) => {
                     self.staged_bytes.fetch_add(bytes, Ordering::Relaxed);
                     self.telemetry.add_staged_bytes(&record.id, bytes);
+                }
+                Ok(Ok(None)) => {
+                    // Sent again (a retry whose first response was lost): staged
+                    // once already, so it is acknowledged without counting twice.
+                    self.telemetry
+                        .record_ingest(&record.id, accepted.response.status, 0, 0);
+                    self.telemetry
+                        .record_duplicate(&record.id, accepted.accepted);
+                    return Ok(accepted.response);
                 }
                 Ok(Err(message)) => {
                     self.telemetry.record_ingest(&record.id, 503, 0, 0);

@@ -27,7 +27,14 @@ pub struct StageItem {
     pub open_bucket_ms: i64,
     /// What the connector returned to stage.
     pub body: Vec<u8>,
+    /// The request's idempotency key ([`connector_core::Accepted::idempotency_key`]).
+    pub key: Option<[u8; 16]>,
 }
+
+/// How long a staged request's idempotency key is remembered: a request sent again
+/// with the same key within this window is not staged twice. Ten minutes covers the
+/// OpenTelemetry SDKs' retries (10 s) and the Collector's (5 minutes).
+pub const DEDUP_WINDOW_MS: i64 = 600_000;
 
 /// A (connector, bucket) with staged data waiting for its commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +61,14 @@ pub type BuildBucket =
 pub trait PushStore: Send + Sync + fmt::Debug {
     /// Makes every item durable (synced to disk) in one transaction, in the target
     /// `database`, and returns the bucket each went to: its own, or its
-    /// `open_bucket_ms` if its own was committed already.
-    async fn stage(&self, database: &str, items: Vec<StageItem>) -> Result<Vec<i64>, StoreError>;
+    /// `open_bucket_ms` if its own was committed already; `None` for an item whose
+    /// key the connector staged within [`DEDUP_WINDOW_MS`] (in this call or before),
+    /// which is not staged again.
+    async fn stage(
+        &self,
+        database: &str,
+        items: Vec<StageItem>,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
 
     /// Every (connector, bucket) of `database` with staged data, oldest first.
     async fn staged(&self, database: &str) -> Result<Vec<StagedBucket>, StoreError>;
@@ -65,7 +78,7 @@ pub trait PushStore: Send + Sync + fmt::Debug {
     /// [`Fenced`](crate::StoreErrorKind::Fenced) as [`Sink::commit`](crate::Sink::commit)
     /// refuses), the bucket's staged data read and handed to `build` with the
     /// connector's state, the rows (of `schema`) and the new state written, and the
-    /// staged data removed. A `build` error is [`Invalid`](crate::StoreErrorKind::Invalid)
+    /// staged data removed, with idempotency keys older than [`DEDUP_WINDOW_MS`]. A `build` error is [`Invalid`](crate::StoreErrorKind::Invalid)
     /// and leaves everything as it was.
     async fn commit_staged(
         &self,

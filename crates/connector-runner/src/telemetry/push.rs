@@ -11,6 +11,7 @@ pub(super) struct PushSeries {
     requests: BTreeMap<u16, u64>,
     accepted: u64,
     refused: u64,
+    duplicate: u64,
     staged_bytes: u64,
     /// (series held, items folded into the overflow series), as of the newest commit.
     series: Option<(u64, u64)>,
@@ -24,6 +25,14 @@ impl Telemetry {
             *push.requests.entry(status).or_default() += 1;
             push.accepted += accepted;
             push.refused += refused;
+        }
+    }
+
+    /// Counts the items of a request sent again with a key staged before, which
+    /// were acknowledged without being counted twice.
+    pub fn record_duplicate(&self, connector_id: &str, items: u64) {
+        if let Some(s) = self.lock().get_mut(connector_id) {
+            s.push.get_or_insert_with(PushSeries::default).duplicate += items;
         }
     }
 
@@ -78,10 +87,14 @@ impl Telemetry {
             out,
             "connectord_ingest_items_total",
             "counter",
-            "Items (spans, points) in acknowledged requests, accepted or refused by the connector.",
+            "Items (spans, points) in acknowledged requests: accepted, refused by the connector, or duplicate (a request sent again, counted once).",
         );
         for (id, type_id, p) in pushed() {
-            for (result, count) in [("accepted", p.accepted), ("refused", p.refused)] {
+            for (result, count) in [
+                ("accepted", p.accepted),
+                ("refused", p.refused),
+                ("duplicate", p.duplicate),
+            ] {
                 line(
                     out,
                     "connectord_ingest_items_total",
