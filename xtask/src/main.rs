@@ -339,11 +339,12 @@ fn fixtures() -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 5] = [
     "parse_prometheus",
     "parse_openmetrics",
     "parse_prometheus_strict",
     "parse_openmetrics_strict",
+    "otlp_traces",
 ];
 
 fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
@@ -366,20 +367,16 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
     for target in targets {
         let corpus = root().join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
-        // Seed with the fixtures: real exposition text reaches deep paths at once.
-        for input in connector_prometheus::fixtures::inputs(&root().join("fixtures/exposition"))? {
-            if let Some(name) = input.file_name() {
-                std::fs::copy(&input, corpus.join(name))?;
+        if target == "otlp_traces" {
+            // Generated requests: protobuf structure reaches the span fields at once.
+            for (seed, spans) in [(1, 1), (2, 3), (3, 12), (4, 40)] {
+                std::fs::write(
+                    corpus.join(format!("generated-{seed}")),
+                    benches::otlp_traces(spans, seed),
+                )?;
             }
-        }
-        // The conformance cases cover every family rule, good and bad.
-        let conformance = root().join("../shared/conformance/openmetrics");
-        if target.contains("openmetrics") && conformance.is_dir() {
-            for case in std::fs::read_dir(&conformance)? {
-                let case = case?;
-                let name = format!("conformance-{}", case.file_name().to_string_lossy());
-                std::fs::copy(case.path().join("metrics"), corpus.join(name))?;
-            }
+        } else {
+            seed_exposition(target, &corpus)?;
         }
         let mut cmd = cargo(&["fuzz", "run", target]);
         cmd.arg(&corpus)
@@ -392,6 +389,27 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
             // cargo-fuzz needs nightly flags; the pinned stable toolchain allows them this way.
             .env("RUSTC_BOOTSTRAP", "1");
         run(cmd)?;
+    }
+    Ok(())
+}
+
+/// Seeds an exposition target's corpus with the fixtures and, for OpenMetrics
+/// targets, the conformance cases.
+fn seed_exposition(target: &str, corpus: &std::path::Path) -> Result<()> {
+    // Seed with the fixtures: real exposition text reaches deep paths at once.
+    for input in connector_prometheus::fixtures::inputs(&root().join("fixtures/exposition"))? {
+        if let Some(name) = input.file_name() {
+            std::fs::copy(&input, corpus.join(name))?;
+        }
+    }
+    // The conformance cases cover every family rule, good and bad.
+    let conformance = root().join("../shared/conformance/openmetrics");
+    if target.contains("openmetrics") && conformance.is_dir() {
+        for case in std::fs::read_dir(&conformance)? {
+            let case = case?;
+            let name = format!("conformance-{}", case.file_name().to_string_lossy());
+            std::fs::copy(case.path().join("metrics"), corpus.join(name))?;
+        }
     }
     Ok(())
 }

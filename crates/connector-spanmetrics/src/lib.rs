@@ -17,6 +17,7 @@ mod aggregate;
 mod config;
 mod exposition;
 mod otlp;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub use config::{
     BUILTIN_DIMENSIONS, DEFAULT_BUCKETS_MS, DEFAULT_CARDINALITY_LIMIT, Dimension,
     SpanMetricsConfig, Temporality, Unit, prometheus_name,
 };
+
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use otlp::wire_agrees_with_prost;
 
 /// The `spanmetrics` connector type.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,10 +129,9 @@ impl PushConnector for SpanMetrics {
         request: &IngestRequest,
     ) -> Result<Accepted, IngestResponse> {
         let encoding = otlp::Encoding::of(request)?;
-        let traces = otlp::decode(encoding, &request.body)
-            .map_err(|message| otlp::bad_request(encoding, message))?;
         let mut acc = Accumulator::new(&config.bounds, config.cardinality_limit);
-        let counted = otlp::count_spans(config, &traces, &mut acc);
+        let counted = otlp::count_body(config, encoding, &request.body, &mut acc)
+            .map_err(|message| otlp::bad_request(encoding, message))?;
         let staged = if acc.is_empty() {
             Vec::new()
         } else {
@@ -220,3 +224,5 @@ impl PushConnector for SpanMetrics {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
