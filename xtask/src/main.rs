@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod chaos;
+mod load_spans;
 mod schedule_bench;
 mod services;
 mod tidy;
@@ -68,6 +69,11 @@ enum Task {
     /// Scheduling at scale: many connectors on one process; prints p50/p99 lateness of
     /// tick starts against scheduled_for.
     BenchSchedule(schedule_bench::ScheduleArgs),
+    /// Push load: OTLP/HTTP trace bodies replayed by concurrent clients against a
+    /// release connectord (spanmetrics on SQLite) for a bounded time; prints spans/s,
+    /// request latency p50/p99 and peak RSS, and fails unless the committed rows add
+    /// up to exactly the spans acknowledged.
+    LoadSpans(load_spans::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -95,6 +101,14 @@ fn main() -> Result<()> {
         Task::Tidy => tidy::tidy(),
         Task::Services { action } => services::services(action),
         Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
+        Task::LoadSpans(args) => {
+            run(cargo(&["build", "--release", "-p", "connectord"]))?;
+            load_spans::run(
+                &args,
+                &root().join("target/release/connectord"),
+                &root().join("target/load-spans"),
+            )
+        }
         Task::BenchSchedule(args) => {
             run(cargo(&["build", "--release", "-p", "connectord"]))?;
             schedule_bench::run(
