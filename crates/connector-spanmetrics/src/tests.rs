@@ -269,7 +269,7 @@ fn the_specs_json_example_counts_one_server_span_of_one_second() {
 
 #[test]
 fn the_scrape_page_parses_in_both_formats() {
-    use connector_prometheus::exposition::{Format, parse};
+    use connector_prometheus::exposition::{Format, Parser};
     let c = config(serde_json::Value::Null);
     let body = request(Some("a\"b"), vec![span("x\ny", 3, 1, 7, vec![])]).encode_to_vec();
     let accepted = SpanMetrics.accept(&c, &protobuf(body)).unwrap();
@@ -290,7 +290,11 @@ fn the_scrape_page_parses_in_both_formats() {
             },
         );
         let text = String::from_utf8(page.body).unwrap();
-        let samples = parse(&text, format).unwrap_or_else(|e| panic!("{format:?}: {e}\n{text}"));
+        // Strict mode: the family rules too (suffixes, `le` order, `+Inf`, `# EOF`).
+        let samples: Vec<_> = Parser::new(&text, format)
+            .strict(true)
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{format:?}: {e}\n{text}"));
         assert_eq!(samples.len(), 20, "{text}");
         let calls = samples
             .iter()

@@ -122,10 +122,17 @@ async fn serve_connection(
         async move {
             let response = app.call(request.map(Body::new)).await;
             response.map(|response| {
+                // A response that closes the connection (a body refused unread) is
+                // its last: what the client still sends is the rest of that body,
+                // not a request head to judge.
+                let closes = response
+                    .headers()
+                    .get(axum::http::header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 response.map(|body| {
                     Body::new(EndsRequest {
                         body,
-                        phase: Some(phase),
+                        phase: (!closes).then_some(phase),
                     })
                 })
             })

@@ -128,10 +128,12 @@ async fn otel_sdk_spans_land_exactly_in_both_temporalities() {
         None,
     );
     assert_eq!(page.status, 200, "{}", page.body);
-    let samples = connector_prometheus::exposition::parse(
+    let samples: Vec<_> = connector_prometheus::exposition::Parser::new(
         &page.body,
         connector_prometheus::exposition::Format::OpenMetrics,
     )
+    .strict(true)
+    .collect::<Result<_, _>>()
     .unwrap_or_else(|e| panic!("{e}\n{}", page.body));
     let calls: f64 = samples
         .iter()

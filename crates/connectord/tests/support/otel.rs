@@ -38,8 +38,9 @@ pub fn plan() -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// What every series must add up to: (calls, cumulative bucket counts, sum in ms).
-pub type Expected = BTreeMap<String, (u64, Vec<u64>, f64)>;
+/// What every series must add up to: (calls, cumulative bucket counts, sum in ms,
+/// count).
+pub type Expected = BTreeMap<String, (u64, Vec<u64>, f64, u64)>;
 
 pub fn label_key(span: &serde_json::Value) -> String {
     let upper = |s: &str| s.to_ascii_uppercase();
@@ -59,9 +60,10 @@ pub fn expected(spans: &[serde_json::Value]) -> Expected {
         let d = span["duration_ms"].as_f64().unwrap();
         let e = out
             .entry(label_key(span))
-            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0));
+            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0, 0));
         e.0 += 1;
         e.2 += d;
+        e.3 += 1;
         for (i, bound) in BOUNDS.iter().chain([f64::INFINITY].iter()).enumerate() {
             if d <= *bound {
                 e.1[i] += 1;
@@ -177,10 +179,11 @@ pub fn totals(rows: &[Row], cumulative: bool) -> Expected {
     for ((name, labels, le), (_, value)) in latest {
         let e = out
             .entry(labels)
-            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0));
+            .or_insert_with(|| (0, vec![0; BOUNDS.len() + 1], 0.0, 0));
         match name.as_str() {
             "traces_span_metrics_calls_total" => e.0 = value as u64,
             "traces_span_metrics_duration_milliseconds_sum" => e.2 = value,
+            "traces_span_metrics_duration_milliseconds_count" => e.3 = value as u64,
             "traces_span_metrics_duration_milliseconds_bucket" => {
                 let le = le.unwrap();
                 let i = BOUNDS
