@@ -15,7 +15,8 @@ use crate::push::{IngestLimits, Ingestor, PushStore};
 use crate::schedule::{bucket_start, phase_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{
-    Sink, StateStore, StatusChange, StoreErrorKind, Target, TickOutcome, TickRecord,
+    CommitReport, Sink, StateStore, StatusChange, StoreError, StoreErrorKind, Target, TickOutcome,
+    TickRecord,
 };
 use crate::telemetry::{Telemetry, TickSample};
 
@@ -708,32 +709,45 @@ async fn commit(
     if now >= trusted_until {
         return Ended::fenced("lease expired before the commit; nothing committed");
     }
-    match shared.sink.commit(&target, lease, batch).await {
-        Ok(report) => {
-            if let Err(e) = shared.store.finish_task(lease).await {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "cannot mark the bucket done; its ledger row still prevents a second commit"
-                );
-            }
-            Ended {
+    let committed = shared.sink.commit(&target, lease, batch).await;
+    if committed.is_ok() {
+        mark_done(shared, lease).await;
+    }
+    Ended::from_commit(committed)
+}
+
+/// Marks a committed bucket done, so nobody claims it again.
+pub(crate) async fn mark_done(shared: &Shared, lease: &crate::store::Lease) {
+    if let Err(e) = shared.store.finish_task(lease).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot mark the bucket done; its ledger row still prevents a second commit"
+        );
+    }
+}
+
+impl Ended {
+    /// How a commit ended, for ticks and push buckets alike.
+    pub(crate) fn from_commit(committed: Result<CommitReport, StoreError>) -> Self {
+        match committed {
+            Ok(report) => Ended {
                 outcome: TickOutcome::Ok,
                 status: Some(StatusChange::Succeeded),
                 error: None,
                 rows: report.rows,
                 sink_bytes: report.bytes,
+            },
+            // Losing a race is not the connector's fault: its status stays as it was.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced
+                ) =>
+            {
+                Ended::fenced(format!("commit refused: {e:#}"))
             }
+            Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
         }
-        // Losing a race is not the connector's fault: its status stays as it was.
-        Err(e)
-            if matches!(
-                e.kind(),
-                StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced
-            ) =>
-        {
-            Ended::fenced(format!("commit refused: {e:#}"))
-        }
-        Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
     }
 }
 

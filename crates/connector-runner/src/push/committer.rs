@@ -11,9 +11,9 @@ use connector_core::{Drive, TickContext};
 use tokio::sync::watch;
 
 use super::{BuildBucket, PushStore, StagedBucket};
-use crate::runner::{Ended, Shared, Started, finish, wall_ms};
+use crate::runner::{Ended, Shared, Started, finish, mark_done, wall_ms};
 use crate::spec::ConnectorRecord;
-use crate::store::{StatusChange, StoreErrorKind, Target, TickOutcome};
+use crate::store::{Target, TickOutcome};
 
 /// How often the committer looks for closed buckets. A bucket commits at most this
 /// long after its grace ends.
@@ -140,11 +140,8 @@ async fn commit_bucket(
     let ctx = TickContext::new(&record.id, bucket.bucket_ms);
     let ended = build_and_commit(shared, store, record, &lease).await;
     let done = ended.outcome == TickOutcome::Ok;
-    if done && let Err(e) = shared.store.finish_task(&lease).await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot mark the bucket done; its ledger row still prevents a second commit"
-        );
+    if done {
+        mark_done(shared, &lease).await;
     }
     finish(shared, record, &ctx, &started, ended).await;
     done
@@ -194,35 +191,16 @@ async fn build_and_commit(
         database: record.spec.target_database.clone(),
         table: record.spec.target_table.clone(),
     };
-    match store.commit_staged(&target, lease, schema, build).await {
-        Ok(report) => {
-            let figures = *figures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((series, overflowed)) = figures {
-                shared
-                    .telemetry
-                    .set_push_series(&record.id, series, overflowed);
-            }
-            Ended {
-                outcome: TickOutcome::Ok,
-                status: Some(StatusChange::Succeeded),
-                error: None,
-                rows: report.rows,
-                sink_bytes: report.bytes,
-            }
+    let committed = store.commit_staged(&target, lease, schema, build).await;
+    if committed.is_ok() {
+        let figures = *figures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((series, overflowed)) = figures {
+            shared
+                .telemetry
+                .set_push_series(&record.id, series, overflowed);
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                StoreErrorKind::AlreadyCommitted | StoreErrorKind::Fenced
-            ) =>
-        {
-            Ended::fenced(format!("commit refused: {e:#}"))
-        }
-        Err(e) if e.kind() == StoreErrorKind::Invalid => {
-            Ended::failed(TickOutcome::Permanent, format!("commit failed: {e:#}"))
-        }
-        Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
     }
+    Ended::from_commit(committed)
 }
