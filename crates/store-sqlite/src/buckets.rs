@@ -14,7 +14,10 @@ use crate::{STATE_FILE, SqliteStore, backend, lock};
 
 impl SqliteStore {
     /// The reading connection of `database`, with the state database attached.
-    fn bucket_reader(&self, database: &str) -> Result<Arc<Mutex<Connection>>, StoreError> {
+    pub(crate) fn bucket_reader(
+        &self,
+        database: &str,
+    ) -> Result<Arc<Mutex<Connection>>, StoreError> {
         let mut readers = lock(&self.bucket_readers);
         if let Some(conn) = readers.get(database) {
             return Ok(Arc::clone(conn));

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use connector_core::Committed;
 use connector_core::Schema;
 use connector_runner::protocol::wall_clock_ms;
 use connector_runner::{
     BuildBucket, CommitReport, DEDUP_WINDOW_MS, Lease, PushStore, StageItem, StagedBucket,
     StoreError, StoreErrorKind, Target,
 };
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::sink::{TargetDb, ensure_table, write_bucket};
 use crate::{SqliteStore, backend, lock};
@@ -87,48 +88,92 @@ fn stage_items(db: &mut TargetDb, items: &[StageItem]) -> Result<Vec<Option<i64>
     Ok(buckets)
 }
 
-fn commit_staged(
-    db: &mut TargetDb,
-    target: &Target,
-    lease: &Lease,
-    schema: &Arc<Schema>,
-    build: BuildBucket,
-) -> Result<CommitReport, StoreError> {
-    ensure_table(db, &target.table, schema)?;
-    let tx = db
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend("cannot start a transaction"))?;
-    if bucket_committed(&tx, &target.connector_id, lease.scheduled_for_ms)? {
-        return Err(StoreError::already_committed(lease));
-    }
-    let staged: Vec<Vec<u8>> = {
-        let mut read = tx
-            .prepare_cached(
-                "SELECT body FROM _connectord_staged WHERE connector_id = ?1 AND bucket_ms = ?2 ORDER BY id",
-            )
-            .map_err(backend("cannot read the staged requests"))?;
-        read.query_map(params![target.connector_id, lease.scheduled_for_ms], |r| {
-            r.get(0)
+/// A bucket's staged requests and the connector's state, as one read saw them.
+struct Snapshot {
+    staged: Vec<Vec<u8>>,
+    /// The largest staged id read: the commit removes exactly these.
+    last_id: i64,
+    state: Option<Vec<u8>>,
+    /// Which bucket left `state`.
+    state_bucket: Option<i64>,
+}
+
+fn snapshot(conn: &Connection, target: &Target, bucket_ms: i64) -> Result<Snapshot, StoreError> {
+    let mut read = conn
+        .prepare_cached(
+            "SELECT id, body FROM _connectord_staged WHERE connector_id = ?1 AND bucket_ms = ?2 ORDER BY id",
+        )
+        .map_err(backend("cannot read the staged requests"))?;
+    let mut staged = Vec::new();
+    let mut last_id = 0;
+    let rows = read
+        .query_map(params![target.connector_id, bucket_ms], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })
-        .and_then(Iterator::collect)
-        .map_err(backend("cannot read the staged requests"))?
-    };
-    let state: Option<Vec<u8>> = tx
+        .map_err(backend("cannot read the staged requests"))?;
+    for row in rows {
+        let (id, body) = row.map_err(backend("cannot read the staged requests"))?;
+        last_id = last_id.max(id);
+        staged.push(body);
+    }
+    let (state, state_bucket) = conn
         .query_row(
-            "SELECT state FROM _connectord_push_state WHERE connector_id = ?1",
+            "SELECT state, bucket_ms FROM _connectord_push_state WHERE connector_id = ?1",
+            [&target.connector_id],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()
+        .map_err(backend("cannot read the connector's state"))?
+        .map_or((None, None), |(s, b)| (Some(s), Some(b)));
+    Ok(Snapshot {
+        staged,
+        last_id,
+        state,
+        state_bucket,
+    })
+}
+
+/// Whether the bucket's staged requests and the connector's state are still what
+/// `seen` read (nothing staged for the bucket since, no other commit since).
+fn unchanged(
+    tx: &rusqlite::Transaction<'_>,
+    target: &Target,
+    bucket_ms: i64,
+    seen: &Snapshot,
+) -> Result<bool, StoreError> {
+    let (count, last_id): (i64, i64) = tx
+        .query_row(
+            "SELECT count(*), coalesce(max(id), 0) FROM _connectord_staged WHERE connector_id = ?1 AND bucket_ms = ?2",
+            params![target.connector_id, bucket_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(backend("cannot recount the staged requests"))?;
+    let state_bucket: Option<i64> = tx
+        .query_row(
+            "SELECT bucket_ms FROM _connectord_push_state WHERE connector_id = ?1",
             [&target.connector_id],
             |r| r.get(0),
         )
         .optional()
         .map_err(backend("cannot read the connector's state"))?;
-    let committed = build(&staged, state.as_deref()).map_err(|e| {
+    Ok(usize::try_from(count).ok() == Some(seen.staged.len())
+        && last_id == seen.last_id
+        && state_bucket == seen.state_bucket)
+}
+
+fn build_snapshot(
+    build: &BuildBucket,
+    seen: &Snapshot,
+    lease: &Lease,
+    schema: &Arc<Schema>,
+) -> Result<Committed, StoreError> {
+    let committed = build(&seen.staged, seen.state.as_deref()).map_err(|e| {
         StoreError::new(
             StoreErrorKind::Invalid,
             format!(
                 "the connector could not build bucket {} from {} staged requests",
                 lease.scheduled_for_ms,
-                staged.len()
+                seen.staged.len()
             ),
         )
         .with_cause(e)
@@ -139,25 +184,83 @@ fn commit_staged(
             "the connector built rows of another schema than it declares",
         ));
     }
-    let report = write_bucket(&tx, target, lease, &committed.batch)?;
-    tx.execute(
-        "INSERT INTO _connectord_push_state (connector_id, bucket_ms, state) VALUES (?1, ?2, ?3)
-         ON CONFLICT (connector_id) DO UPDATE SET bucket_ms = excluded.bucket_ms, state = excluded.state",
-        params![target.connector_id, lease.scheduled_for_ms, committed.state],
-    )
-    .map_err(backend("cannot write the connector's state"))?;
-    tx.execute(
-        "DELETE FROM _connectord_staged WHERE connector_id = ?1 AND bucket_ms = ?2",
-        params![target.connector_id, lease.scheduled_for_ms],
-    )
-    .map_err(backend("cannot remove the committed staged requests"))?;
-    tx.execute(
-        "DELETE FROM _connectord_seen WHERE connector_id = ?1 AND seen_at_ms < ?2",
-        params![target.connector_id, wall_clock_ms() - DEDUP_WINDOW_MS],
-    )
-    .map_err(backend("cannot forget old idempotency keys"))?;
-    tx.commit().map_err(backend("cannot commit the bucket"))?;
-    Ok(report)
+    Ok(committed)
+}
+
+/// Builds with the write lock not held, on the bucket reader's snapshot, so requests
+/// keep staging meanwhile (a large bucket takes a while), then writes under the lock
+/// if nothing changed. A request staged for the bucket while it built makes it build
+/// again; after a few such rounds the build runs under the lock.
+fn commit_staged(
+    store: &SqliteStore,
+    target: &Target,
+    lease: &Lease,
+    schema: &Arc<Schema>,
+    build: &BuildBucket,
+) -> Result<CommitReport, StoreError> {
+    const UNLOCKED_ROUNDS: usize = 3;
+    let db = store.target(&target.database)?;
+    let reader = store.bucket_reader(&target.database)?;
+    for round in 0..=UNLOCKED_ROUNDS {
+        let locked = round == UNLOCKED_ROUNDS;
+        let seen = if locked {
+            None
+        } else {
+            let seen = snapshot(&lock(&reader), target, lease.scheduled_for_ms)?;
+            let committed = build_snapshot(build, &seen, lease, schema)?;
+            Some((seen, committed))
+        };
+        let mut db = lock(&db);
+        ensure_table(&mut db, &target.table, schema)?;
+        let tx = db
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend("cannot start a transaction"))?;
+        if bucket_committed(&tx, &target.connector_id, lease.scheduled_for_ms)? {
+            return Err(StoreError::already_committed(lease));
+        }
+        let (seen, committed) = match seen {
+            Some((seen, committed)) => {
+                if !unchanged(&tx, target, lease.scheduled_for_ms, &seen)? {
+                    continue;
+                }
+                (seen, committed)
+            }
+            None => {
+                let seen = snapshot(&tx, target, lease.scheduled_for_ms)?;
+                let committed = build_snapshot(build, &seen, lease, schema)?;
+                (seen, committed)
+            }
+        };
+        let report = write_bucket(&tx, target, lease, &committed.batch)?;
+        tx.execute(
+            "INSERT INTO _connectord_push_state (connector_id, bucket_ms, state) VALUES (?1, ?2, ?3)
+             ON CONFLICT (connector_id) DO UPDATE SET bucket_ms = excluded.bucket_ms, state = excluded.state",
+            params![target.connector_id, lease.scheduled_for_ms, committed.state],
+        )
+        .map_err(backend("cannot write the connector's state"))?;
+        tx.execute(
+            "DELETE FROM _connectord_staged WHERE connector_id = ?1 AND bucket_ms = ?2 AND id <= ?3",
+            params![target.connector_id, lease.scheduled_for_ms, seen.last_id],
+        )
+        .map_err(backend("cannot remove the committed staged requests"))?;
+        tx.execute(
+            "DELETE FROM _connectord_seen WHERE connector_id = ?1 AND seen_at_ms < ?2",
+            params![target.connector_id, wall_clock_ms() - DEDUP_WINDOW_MS],
+        )
+        .map_err(backend("cannot forget old idempotency keys"))?;
+        tx.commit().map_err(backend("cannot commit the bucket"))?;
+        // Full means a checkpoint is already pending.
+        let _ = db.checkpoint.try_send(());
+        return Ok(report);
+    }
+    Err(StoreError::new(
+        StoreErrorKind::Backend,
+        format!(
+            "bucket {} kept changing while it was built; it is tried again",
+            lease.scheduled_for_ms
+        ),
+    ))
 }
 
 #[async_trait]
@@ -227,16 +330,9 @@ impl PushStore for SqliteStore {
     ) -> Result<CommitReport, StoreError> {
         let store = self.clone();
         let (target, lease) = (target.clone(), lease.clone());
-        tokio::task::spawn_blocking(move || {
-            let db = store.target(&target.database)?;
-            let mut db = lock(&db);
-            let report = commit_staged(&mut db, &target, &lease, &schema, build)?;
-            // Full means a checkpoint is already pending.
-            let _ = db.checkpoint.try_send(());
-            Ok(report)
-        })
-        .await
-        .map_err(|e| StoreError::backend("commit task failed", e))?
+        tokio::task::spawn_blocking(move || commit_staged(&store, &target, &lease, &schema, &build))
+            .await
+            .map_err(|e| StoreError::backend("commit task failed", e))?
     }
 
     async fn push_state(&self, target: &Target) -> Result<Option<Vec<u8>>, StoreError> {

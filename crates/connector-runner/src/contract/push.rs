@@ -125,7 +125,7 @@ fn item(connector_id: &str, bucket_ms: i64, open_bucket_ms: i64, lines: i64) -> 
 }
 
 fn build(bucket_ms: i64) -> BuildBucket {
-    Box::new(move |staged, state| Lines.commit(&(), bucket_ms, staged, state))
+    Arc::new(move |staged, state| Lines.commit(&(), bucket_ms, staged, state))
 }
 
 /// (lines, total) of every committed row, oldest first; none before the first
@@ -262,7 +262,7 @@ pub async fn late_failed_and_fenced_commits_lose_nothing<S: ContractStore>(o: Op
         .unwrap()
         .unwrap();
     let failing: BuildBucket =
-        Box::new(|_, _| Err(ConnectorError::permanent("the staged data is damaged")));
+        Arc::new(|_, _| Err(ConnectorError::permanent("the staged data is damaged")));
     let err = store
         .commit_staged(&t, &stale, lines_schema(), failing)
         .await

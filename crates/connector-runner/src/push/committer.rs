@@ -173,7 +173,7 @@ async fn build_and_commit(
     // What the build saw of the state, for `/metrics` once the commit has landed.
     let figures = Arc::new(std::sync::Mutex::new(None));
     let seen = Arc::clone(&figures);
-    let build: BuildBucket = Box::new(move |staged, state| {
+    let build: BuildBucket = Arc::new(move |staged, state| {
         let committed = match connector.push() {
             Some(push) => push.commit(&config, bucket_ms, staged, state),
             None => Err(connector_core::ConnectorError::config(

@@ -50,10 +50,10 @@ pub struct StagedBucket {
 }
 
 /// Makes a bucket's rows and the connector's next state from what was staged for it
-/// and the state the previous commit left. Runs inside the store's commit
-/// transaction, on a blocking thread.
+/// and the state the previous commit left. Pure CPU on a blocking thread; a store may
+/// call it more than once (a request staged for the bucket while it built).
 pub type BuildBucket =
-    Box<dyn FnOnce(&[Vec<u8>], Option<&[u8]>) -> Result<Committed, ConnectorError> + Send>;
+    Arc<dyn Fn(&[Vec<u8>], Option<&[u8]>) -> Result<Committed, ConnectorError> + Send + Sync>;
 
 /// Where push sources stage and commit: implemented by each store, checked by the
 /// store contract.
