@@ -239,14 +239,22 @@ async fn two_processes_on_postgres_receive_at_once_and_commit_each_bucket_once()
         .await
         .unwrap()
         .get(0);
-    let oks: i64 = client
-        .query_one(
-            "SELECT count(*) FROM connectord.ticks WHERE connector_id = $1 AND outcome = 'ok'",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // The history line follows its commit: wait for the newest one.
+    let mut oks = 0;
+    for _ in 0..100 {
+        oks = client
+            .query_one(
+                "SELECT count(*) FROM connectord.ticks WHERE connector_id = $1 AND outcome = 'ok'",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if oks >= buckets {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let doubled: i64 = client
         .query_one(
             &format!(
