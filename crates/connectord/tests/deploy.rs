@@ -55,11 +55,26 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[[destinations]]\nname = \"out\"\ntype = \"influx\"\nsource = \"watched\"\n\n\
-         [destinations.config]\nendpoint = \"{}\"\n",
+         [destinations.config]\nendpoint = \"{}\"\n\n\
+         [[connectors]]\nname = \"pushed\"\ntype = \"spanmetrics\"\ntarget_database = \"traces\"\n\
+         target_table = \"pushed\"\nschedule_ms = 1000\n",
         receiver.url("/write")
     ));
     std::fs::write(&config, text).unwrap();
     let d = Daemon::start(&config, &[]);
+    // And a push connector that took a request, for the ingest alert's series.
+    let trace = include_str!("otel/trace.json");
+    wait_for("a pushed request", Duration::from_secs(10), || {
+        let r = support::request(
+            d.addr,
+            "POST",
+            "/v1/ingest/pushed/v1/traces",
+            &[("Content-Type", "application/json")],
+            Some(trace.as_bytes()),
+        );
+        (r.status == 200).then_some(())
+    })
+    .await;
     let (id, ..) = wait_for("the connector", Duration::from_secs(10), || {
         connector(dir.path(), "watched")
     })
@@ -72,7 +87,8 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     let exported = wait_for("the state gauges", Duration::from_secs(5), || {
         let metrics = d.get("/metrics");
         (metrics.contains("connectord_connector_state{")
-            && metrics.contains("connectord_destination_deliveries_total{"))
+            && metrics.contains("connectord_destination_deliveries_total{")
+            && metrics.contains("connectord_ingest_requests_total{"))
         .then_some(metrics)
     })
     .await;
