@@ -15,6 +15,7 @@ pub mod schedule;
 mod spec;
 mod store;
 pub mod telemetry;
+mod tick;
 
 pub use destination::{
     BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,

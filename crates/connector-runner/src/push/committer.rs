@@ -11,9 +11,10 @@ use connector_core::{Drive, TickContext};
 use tokio::sync::watch;
 
 use super::{BuildBucket, PushStore, StagedBucket};
-use crate::runner::{Ended, Shared, Started, finish, mark_done, wall_ms};
+use crate::runner::{Shared, wall_ms};
 use crate::spec::ConnectorRecord;
 use crate::store::{Target, TickOutcome};
+use crate::tick::{Ended, Started, finish, mark_done};
 
 /// How often the committer looks for closed buckets. A bucket commits at most this
 /// long after its grace ends.
