@@ -116,21 +116,39 @@ fn snapshot(conn: &Connection, target: &Target, bucket_ms: i64) -> Result<Snapsh
         last_id = last_id.max(id);
         staged.push(body);
     }
-    let (state, state_bucket) = conn
-        .query_row(
-            "SELECT state, bucket_ms FROM _connectord_push_state WHERE connector_id = ?1",
-            [&target.connector_id],
-            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
-        )
-        .optional()
-        .map_err(backend("cannot read the connector's state"))?
-        .map_or((None, None), |(s, b)| (Some(s), Some(b)));
+    let (state, state_bucket) =
+        state_of(conn, &target.connector_id)?.map_or((None, None), |(s, b)| (Some(s), Some(b)));
     Ok(Snapshot {
         staged,
         last_id,
         state,
         state_bucket,
     })
+}
+
+/// The connector's state and the bucket that left it.
+fn state_of(conn: &Connection, connector_id: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    conn.query_row(
+        "SELECT state, bucket_ms FROM _connectord_push_state WHERE connector_id = ?1",
+        [connector_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(backend("cannot read the connector's state"))
+}
+
+/// The reading connection of a target file, `None` while the file does not exist
+/// (nothing was staged or committed there yet). Reads go through it rather than the
+/// sink's connection, so they never wait behind staging and commits.
+fn reader(
+    store: &SqliteStore,
+    database: &str,
+) -> Result<Option<Arc<std::sync::Mutex<Connection>>>, StoreError> {
+    match store.bucket_reader(database) {
+        Ok(conn) => Ok(Some(conn)),
+        Err(e) if e.kind() == StoreErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the bucket's staged requests and the connector's state are still what
@@ -297,10 +315,11 @@ impl PushStore for SqliteStore {
         let store = self.clone();
         let database = database.to_owned();
         tokio::task::spawn_blocking(move || {
-            let db = store.target(&database)?;
-            let db = lock(&db);
-            let mut read = db
-                .conn
+            let Some(conn) = reader(&store, &database)? else {
+                return Ok(Vec::new());
+            };
+            let conn = lock(&conn);
+            let mut read = conn
                 .prepare_cached(
                     "SELECT connector_id, bucket_ms, count(*), sum(length(body)) FROM _connectord_staged
                      GROUP BY connector_id, bucket_ms ORDER BY bucket_ms, connector_id",
@@ -339,16 +358,11 @@ impl PushStore for SqliteStore {
         let store = self.clone();
         let target = target.clone();
         tokio::task::spawn_blocking(move || {
-            let db = store.target(&target.database)?;
-            let db = lock(&db);
-            db.conn
-                .query_row(
-                    "SELECT state FROM _connectord_push_state WHERE connector_id = ?1",
-                    [&target.connector_id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend("cannot read the connector's state"))
+            let Some(conn) = reader(&store, &target.database)? else {
+                return Ok(None);
+            };
+            let state = state_of(&lock(&conn), &target.connector_id)?;
+            Ok(state.map(|(state, _)| state))
         })
         .await
         .map_err(|e| StoreError::backend("read task failed", e))?
