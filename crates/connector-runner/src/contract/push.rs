@@ -14,8 +14,8 @@ use connector_core::{
 
 use super::{ContractStore, Opened, read_all, unique};
 use crate::{
-    BuildBucket, ConnectorSpec, IngestLimits, Origin, Runner, RunnerConfig, StageItem, StateStore,
-    StoreErrorKind, Target,
+    BuildBucket, CommitReport, ConnectorSpec, IngestLimits, Origin, Runner, RunnerConfig,
+    StageItem, StateStore, StoreErrorKind, Target,
 };
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -128,6 +128,19 @@ fn build(bucket_ms: i64) -> BuildBucket {
     Arc::new(move |staged, state| Lines.commit(&(), bucket_ms, staged, state))
 }
 
+/// Claims (connector of `t`, `bucket`) and commits what is staged for it.
+async fn claim_and_commit<S: ContractStore>(store: &S, t: &Target, bucket: i64) -> CommitReport {
+    let lease = store
+        .claim_task(&t.connector_id, bucket, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .commit_staged(t, &lease, lines_schema(), build(bucket))
+        .await
+        .unwrap()
+}
+
 /// (lines, total) of every committed row, oldest first; none before the first
 /// commit has created the table.
 async fn committed_rows<S: ContractStore>(store: &S, database: &str) -> Vec<(i64, i64)> {
@@ -177,15 +190,7 @@ pub async fn staged_requests_commit_once_with_their_bucket<S: ContractStore>(o: 
         [(id.as_str(), 1000, 2, 16), (id.as_str(), 2000, 1, 8)]
     );
     let t = target(&id, &database);
-    let lease = store
-        .claim_task(&id, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    let report = store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    let report = claim_and_commit(&**store, &t, 1000).await;
     assert_eq!(report.rows, 1);
     assert_eq!(committed_rows(&**store, &database).await, [(5, 5)]);
     assert_eq!(
@@ -208,20 +213,12 @@ pub async fn staged_requests_commit_once_with_their_bucket<S: ContractStore>(o: 
     let again = store.claim_task(&id, 1000, "r2", LEASE).await.unwrap();
     if let Some(again) = again {
         let err = store
-            .commit_staged(&t, &again, lines_schema(), build(lease.scheduled_for_ms))
+            .commit_staged(&t, &again, lines_schema(), build(1000))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::AlreadyCommitted);
     }
-    let lease = store
-        .claim_task(&id, 2000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    claim_and_commit(&**store, &t, 2000).await;
     assert_eq!(committed_rows(&**store, &database).await, [(5, 5), (4, 9)]);
     assert!(store.staged(&database).await.unwrap().is_empty());
 }
@@ -236,15 +233,7 @@ pub async fn late_failed_and_fenced_commits_lose_nothing<S: ContractStore>(o: Op
         .stage(&database, vec![item(&id, 1000, 1000, 1)])
         .await
         .unwrap();
-    let lease = store
-        .claim_task(&id, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    claim_and_commit(&**store, &t, 1000).await;
     let late = store
         .stage(&database, vec![item(&id, 1000, 3000, 7)])
         .await
@@ -323,15 +312,7 @@ pub async fn a_request_sent_again_is_staged_once<S: ContractStore>(o: Opened<S>)
         .unwrap();
     assert_eq!(again, [None, Some(1000)]);
     let t = target(&id, &database);
-    let lease = store
-        .claim_task(&id, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    claim_and_commit(&**store, &t, 1000).await;
     assert_eq!(committed_rows(&**store, &database).await, [(9, 9)]);
     let after = store
         .stage(
@@ -369,25 +350,9 @@ pub async fn staging_racing_a_commit_counts_every_item_once<S: ContractStore>(o:
         });
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let lease = store
-        .claim_task(&id, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    claim_and_commit(&**store, &t, 1000).await;
     while stagers.join_next().await.is_some() {}
-    let lease = store
-        .claim_task(&id, 2000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .commit_staged(&t, &lease, lines_schema(), build(lease.scheduled_for_ms))
-        .await
-        .unwrap();
+    claim_and_commit(&**store, &t, 2000).await;
     let rows = committed_rows(&**store, &database).await;
     assert_eq!(rows.last().map(|r| r.1), Some(161), "{rows:?}");
     assert!(store.staged(&database).await.unwrap().is_empty());
