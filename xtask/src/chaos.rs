@@ -261,11 +261,12 @@ async fn chaos(args: &ChaosArgs, url: &str, binary: &Path, work: &Path) -> Resul
                 partial += 1;
             }
         }
-        let mut bucket = connector_runner::schedule::bucket_start(from, SCHEDULE_MS as u64, phase);
-        if bucket < from {
+        // Buckets sit on the clock grid; a bucket is expected when it fired within the run.
+        let mut bucket = connector_runner::schedule::due_bucket(from, SCHEDULE_MS as u64, phase);
+        if bucket + phase < from {
             bucket += SCHEDULE_MS;
         }
-        while bucket <= to {
+        while bucket + phase <= to {
             expected += 1;
             if counts.contains_key(&bucket) {
                 landed += 1;

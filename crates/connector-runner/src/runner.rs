@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::destination::DeliveryStore;
 use crate::push::{IngestLimits, Ingestor, PushStore};
-use crate::schedule::{bucket_start, phase_ms};
+use crate::schedule::{due_bucket, next_firing, phase_ms};
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{Sink, StateStore, StatusChange, TickOutcome};
 use crate::telemetry::Telemetry;
@@ -259,9 +259,9 @@ impl Runner {
                     now
                 } else if now >= slot.next_due_ms {
                     // The newest due bucket: buckets missed while down are not replayed.
-                    let bucket = bucket_start(now, slot.record.spec.schedule_ms, slot.phase_ms);
-                    slot.next_due_ms = bucket + schedule_i64(slot.record.spec.schedule_ms);
-                    bucket
+                    let schedule_ms = slot.record.spec.schedule_ms;
+                    slot.next_due_ms = next_firing(now, schedule_ms, slot.phase_ms);
+                    due_bucket(now, schedule_ms, slot.phase_ms)
                 } else {
                     continue;
                 };
@@ -431,8 +431,7 @@ impl Runner {
                 continue;
             }
             let phase = phase_ms(&record.id, record.spec.schedule_ms);
-            let next_due_ms = bucket_start(wall_ms(), record.spec.schedule_ms, phase)
-                + schedule_i64(record.spec.schedule_ms);
+            let next_due_ms = next_firing(wall_ms(), record.spec.schedule_ms, phase);
             let in_flight = slots.get(&record.id).is_some_and(|s| s.in_flight);
             slots.insert(
                 record.id.clone(),
@@ -454,10 +453,6 @@ impl Runner {
             }
         }
     }
-}
-
-fn schedule_i64(schedule_ms: u64) -> i64 {
-    i64::try_from(schedule_ms).unwrap_or(i64::MAX)
 }
 
 async fn drain<T: 'static>(ticks: &mut JoinSet<T>) {

@@ -1,6 +1,9 @@
-//! Bucketed scheduling. Time is cut into buckets of `schedule_ms`, shifted by a
-//! stable per-connector phase so connectors spread over the interval instead of
-//! all firing at once (as Prometheus does by hashing the target).
+//! Bucketed scheduling on the clock grid. Time is cut into buckets of `schedule_ms`
+//! counted from the Unix epoch, so every connector with the same schedule has the
+//! same buckets and rows of different connectors line up on `timestamp`. Each
+//! connector fires at a stable phase inside its bucket, so connectors spread over
+//! the interval instead of all firing at once (as Prometheus does by hashing the
+//! target); the phase moves the firing time, never the bucket.
 
 /// The connector's phase offset in `[0, schedule_ms)`: FNV-1a of its id, so it is the
 /// same on every process and every Rust version.
@@ -13,10 +16,24 @@ pub fn phase_ms(connector_id: &str, schedule_ms: u64) -> i64 {
     i64::try_from(hash % schedule_ms.max(1)).unwrap_or(0)
 }
 
-/// The start of the bucket that contains `now_ms`.
-pub fn bucket_start(now_ms: i64, schedule_ms: u64, phase_ms: i64) -> i64 {
-    let s = i64::try_from(schedule_ms.max(1)).unwrap_or(i64::MAX);
-    (now_ms - phase_ms).div_euclid(s) * s + phase_ms
+fn schedule_i64(schedule_ms: u64) -> i64 {
+    i64::try_from(schedule_ms.max(1)).unwrap_or(i64::MAX)
+}
+
+/// The start of the grid bucket that contains `now_ms`: a multiple of `schedule_ms`.
+pub fn bucket_start(now_ms: i64, schedule_ms: u64) -> i64 {
+    let s = schedule_i64(schedule_ms);
+    now_ms.div_euclid(s) * s
+}
+
+/// The newest bucket whose firing time (`bucket + phase_ms`) is at or before `now_ms`.
+pub fn due_bucket(now_ms: i64, schedule_ms: u64, phase_ms: i64) -> i64 {
+    bucket_start(now_ms - phase_ms, schedule_ms)
+}
+
+/// When the bucket after the one due at `now_ms` fires.
+pub fn next_firing(now_ms: i64, schedule_ms: u64, phase_ms: i64) -> i64 {
+    due_bucket(now_ms, schedule_ms, phase_ms) + schedule_i64(schedule_ms) + phase_ms
 }
 
 #[cfg(test)]
@@ -37,10 +54,22 @@ mod tests {
     }
 
     #[test]
-    fn buckets() {
-        assert_eq!(bucket_start(10_250, 1000, 200), 10_200);
-        assert_eq!(bucket_start(10_199, 1000, 200), 9_200);
-        assert_eq!(bucket_start(10_200, 1000, 200), 10_200);
-        assert_eq!(bucket_start(-1, 1000, 0), -1000);
+    fn buckets_sit_on_the_grid_whatever_the_phase() {
+        assert_eq!(bucket_start(10_250, 1000), 10_000);
+        assert_eq!(bucket_start(10_000, 1000), 10_000);
+        assert_eq!(bucket_start(-1, 1000), -1000);
+        // Phase 200: bucket 10_000 fires at 10_200, so at 10_199 the due one is 9_000.
+        assert_eq!(due_bucket(10_250, 1000, 200), 10_000);
+        assert_eq!(due_bucket(10_199, 1000, 200), 9_000);
+        assert_eq!(due_bucket(10_200, 1000, 200), 10_000);
+        assert_eq!(next_firing(10_199, 1000, 200), 10_200);
+        assert_eq!(next_firing(10_200, 1000, 200), 11_200);
+        for now in [0, 1, 14_999, 15_000, 1_764_000_123_456] {
+            for id in ["a", "node-7", "c5"] {
+                let due = due_bucket(now, 15_000, phase_ms(id, 15_000));
+                assert_eq!(due % 15_000, 0, "{id} at {now}");
+                assert!(due <= now);
+            }
+        }
     }
 }

@@ -258,7 +258,7 @@ impl Ingestor {
         };
         if !accepted.staged.is_empty() {
             let now = wall_ms();
-            let bucket_ms = crate::schedule::bucket_start(now, record.spec.schedule_ms, 0);
+            let bucket_ms = crate::schedule::bucket_start(now, record.spec.schedule_ms);
             let bytes = accepted.staged.len() as u64;
             let (done, wait) = oneshot::channel();
             let pending = Pending {
@@ -353,7 +353,7 @@ pub(crate) async fn stage_loop(store: Arc<dyn PushStore>, mut queue: mpsc::Recei
                 .into_iter()
                 .map(|mut p| {
                     p.item.open_bucket_ms =
-                        crate::schedule::bucket_start(now, p.schedule_ms, 0).max(p.item.bucket_ms);
+                        crate::schedule::bucket_start(now, p.schedule_ms).max(p.item.bucket_ms);
                     (p.item, p.done)
                 })
                 .unzip();

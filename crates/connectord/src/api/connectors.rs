@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use connector_core::ConfigFile;
-use connector_runner::schedule::{bucket_start, phase_ms};
+use connector_runner::schedule::{next_firing, phase_ms};
 use connector_runner::{
     ConnectorRecord, ConnectorSpec, ConnectorState, ListQuery, Origin, TickRecord,
 };
@@ -99,8 +99,7 @@ impl<'a> ConnectorView<'a> {
         let next_tick =
             (record.state == ConnectorState::Enabled && state.runner.is_some()).then(|| {
                 let schedule = record.spec.schedule_ms;
-                bucket_start(now, schedule, phase_ms(&record.id, schedule))
-                    + i64::try_from(schedule).unwrap_or(0)
+                next_firing(now, schedule, phase_ms(&record.id, schedule))
             });
         ConnectorView {
             id: &record.id,
