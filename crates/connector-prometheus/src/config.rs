@@ -6,6 +6,8 @@
 
 use connector_core::{ConnectorError, check_range, config_from_json};
 pub use connector_http::{Auth, TlsConfig};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bounds of `timeout_ms`, inclusive.
@@ -83,6 +85,16 @@ pub struct PrometheusConfig {
     /// real exporters break some of these rules and their data is still useful.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub strict: bool,
+    /// Labels added to every row, as Prometheus adds a target's labels (`job`,
+    /// `instance`, ...) to every sample it scrapes. None by default: rows carry the
+    /// exposition's labels only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Who wins when a scraped label has the name of one of `labels`: false (the
+    /// default, as Prometheus) keeps `labels` and renames the scraped one
+    /// `exported_<name>`; true keeps the scraped one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub honor_labels: bool,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -135,8 +147,36 @@ impl PrometheusConfig {
         if let Some(tls) = &config.tls {
             tls.validate("tls")?;
         }
+        check_target_labels(&config)?;
         Ok(config)
     }
+}
+
+/// Target labels are label names Prometheus would accept on a series, not reserved
+/// (`__*`), with a value, and no more than a sample may carry.
+fn check_target_labels(config: &PrometheusConfig) -> Result<(), ConnectorError> {
+    for (name, value) in &config.labels {
+        let problem = if !relabel::is_valid_label_name(name) {
+            "is not a valid label name (letters, digits and `_`, not starting with a digit)"
+        } else if name.starts_with("__") {
+            "starts with `__`, which Prometheus reserves for internal labels"
+        } else if value.is_empty() {
+            "has an empty value, which Prometheus reads as no label; leave it out"
+        } else {
+            continue;
+        };
+        return Err(ConnectorError::config(format!(
+            "labels: `{name}` {problem}"
+        )));
+    }
+    if config.labels.len() as u64 > config.label_limit {
+        return Err(ConnectorError::config(format!(
+            "labels: {} labels, more than label_limit ({})",
+            config.labels.len(),
+            config.label_limit
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -192,6 +232,29 @@ mod tests {
     }
 
     #[test]
+    fn target_labels_are_checked() {
+        let with = |labels: serde_json::Value| json!({"endpoint": "http://h/m", "labels": labels});
+        assert_eq!(
+            error_of(with(json!({"1x": "a"}))),
+            "labels: `1x` is not a valid label name (letters, digits and `_`, not starting with a digit)"
+        );
+        assert_eq!(
+            error_of(with(json!({"__address__": "a"}))),
+            "labels: `__address__` starts with `__`, which Prometheus reserves for internal labels"
+        );
+        assert_eq!(
+            error_of(with(json!({"job": ""}))),
+            "labels: `job` has an empty value, which Prometheus reads as no label; leave it out"
+        );
+        let mut raw = with(json!({"a": "1", "b": "2"}));
+        raw["label_limit"] = json!(1);
+        assert_eq!(error_of(raw), "labels: 2 labels, more than label_limit (1)");
+        let config = PrometheusConfig::from_json(&with(json!({"job": "node"}))).unwrap();
+        assert_eq!(config.labels["job"], "node");
+        assert!(!config.honor_labels);
+    }
+
+    #[test]
     fn bad_scheme() {
         assert_eq!(
             error_of(json!({"endpoint": "ftp://h/metrics"})),
@@ -215,7 +278,7 @@ mod tests {
     fn unknown_key_is_serde_text_verbatim() {
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "timeout": 5})),
-            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`"
+            "unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`, `labels`, `honor_labels`"
         );
         assert_eq!(
             error_of(json!({"endpoint": "http://h/", "auth": {"type": "bearer", "token": "x"}})),

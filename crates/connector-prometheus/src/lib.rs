@@ -7,6 +7,7 @@ pub mod config;
 pub mod exposition;
 pub mod fixtures;
 mod scrape;
+mod target_labels;
 
 pub use config::{Auth, PrometheusConfig, TlsConfig};
 pub use scrape::{ACCEPT_HEADER, PrometheusConnector};

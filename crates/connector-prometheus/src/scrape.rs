@@ -9,6 +9,7 @@ use connector_http::{HttpClient, Response};
 
 use crate::config::PrometheusConfig;
 use crate::exposition::{Format, ParseError, Parser, Sample};
+use crate::target_labels::{Merged, merge};
 
 /// What the scrape asks for, in Prometheus's order of preference: OpenMetrics 1.0,
 /// then the 0.0.1 draft, then text 0.0.4, then anything.
@@ -97,6 +98,7 @@ fn to_batch(
     // A rough guess of the sample count saves most reallocations of the columns.
     let mut batch = Batch::with_capacity(metric_rows::schema(), text.len() / 64);
     let scheduled_for = ctx.scheduled_for_ms();
+    let mut merged = Merged::new();
     for sample in Parser::new(text, format).strict(config.strict) {
         let sample = sample.map_err(parse_failed)?;
         if config
@@ -116,7 +118,12 @@ fn to_batch(
         } else {
             row.null()
         };
-        row.map(sample.labels.iter_decoded()).finish()?;
+        if config.labels.is_empty() {
+            row.map(sample.labels.iter_decoded()).finish()?;
+        } else {
+            merge(&sample.labels, config, &mut merged);
+            row.map(merged.iter().map(|(k, v)| (k, v))).finish()?;
+        }
     }
     Ok(batch)
 }

@@ -418,3 +418,39 @@ async fn redirects_are_not_followed() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn target_labels_join_every_row_and_clashes_are_exported() {
+    let body = "up{job=\"app\",zone=\"a\"} 1\nother 2\n";
+    let server = TestServer::start(move |_| Reply::ok(body)).await;
+    let endpoint = server.url("/metrics");
+    let labels = json!({"job": "node", "instance": "h:9100"});
+    let batch = tick(json!({"endpoint": endpoint, "labels": labels}))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&batch),
+        [
+            (
+                "up".to_owned(),
+                Some(1.0),
+                json!({"zone": "a", "exported_job": "app", "job": "node", "instance": "h:9100"})
+            ),
+            (
+                "other".to_owned(),
+                Some(2.0),
+                json!({"job": "node", "instance": "h:9100"})
+            ),
+        ]
+    );
+    let batch = tick(json!({"endpoint": endpoint, "labels": labels, "honor_labels": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&batch)[0].2,
+        json!({"zone": "a", "job": "app", "instance": "h:9100"})
+    );
+    // Without `labels`, rows are the exposition's own labels, exactly.
+    let batch = tick(json!({"endpoint": endpoint})).await.unwrap();
+    assert_eq!(rows(&batch), expected(body, Format::Prometheus));
+}

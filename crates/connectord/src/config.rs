@@ -612,7 +612,7 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             .to_string();
         assert_eq!(
             err,
-            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`"
+            "FILE: connectors[0] `node`: config: unknown field `endpiont`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`, `labels`, `honor_labels`"
         );
         let err =
             load_str(&GOOD.replace("schedule_ms = 15000", "schedule_ms = 15000\nschedul = 1"))

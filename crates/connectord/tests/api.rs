@@ -106,7 +106,7 @@ async fn invalid_creates_say_why() {
                 s
             },
             400,
-            "config: unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`",
+            "config: unknown field `timeout`, expected one of `endpoint`, `auth`, `timeout_ms`, `body_size_limit_bytes`, `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`, `tls`, `strict`, `labels`, `honor_labels`",
         ),
         (
             {
