@@ -18,11 +18,10 @@ pub(crate) fn merge<'a>(sample: &Labels<'a>, config: &'a PrometheusConfig, out: 
     let target = &config.labels;
     let mut clashes: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
     for (name, value) in sample.iter_decoded() {
-        if !target.contains_key(name) {
+        let clash = target.contains_key(name);
+        if !clash || (config.honor_labels && !value.is_empty()) {
             out.push((Cow::Borrowed(name), value));
-        } else if config.honor_labels && !value.is_empty() {
-            out.push((Cow::Borrowed(name), value));
-        } else if !config.honor_labels && !value.is_empty() {
+        } else if !value.is_empty() {
             clashes.push((Cow::Borrowed(name), value));
         }
     }
