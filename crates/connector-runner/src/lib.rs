@@ -8,6 +8,7 @@
 pub mod contract;
 mod deliverer;
 mod destination;
+mod discovery;
 pub mod protocol;
 mod push;
 mod runner;
@@ -20,6 +21,10 @@ mod tick;
 pub use destination::{
     BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,
     DestinationSpec, LATE_COMMIT_WINDOW_MS, OnPermanent, PendingBucket, Start, source_target,
+};
+pub use discovery::{
+    DiscoveryRecord, DiscoveryStore, ManagedConnector, SyncPlan, SyncReport, is_managed_by,
+    managed_prefix,
 };
 pub use push::{
     BuildBucket, DEDUP_WINDOW_MS, IngestError, IngestLimits, Ingestor, PushStore, StageItem,

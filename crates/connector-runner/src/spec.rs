@@ -123,6 +123,9 @@ pub enum Origin {
     File,
     /// Over the REST API.
     Api,
+    /// Made by a service discovery for one of its targets; kept in step with the
+    /// discovered targets, never changed or deleted by hand.
+    Discovery,
 }
 
 impl Origin {
@@ -131,6 +134,7 @@ impl Origin {
         match self {
             Origin::File => "file",
             Origin::Api => "api",
+            Origin::Discovery => "discovery",
         }
     }
 
@@ -139,6 +143,7 @@ impl Origin {
         match s {
             "file" => Some(Origin::File),
             "api" => Some(Origin::Api),
+            "discovery" => Some(Origin::Discovery),
             _ => None,
         }
     }

@@ -55,7 +55,7 @@ async fn read_back(client: &impl GenericClient, id: &str) -> Result<ConnectorRec
         .ok_or_else(|| StoreError::connector_not_found(id))
 }
 
-pub(crate) async fn list(client: &Client) -> Result<Vec<ConnectorRecord>, StoreError> {
+pub(crate) async fn list(client: &impl GenericClient) -> Result<Vec<ConnectorRecord>, StoreError> {
     client
         .query(&format!("{SELECT} ORDER BY name"), &[])
         .await
@@ -118,7 +118,7 @@ fn write_error<'a>(
 }
 
 /// A changed spec is the operator's fix: a Config-disabled connector runs again.
-async fn write_spec(
+pub(crate) async fn write_spec(
     client: &impl GenericClient,
     id: &str,
     spec: &ConnectorSpec,
@@ -181,11 +181,24 @@ pub(crate) async fn create(
     origin: Origin,
 ) -> Result<ConnectorRecord, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
+    insert_with_id(client, &id, spec, origin).await?;
+    read_back(client, &id).await
+}
+
+/// Inserts a connector whose id the caller chose (a discovered target's, derived
+/// from its name).
+pub(crate) async fn insert_with_id(
+    client: &impl GenericClient,
+    id: &str,
+    spec: &ConnectorSpec,
+    origin: Origin,
+) -> Result<(), StoreError> {
+    let id = id.to_owned();
     client
         .execute(INSERT, &bind(&id, &SpecValues::new(spec, origin)))
         .await
         .map_err(write_error("cannot create the connector", spec))?;
-    read_back(client, &id).await
+    Ok(())
 }
 
 pub(crate) async fn update(

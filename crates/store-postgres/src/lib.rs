@@ -22,6 +22,7 @@
 mod buckets;
 mod connectors;
 mod destinations;
+mod discoveries;
 mod history;
 mod leases;
 mod pool;

@@ -172,6 +172,21 @@ CREATE TABLE connectord.push_state (
 );
 ",
     },
+    Migration {
+        version: 5,
+        description: "service discoveries and their last refresh",
+        sql: "
+CREATE TABLE connectord.discoveries (
+    id text PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    spec text NOT NULL,
+    origin text NOT NULL,
+    status text,
+    created_at_ms bigint NOT NULL,
+    updated_at_ms bigint NOT NULL
+);
+",
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

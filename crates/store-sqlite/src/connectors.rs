@@ -120,17 +120,30 @@ fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite
 
 fn insert(conn: &Connection, spec: &ConnectorSpec, origin: Origin) -> Result<String, StoreError> {
     let id = uuid::Uuid::new_v4().to_string();
+    insert_with_id(conn, &id, spec, origin)?;
+    Ok(id)
+}
+
+/// Inserts a connector whose id the caller chose (a discovered target's, derived
+/// from its name).
+pub(crate) fn insert_with_id(
+    conn: &Connection,
+    id: &str,
+    spec: &ConnectorSpec,
+    origin: Origin,
+) -> Result<(), StoreError> {
+    let id = id.to_owned();
     conn.execute(
         "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
          origin, state, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9)",
         bind(&id, &SpecValues::new(spec, origin)),
     )
     .map_err(write_error("cannot create the connector", spec))?;
-    Ok(id)
+    Ok(())
 }
 
 /// A changed spec is the operator's fix: a Config-disabled connector runs again.
-fn write_spec(
+pub(crate) fn write_spec(
     conn: &Connection,
     id: &str,
     spec: &ConnectorSpec,

@@ -19,6 +19,7 @@ mod buckets;
 mod checkpoint;
 mod connectors;
 mod destinations;
+mod discoveries;
 mod history;
 mod leases;
 mod push;

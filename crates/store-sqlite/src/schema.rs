@@ -129,6 +129,21 @@ CREATE TABLE dead_letters (
 );
 ",
     },
+    Migration {
+        version: 4,
+        description: "service discoveries and their last refresh",
+        sql: "
+CREATE TABLE discoveries (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    status TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+",
+    },
 ];
 
 /// The ledger every target file carries. `first_row..=last_row` are the rowids of

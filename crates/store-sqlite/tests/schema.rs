@@ -102,7 +102,7 @@ async fn a_stored_value_that_does_not_parse_is_an_error_naming_connector_and_col
     assert_eq!(
         err.to_string(),
         format!(
-            "connector {}: stored origin `cloud` is not `file` or `api`; the state database was changed by hand or by a newer connectord",
+            "connector {}: stored origin `cloud` is not `file`, `api` or `discovery`; the state database was changed by hand or by a newer connectord",
             record.id
         )
     );

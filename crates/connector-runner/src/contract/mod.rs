@@ -1,4 +1,5 @@
-//! The store contract: what every [`StateStore`] + [`Sink`] + [`DeliveryStore`] must do, as tests that
+//! The store contract: what every [`StateStore`] + [`Sink`] + [`DeliveryStore`] +
+//! [`PushStore`] + [`DiscoveryStore`] must do, as tests that
 //! each store runs against its real database (feature `store-contract`).
 //!
 //! A store's test file opens a fresh store per test and expands the whole suite:
@@ -13,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test support: a panic is the failure report
 
 mod delivery;
+mod discovery;
 mod push;
 mod runner;
 mod store;
@@ -23,11 +25,12 @@ use std::sync::Arc;
 use connector_core::{Batch, ColumnType, Schema};
 
 pub use delivery::*;
+pub use discovery::*;
 pub use push::*;
 pub use runner::*;
 pub use store::*;
 
-use crate::{ConnectorSpec, DeliveryStore, PushStore, RowQuery, Sink, StateStore};
+use crate::{ConnectorSpec, DeliveryStore, DiscoveryStore, PushStore, RowQuery, Sink, StateStore};
 
 /// A store opened for one contract test.
 pub struct Opened<S> {
@@ -47,8 +50,14 @@ impl<S> std::fmt::Debug for Opened<S> {
 }
 
 /// What the contract needs of a store.
-pub trait ContractStore: StateStore + Sink + DeliveryStore + PushStore + 'static {}
-impl<S: StateStore + Sink + DeliveryStore + PushStore + 'static> ContractStore for S {}
+pub trait ContractStore:
+    StateStore + Sink + DeliveryStore + PushStore + DiscoveryStore + 'static
+{
+}
+impl<S: StateStore + Sink + DeliveryStore + PushStore + DiscoveryStore + 'static> ContractStore
+    for S
+{
+}
 
 /// A name no other test uses: a letter, then 32 hex digits.
 pub fn unique(prefix: &str) -> String {
@@ -152,6 +161,8 @@ macro_rules! store_contract_tests {
             a_request_sent_again_is_staged_once,
             staging_racing_a_commit_counts_every_item_once,
             runner_commits_pushed_requests_once,
+            discoveries_are_kept_with_their_status,
+            managed_connectors_follow_the_wanted_set,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -4,6 +4,7 @@
 //! which names a store keeps for itself. Stores keep only their SQL and binding.
 
 mod destinations;
+mod discoveries;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +12,7 @@ pub use destinations::{
     DeadLetterRow, DeliveryRow, DestinationRow, already_delivered, destination_name_taken,
     destination_not_found,
 };
+pub use discoveries::{DiscoveryRow, discovery_name_taken, discovery_not_found};
 
 use crate::spec::{ConnectorRecord, ConnectorSpec, ConnectorState, Origin};
 use crate::store::{Lease, StoreError, StoreErrorKind, TickOutcome, TickRecord};
@@ -163,8 +165,14 @@ impl ConnectorRow {
     pub fn into_record(self) -> Result<ConnectorRecord, StoreError> {
         let config = serde_json::from_str(&self.config)
             .map_err(|e| corrupt(&self.id, "config", &self.config, "JSON").with_cause(e))?;
-        let origin = Origin::parse(&self.origin)
-            .ok_or_else(|| corrupt(&self.id, "origin", &self.origin, "`file` or `api`"))?;
+        let origin = Origin::parse(&self.origin).ok_or_else(|| {
+            corrupt(
+                &self.id,
+                "origin",
+                &self.origin,
+                "`file`, `api` or `discovery`",
+            )
+        })?;
         let state = ConnectorState::parse(&self.state).ok_or_else(|| {
             corrupt(
                 &self.id,
@@ -380,8 +388,9 @@ mod tests {
         .into_record()
         .unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("connector c-1: stored origin `cloud` is not `file` or `api`"),
+            err.to_string().starts_with(
+                "connector c-1: stored origin `cloud` is not `file`, `api` or `discovery`"
+            ),
             "{err}"
         );
         let err = ConnectorRow {
