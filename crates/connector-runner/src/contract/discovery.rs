@@ -189,7 +189,10 @@ pub async fn managed_connectors_follow_the_wanted_set<S: ContractStore>(opened: 
     store.delete_discovery(&discovery.id).await.unwrap();
     assert!(store.get_connector(&a.id).await.unwrap().is_none());
     assert!(store.get_connector(&taken.id).await.unwrap().is_some());
-    let err = store.sync_managed(&name, &[a.clone()]).await.unwrap_err();
+    let err = store
+        .sync_managed(&name, std::slice::from_ref(&a))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::NotFound);
     assert!(store.get_connector(&a.id).await.unwrap().is_none());
 }
