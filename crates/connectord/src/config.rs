@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub connectors: Vec<ConnectorSpec>,
     #[serde(default)]
     pub destinations: Vec<DestinationSpec>,
+    /// `[[discovery]]`: targets found by service discovery, each a managed connector.
+    #[serde(default)]
+    pub discovery: Vec<discovery::DiscoverySpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,6 +454,18 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
             spec.check_source_schema(registry, &connector.schema())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
         }
+    }
+    let mut discovery_names = HashSet::new();
+    for (i, spec) in config.discovery.iter().enumerate() {
+        let at = || format!("{}: discovery[{i}] `{}`", path.display(), spec.name);
+        if !discovery_names.insert(spec.name.as_str()) {
+            bail!(
+                "{}: name: another discovery in this file has the same name",
+                at()
+            );
+        }
+        spec.validate(registry)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?;
     }
     Ok(config)
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use connector_core::Registry;
 use connector_runner::{
-    DeliveryStore, IngestLimits, Origin, PushStore, Runner, RunnerConfig, Sink, Start, StateStore,
+    DeliveryStore, DiscoveryStore, IngestLimits, Origin, PushStore, Runner, RunnerConfig, Sink,
+    Start, StateStore,
 };
 use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
@@ -62,6 +63,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         state: store,
         sink,
         deliveries,
+        discoveries,
         push,
     } = open_storage(&config).await?;
     for spec in &config.connectors {
@@ -78,6 +80,15 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             .await
             .with_context(|| format!("cannot store destination `{}`", spec.name))?;
         tracing::info!(destination_id = %record.id, destination = %spec.name, source = %spec.source, state = %record.state, "destination declared in the config file");
+    }
+    for spec in &config.discovery {
+        let stored = serde_json::to_value(spec)
+            .with_context(|| format!("cannot store discovery `{}`", spec.name))?;
+        let record = discoveries
+            .upsert_discovery(&spec.name, &stored, Origin::File)
+            .await
+            .with_context(|| format!("cannot store discovery `{}`", spec.name))?;
+        tracing::info!(discovery_id = %record.id, discovery = %spec.name, "discovery declared in the config file");
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -103,6 +114,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     };
 
     let tokens = resolve_tokens(&config)?;
+    let mut runner_id = String::new();
     let runner = config.runner.enabled.then(|| {
         let runner_config = RunnerConfig {
             tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
@@ -111,6 +123,7 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             ..RunnerConfig::default()
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");
+        runner_id.clone_from(&runner_config.runner_id);
         Runner::new(store.clone(), sink, Arc::clone(&registry), runner_config)
             .with_deliveries(Arc::clone(&deliveries))
             .with_push(
@@ -124,9 +137,22 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     if runner.is_none() {
         tracing::warn!("[runner] enabled = false: serving the API only, no ticks will run");
     }
+    // Discoveries run where ticks run: a process with the runner disabled only serves
+    // their API.
+    let manager = runner.as_ref().map(|runner| {
+        discovery::Manager::new(
+            Arc::clone(&discoveries),
+            store.clone(),
+            Arc::clone(&registry),
+            Some(runner.handle()),
+            runner_id.clone(),
+        )
+    });
     let app = api::router(api::ApiState {
         store: store.clone(),
         deliveries,
+        discoveries,
+        discoveries_changed: manager.as_ref().map(|m| Arc::clone(&m.changed)),
         registry,
         runner: runner.as_ref().map(Runner::handle),
         ingestor: runner.as_ref().and_then(Runner::ingestor),
@@ -143,9 +169,13 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     };
     let server = tokio::spawn(listener::serve(listener, app, limits, stop_rx.clone()));
 
+    let manager = manager.map(|m| tokio::spawn(m.run(stop_rx.clone())));
     match runner {
         Some(runner) => runner.run(stopped(stop_rx)).await,
         None => stopped(stop_rx).await,
+    }
+    if let Some(manager) = manager {
+        manager.await.context("the discovery task failed")?;
     }
     server.await.context("the HTTP server task failed")
 }
@@ -167,6 +197,7 @@ pub struct Storage {
     pub state: Arc<dyn StateStore>,
     pub sink: Arc<dyn Sink>,
     pub deliveries: Arc<dyn DeliveryStore>,
+    pub discoveries: Arc<dyn DiscoveryStore>,
     pub push: Arc<dyn PushStore>,
 }
 
@@ -188,6 +219,7 @@ pub async fn open_storage(config: &FileConfig) -> Result<Storage> {
                 state: store.clone(),
                 sink: store.clone(),
                 deliveries: store.clone(),
+                discoveries: store.clone(),
                 push: store,
             })
         }
@@ -211,6 +243,7 @@ pub async fn open_storage(config: &FileConfig) -> Result<Storage> {
                 state: store.clone(),
                 sink: store.clone(),
                 deliveries: store.clone(),
+                discoveries: store.clone(),
                 push: store,
             })
         }

@@ -334,6 +334,24 @@ impl DiscoverySpec {
     }
 }
 
+impl DiscoverySpec {
+    /// The files the template's connector config names (`template.config.tls.ca_file`),
+    /// so the API can hold them to the operator's allowed directories.
+    pub fn template_files(&self, registry: &Registry) -> Vec<connector_core::ConfigFile> {
+        let config = with_target(&self.template.config, "http://127.0.0.1:9100/metrics", &[]);
+        registry
+            .validate(&self.template.connector_type, &config)
+            .map(|validated| registry.config_files(&validated))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut f| {
+                f.key = format!("template.config.{}", f.key);
+                f
+            })
+            .collect()
+    }
+}
+
 /// The template's config with a target's `endpoint` and `labels` in.
 pub(crate) fn with_target(
     config: &serde_json::Value,

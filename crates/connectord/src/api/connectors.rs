@@ -164,11 +164,13 @@ pub(super) fn validate(
     let config = spec
         .validate(&state.registry)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if origin == Origin::File {
+    // The operator's file names any path; a discovery's files were checked when the
+    // discovery was created.
+    if origin != Origin::Api {
         return Ok(());
     }
     for file in state.registry.config_files(&config) {
-        check_file_root(&state.file_roots, &file)?;
+        check_file_root(&state.file_roots, &file, "config.")?;
     }
     Ok(())
 }
@@ -179,11 +181,12 @@ pub(super) fn validate(
 pub(super) fn check_file_root(
     roots: &[std::path::PathBuf],
     file: &ConfigFile,
+    key_prefix: &str,
 ) -> Result<(), ApiError> {
     let key = &file.key;
     if roots.is_empty() {
         return Err(ApiError::bad_request(format!(
-            "config.{key}: connectors created over the API may not name files on this server; \
+            "{key_prefix}{key}: connectors created over the API may not name files on this server; \
              the operator can allow directories with [server] api_file_roots"
         )));
     }
@@ -195,7 +198,7 @@ pub(super) fn check_file_root(
     if !clean || !roots.iter().any(|root| path.starts_with(root)) {
         let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
         return Err(ApiError::bad_request(format!(
-            "config.{key}: the path must be absolute, without `..`, and under one of the allowed directories ({})",
+            "{key_prefix}{key}: the path must be absolute, without `..`, and under one of the allowed directories ({})",
             allowed.join(", ")
         )));
     }
@@ -209,13 +212,18 @@ pub(super) fn refresh(state: &ApiState) {
 }
 
 fn refuse_file_connector(record: &ConnectorRecord, what: &str) -> Result<(), ApiError> {
-    if record.origin == Origin::File {
-        return Err(ApiError::conflict(format!(
+    match record.origin {
+        Origin::File => Err(ApiError::conflict(format!(
             "connector `{}` is declared in connectord's config file; {what} it there and restart",
             record.spec.name
-        )));
+        ))),
+        Origin::Discovery => Err(ApiError::conflict(format!(
+            "connector `{}` is managed by discovery `{}`; {what} its target or the discovery's relabel_configs or template instead",
+            record.spec.name,
+            record.spec.name.split('/').next().unwrap_or_default()
+        ))),
+        Origin::Api => Ok(()),
     }
-    Ok(())
 }
 
 /// `GET /v1/connectors` returns this many connectors when `limit` is left out.

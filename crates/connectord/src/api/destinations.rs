@@ -162,7 +162,7 @@ async fn validate(state: &ApiState, spec: &DestinationSpec) -> Result<(), ApiErr
     }
     if let Some(destination) = state.registry.destination(&spec.destination_type) {
         for file in destination.config_files(&config) {
-            check_file_root(&state.file_roots, &file)?;
+            check_file_root(&state.file_roots, &file, "config.")?;
         }
     }
     Ok(())

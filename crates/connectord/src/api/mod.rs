@@ -1,10 +1,12 @@
-//! The REST API: connectors and destinations (`connectors`, `destinations`), pushed
+//! The REST API: connectors, destinations and discoveries (`connectors`,
+//! `destinations`, `discoveries`), pushed
 //! requests (`ingest`), plus `/metrics` and `/healthz`, behind optional bearer/basic tokens with scopes. This
 //! file holds what every route shares: routing, authentication, the error shape and
 //! the extractors.
 
 mod connectors;
 mod destinations;
+mod discoveries;
 mod ingest;
 
 use std::sync::Arc;
@@ -78,6 +80,9 @@ impl std::fmt::Debug for Token {
 pub struct ApiState {
     pub store: Arc<dyn StateStore>,
     pub deliveries: Arc<dyn DeliveryStore>,
+    pub discoveries: Arc<dyn connector_runner::DiscoveryStore>,
+    /// Wakes the discovery manager after an API change; `None` without a runner.
+    pub discoveries_changed: Option<Arc<tokio::sync::Notify>>,
     pub registry: Arc<Registry>,
     pub runner: Option<RunnerHandle>,
     /// Takes pushed requests; `None` when this process runs no runner.
@@ -283,6 +288,16 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/destinations/{id}/dead-letters",
             get(destinations::dead_letters),
+        )
+        .route(
+            "/v1/discoveries",
+            get(discoveries::list).post(discoveries::create),
+        )
+        .route(
+            "/v1/discoveries/{id}",
+            get(discoveries::show)
+                .put(discoveries::update)
+                .delete(discoveries::remove),
         )
         .fallback(|| async {
             ApiError::new(

@@ -1,0 +1,184 @@
+//! Service discovery end to end: a live connectord finds its targets through HTTP SD
+//! and file SD served on 127.0.0.1, keeps one labeled connector per target, and shows
+//! what it found over the API.
+#![allow(clippy::unwrap_used)] // helpers of a test file: a panic is the failure report
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connector_http::testing::{Reply, TestServer};
+use serde_json::{Value, json};
+use support::{Daemon, call, open, wait_for, write_config};
+
+const BODY: &str = "up 1\nm{job=\"app\",zone=\"a\"} 2\n";
+
+/// An HTTP SD endpoint serving whatever `list` holds (or `status` when not 200).
+async fn sd_server(list: Arc<Mutex<(u16, Value)>>) -> TestServer {
+    TestServer::start(move |_| {
+        let (status, value) = list.lock().unwrap().clone();
+        if status == 200 {
+            Reply::json(&value)
+        } else {
+            Reply::status(status)
+        }
+    })
+    .await
+}
+
+fn discovery_toml(kind_lines: &str, table: &str) -> String {
+    format!(
+        "\n[[discovery]]\nname = \"nodes\"\n{kind_lines}\nrefresh_ms = 300\n\n\
+         [[discovery.relabel_configs]]\nsource_labels = [\"drop\"]\nregex = \"yes\"\naction = \"drop\"\n\n\
+         [[discovery.relabel_configs]]\nsource_labels = [\"__metrics_path__\"]\nregex = \"/(.*)\"\ntarget_label = \"path\"\n\n\
+         [discovery.template]\ntype = \"prometheus\"\ntarget_database = \"metrics\"\ntarget_table = \"{table}\"\nschedule_ms = 200\n\
+         config = {{ timeout_ms = 2000 }}\n"
+    )
+}
+
+fn start(dir: &std::path::Path, discovery: &str) -> Daemon {
+    let config = write_config(dir, &[]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(discovery);
+    std::fs::write(&config, text).unwrap();
+    Daemon::start(&config, &[])
+}
+
+fn discovery_view(daemon: &Daemon) -> Value {
+    let list = call(daemon, "GET", "/v1/discoveries", None);
+    assert_eq!(list.status, 200, "{}", list.body);
+    let id = list.json()["discoveries"][0]["id"].as_str().unwrap().to_owned();
+    let one = call(daemon, "GET", &format!("/v1/discoveries/{id}"), None);
+    assert_eq!(one.status, 200, "{}", one.body);
+    one.json()
+}
+
+/// (connector name, id) of every connector a discovery manages, by name.
+fn managed(daemon: &Daemon) -> Vec<(String, String)> {
+    let r = call(daemon, "GET", "/v1/connectors", None);
+    let mut out: Vec<(String, String)> = r.json()["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["origin"] == "discovery")
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c["id"].as_str().unwrap().to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Distinct label sets of the rows of `table` named `name`.
+fn label_sets(dir: &std::path::Path, table: &str, name: &str) -> Vec<Value> {
+    let Some(conn) = open(dir, "metrics.sqlite") else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(&format!("SELECT DISTINCT labels FROM {table} WHERE name = ?1 ORDER BY labels")) else {
+        return Vec::new();
+    };
+    stmt.query_map([name], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sd_targets_become_labeled_connectors_that_follow_the_list() {
+    let exporter = TestServer::start(|_| Reply::ok(BODY)).await;
+    let address = exporter.addr().to_string();
+    let group_a = json!({"targets": [address], "labels": {"__metrics_path__": "/a", "env": "prod"}});
+    let group_b = json!({"targets": [address], "labels": {"__metrics_path__": "/b", "team": "db"}});
+    let dropped = json!({"targets": ["127.0.0.1:9"], "labels": {"drop": "yes"}});
+    let list = Arc::new(Mutex::new((200, json!([group_a, group_b, dropped]))));
+    let sd = sd_server(Arc::clone(&list)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path(), &discovery_toml(&format!("type = \"http_sd\"\nurl = \"{}\"", sd.url("/sd")), "nodes"));
+
+    let view = wait_for("two active targets", Duration::from_secs(15), || {
+        let v = discovery_view(&daemon);
+        (v["active_targets"].as_array().map_or(0, Vec::len) == 2).then_some(v)
+    })
+    .await;
+    assert_eq!(view["origin"], "file");
+    assert_eq!(view["status"]["error"], Value::Null);
+    let mut active = view["active_targets"].as_array().unwrap().clone();
+    active.sort_by_key(|t| t["endpoint"].as_str().unwrap().to_owned());
+    assert_eq!(active[0]["endpoint"], format!("http://{address}/a"));
+    assert_eq!(
+        active[0]["labels"],
+        json!({"env": "prod", "instance": address, "job": "nodes", "path": "a"})
+    );
+    assert_eq!(active[0]["discovered_labels"]["__meta_url"], sd.url("/sd"));
+    assert_eq!(active[0]["discovered_labels"]["__scheme__"], "http");
+    let dropped_view = view["dropped_targets"].as_array().unwrap();
+    assert_eq!(dropped_view.len(), 1);
+    assert_eq!(dropped_view[0]["discovered_labels"]["__address__"], "127.0.0.1:9");
+    assert_eq!(dropped_view[0]["discovered_labels"]["job"], "nodes");
+
+    // Rows carry the target's labels; the exposition's own `job` is kept as `exported_job`.
+    let sets = wait_for("rows of both targets", Duration::from_secs(15), || {
+        let sets = label_sets(dir.path(), "nodes", "m");
+        (sets.len() == 2).then_some(sets)
+    })
+    .await;
+    assert!(
+        sets.contains(&json!({"zone": "a", "exported_job": "app", "env": "prod", "instance": address, "job": "nodes", "path": "a"})),
+        "{sets:?}"
+    );
+    // Rows of different targets land on the same grid timestamps.
+    let conn = open(dir.path(), "metrics.sqlite").unwrap();
+    let shared: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM (SELECT timestamp FROM nodes WHERE name = 'up' GROUP BY timestamp HAVING count(*) = 2)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(shared >= 1, "no bucket where both targets' rows share a timestamp");
+
+    // Managed connectors cannot be changed or removed by hand.
+    let before = managed(&daemon);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|(name, _)| name.starts_with(&format!("nodes/{address}/"))));
+    let put = call(&daemon, "DELETE", &format!("/v1/connectors/{}", before[0].1), None);
+    assert_eq!(put.status, 409, "{}", put.body);
+    assert!(put.error().1.contains("is managed by discovery `nodes`"), "{}", put.body);
+
+    // Group b goes: its connector goes, its rows stay; it comes back with its old id.
+    let b_id = before.iter().find(|(_, id)| active.iter().any(|t| t["connector_id"] == *id && t["labels"]["path"] == "b")).unwrap().1.clone();
+    list.lock().unwrap().1 = json!([group_a, dropped]);
+    wait_for("b's connector removed", Duration::from_secs(10), || (managed(&daemon).len() == 1).then_some(())).await;
+    let rows_of_b: i64 = conn
+        .query_row("SELECT count(*) FROM nodes WHERE json_extract(labels, '$.team') = 'db'", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows_of_b > 0);
+    list.lock().unwrap().1 = json!([group_a, group_b, dropped]);
+    let back = wait_for("b back", Duration::from_secs(10), || {
+        let m = managed(&daemon);
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    assert!(back.iter().any(|(_, id)| *id == b_id), "{back:?} lacks {b_id}");
+
+    // An SD error keeps the targets and shows the error.
+    list.lock().unwrap().0 = 500;
+    let view = wait_for("the error in the status", Duration::from_secs(10), || {
+        let v = discovery_view(&daemon);
+        v["status"]["error"].as_str().is_some().then_some(v)
+    })
+    .await;
+    assert!(view["status"]["error"].as_str().unwrap().contains("500"), "{view}");
+    assert_eq!(view["active_targets"].as_array().unwrap().len(), 2);
+    assert_eq!(managed(&daemon), back);
+
+    // After a restart the same targets have the same connectors.
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    list.lock().unwrap().0 = 200;
+    let config = dir.path().join("connectord.toml");
+    let daemon = Daemon::start(&config, &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(managed(&daemon), back);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
