@@ -592,7 +592,7 @@ async fn openapi_covers_every_route_and_only_those() {
         }
     }
     // Every route of the router (see api::router) is in the document.
-    assert_eq!(documented, 25);
+    assert_eq!(documented, 30);
     d.stop();
 }
 
