@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 /// What each workspace crate may depend on among the workspace's crates (normal and
 /// build dependencies). Connectors and destinations know only connector-core (and the
-/// HTTP toolkit, and metric rows);
+/// HTTP toolkit, metric rows, and Prometheus's relabel rules);
 /// the runner knows no store; stores know the runner and not each other; only
 /// connectord wires things together. Crates not listed (benches, xtask) may use any.
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -16,9 +16,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("connector-http", &["connector-core"]),
     (
         "connector-prometheus",
-        &["connector-core", "connector-http", "metric-rows"],
+        &["connector-core", "connector-http", "metric-rows", "relabel"],
     ),
     ("connector-runner", &["connector-core"]),
+    ("relabel", &[]),
+    (
+        "discovery",
+        &["connector-core", "connector-http", "connector-runner", "relabel"],
+    ),
     ("connector-spanmetrics", &["connector-core", "metric-rows"]),
     ("store-sqlite", &["connector-core", "connector-runner"]),
     ("store-postgres", &["connector-core", "connector-runner"]),
@@ -30,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-runner",
             "connector-spanmetrics",
             "destination-influx",
+            "discovery",
             "destination-remote-write",
             "mapped-file",
             "store-postgres",
