@@ -22,7 +22,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("relabel", &[]),
     (
         "discovery",
-        &["connector-core", "connector-http", "connector-runner", "relabel"],
+        &[
+            "connector-core",
+            "connector-http",
+            "connector-runner",
+            "relabel",
+        ],
     ),
     ("connector-spanmetrics", &["connector-core", "metric-rows"]),
     ("store-sqlite", &["connector-core", "connector-runner"]),

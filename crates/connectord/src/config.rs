@@ -621,6 +621,38 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
     }
 
     #[test]
+    fn discoveries_are_checked_naming_the_discovery_and_the_field() {
+        let discovery = |extra: &str| {
+            format!(
+                "{GOOD}\n[[discovery]]\nname = \"nodes\"\ntype = \"http_sd\"\nurl = \"http://127.0.0.1:1/sd\"\n{extra}\n\
+                 [discovery.template]\ntype = \"prometheus\"\ntarget_database = \"metrics\"\ntarget_table = \"nodes\"\nschedule_ms = 15000\n"
+            )
+        };
+        let config = load_str(&discovery("")).unwrap();
+        assert_eq!(config.discovery[0].name, "nodes");
+        let err = load_str(&discovery(
+            "[[discovery.relabel_configs]]\nregex = \"(\"\ntarget_label = \"x\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "FILE: discovery[0] `nodes`: relabel_configs[0].regex: invalid regex `(`"
+            ),
+            "{err}"
+        );
+        let err = load_str(&discovery("files = [\"/x/*.json\"]"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "FILE: discovery[0] `nodes`: files: http_sd discoveries do not take `files`"
+        );
+        let err = load_str(&discovery("refresh = 5")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `refresh`"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_connector_and_the_key() {
         let err = load_str(&GOOD.replace("endpoint =", "endpiont ="))
             .unwrap_err()

@@ -31,6 +31,10 @@ pub fn validate(path: &Path, registry: &Registry) -> Result<()> {
             .collect();
         println!("ok: {} destinations ({})", names.len(), names.join(", "));
     }
+    if !config.discovery.is_empty() {
+        let names: Vec<_> = config.discovery.iter().map(|d| d.name.as_str()).collect();
+        println!("ok: {} discoveries ({})", names.len(), names.join(", "));
+    }
     Ok(())
 }
 
