@@ -42,6 +42,13 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     let server = TestServer::start(|_| Reply::ok("up 1\n")).await;
     let receiver = TestServer::start(|_| Reply::status(204)).await;
     let dir = tempfile::tempdir().unwrap();
+    // A discovery too, for the discovery alert's series.
+    let targets = dir.path().join("targets.json");
+    std::fs::write(
+        &targets,
+        format!("[{{\"targets\": [\"{}\"]}}]", server.addr()),
+    )
+    .unwrap();
     let config = write_config(
         dir.path(),
         &[Declared {
@@ -57,8 +64,12 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         "\n[[destinations]]\nname = \"out\"\ntype = \"influx\"\nsource = \"watched\"\n\n\
          [destinations.config]\nendpoint = \"{}\"\n\n\
          [[connectors]]\nname = \"pushed\"\ntype = \"spanmetrics\"\ntarget_database = \"traces\"\n\
-         target_table = \"pushed\"\nschedule_ms = 1000\n",
-        receiver.url("/write")
+         target_table = \"pushed\"\nschedule_ms = 1000\n\n\
+         [[discovery]]\nname = \"found\"\ntype = \"file_sd\"\nfiles = [\"{}\"]\n\n\
+         [discovery.template]\ntype = \"prometheus\"\ntarget_database = \"metrics\"\n\
+         target_table = \"found\"\nschedule_ms = 1000\n",
+        receiver.url("/write"),
+        targets.display()
     ));
     std::fs::write(&config, text).unwrap();
     let d = Daemon::start(&config, &[]);
@@ -88,7 +99,8 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         let metrics = d.get("/metrics");
         (metrics.contains("connectord_connector_state{")
             && metrics.contains("connectord_destination_deliveries_total{")
-            && metrics.contains("connectord_ingest_requests_total{"))
+            && metrics.contains("connectord_ingest_requests_total{")
+            && metrics.contains("connectord_discovery_refreshes_total{"))
         .then_some(metrics)
     })
     .await;

@@ -223,6 +223,19 @@ async fn http_sd_targets_become_labeled_connectors_that_follow_the_list() {
         "{back:?} lacks {b_id}"
     );
 
+    // /metrics counts targets and refreshes per discovery.
+    let metrics = daemon.get("/metrics");
+    let discovery_id = view["id"].as_str().unwrap().to_owned();
+    let labels = format!("discovery_id=\"{discovery_id}\",discovery=\"nodes\"");
+    for line in [
+        format!("connectord_discovery_targets{{{labels},state=\"active\"}} 2"),
+        format!("connectord_discovery_targets{{{labels},state=\"dropped\"}} 1"),
+        format!("connectord_discovery_refreshes_total{{{labels},outcome=\"error\"}} 0"),
+        format!("connectord_discovery_connector_changes_total{{{labels},change=\"removed\"}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+
     // An SD error keeps the targets and shows the error.
     list.lock().unwrap().0 = 500;
     let view = wait_for("the error in the status", Duration::from_secs(10), || {
@@ -234,6 +247,11 @@ async fn http_sd_targets_become_labeled_connectors_that_follow_the_list() {
         view["status"]["error"].as_str().unwrap().contains("500"),
         "{view}"
     );
+    let failed = format!("connectord_discovery_refreshes_total{{{labels},outcome=\"error\"}} 0");
+    wait_for("a failed refresh counted", Duration::from_secs(10), || {
+        (!daemon.get("/metrics").contains(&failed)).then_some(())
+    })
+    .await;
     assert_eq!(view["active_targets"].as_array().unwrap().len(), 2);
     assert_eq!(managed(&daemon), back);
 

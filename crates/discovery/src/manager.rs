@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use connector_core::{Registry, TickContext};
 use connector_http::HttpClient;
+use connector_runner::telemetry::DiscoveryRefresh;
 use connector_runner::{DiscoveryRecord, DiscoveryStore, RunnerHandle, StateStore};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, watch};
@@ -102,6 +103,9 @@ impl Manager {
 
     fn reconcile(&self, running: &mut HashMap<String, Running>, records: Vec<DiscoveryRecord>) {
         let ids: std::collections::HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        if let Some(runner) = &self.runner {
+            runner.telemetry().retain_discoveries(&ids);
+        }
         running.retain(|id, r| {
             let keep = ids.contains(id) && !r.task.is_finished();
             if !keep {
@@ -237,6 +241,7 @@ impl Manager {
             }
         };
         let file_errors: Vec<&FileStatus> = files.iter().filter(|f| f.error.is_some()).collect();
+        let mut synced: Option<connector_runner::SyncReport> = None;
         let status = match found {
             Ok(labels) => {
                 let registry = Arc::clone(&self.registry);
@@ -270,7 +275,10 @@ impl Manager {
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         });
-                        status_json(now, started, error, &files, &targets, Some(&report))
+                        let status =
+                            status_json(now, started, error, &files, &targets, Some(&report));
+                        synced = Some(report);
+                        status
                     }
                     Err(e) => {
                         let message = format!("cannot sync the discovered connectors: {e:#}");
@@ -283,6 +291,30 @@ impl Manager {
                 self.failed_status(id, now, started, message, &files).await
             }
         };
+        if let Some(runner) = &self.runner {
+            let count = |key: &str| {
+                status
+                    .get(key)
+                    .and_then(serde_json::Value::as_array)
+                    .map_or(0, |a| a.len() as u64)
+            };
+            let report = synced.clone().unwrap_or_default();
+            #[allow(clippy::cast_precision_loss)]
+            let sample = DiscoveryRefresh {
+                ok: synced.is_some(),
+                active: count("active_targets"),
+                dropped: count("dropped_targets"),
+                invalid: count("invalid_targets"),
+                created: report.created as u64,
+                updated: report.updated as u64,
+                removed: report.removed as u64,
+                duration_seconds: started.elapsed().as_secs_f64(),
+                at_seconds: now as f64 / 1000.0,
+            };
+            runner
+                .telemetry()
+                .record_discovery(id, &discovery.spec.name, &sample);
+        }
         self.record_status(id, status).await;
         if let Some(lease) = lease
             && let Err(e) = self.leases.finish_task(&lease).await

@@ -6,6 +6,7 @@
 //! connector kept `state="enabled"` forever and the series count only grew.
 
 mod destinations;
+mod discoveries;
 mod push;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
 pub use destinations::DeliverySample;
+pub use discoveries::DiscoveryRefresh;
 
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::{TickOutcome, TickRecord};
@@ -98,6 +100,7 @@ impl Series {
 pub struct Telemetry {
     series: Mutex<BTreeMap<String, Series>>,
     destinations: Mutex<BTreeMap<String, destinations::DestinationSeries>>,
+    discoveries: Mutex<BTreeMap<String, discoveries::DiscoverySeries>>,
 }
 
 impl Telemetry {
@@ -374,6 +377,7 @@ impl Telemetry {
         drop(series);
         self.render_push(&mut out);
         self.render_destinations(&mut out);
+        self.render_discoveries(&mut out);
         out
     }
 }
