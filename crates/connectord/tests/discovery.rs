@@ -465,3 +465,63 @@ async fn discoveries_over_the_api_are_checked_and_take_their_connectors_when_del
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sd_over_tls_with_a_bearer_token_from_the_environment() {
+    let exporter = TestServer::start(|_| Reply::ok(BODY)).await;
+    let address = exporter.addr().to_string();
+    let target = json!([{"targets": [address]}]);
+    let sd = TestServer::start_tls(move |_| Reply::json(&target)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kind = format!(
+        "type = \"http_sd\"\nurl = \"{}\"\nauth = {{ type = \"bearer\", token_ref = \"$env:SD_TOKEN\" }}\ntls = {{ ca_file = \"{}\" }}",
+        sd.url("/sd"),
+        sd.ca_file().unwrap().display()
+    );
+    let config = write_config(dir.path(), &[]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&discovery_toml(&kind, "tls_nodes"));
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config, &[("SD_TOKEN", "sd-s3cr3t-t0ken-value")]);
+    wait_for("the target over TLS", Duration::from_secs(10), || {
+        (managed(&daemon).len() == 1).then_some(())
+    })
+    .await;
+    let seen = sd.requests();
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "Bearer sd-s3cr3t-t0ken-value"
+    );
+    assert_eq!(
+        seen[0].headers.get("accept").unwrap().to_str().unwrap(),
+        "application/json"
+    );
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("sd-s3cr3t"), "the token leaked into the log");
+}
+
+#[test]
+fn the_example_config_declares_a_discovery_that_validates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connectord"))
+        .args(["validate", "--config", "examples/connectord.toml"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 1 discoveries (discovered)"),
+        "{stdout}"
+    );
+}

@@ -153,7 +153,9 @@ impl Manager {
         let _watcher = (discovery.spec.sd_type == SdType::File)
             .then(|| watch_files(&discovery.spec.files, events));
         let mut cache = Some(FileCache::default());
-        let mut elected = true;
+        // The first refresh of a new or changed discovery runs at once on every
+        // process (a sync is idempotent); later timer refreshes take the bucket's lease.
+        let mut elected = false;
         loop {
             self.refresh(&record.id, &discovery, &mut cache, elected)
                 .await;
