@@ -13,22 +13,11 @@ use connector_http::testing::{Reply, TestServer};
 use serde_json::json;
 use support::{Daemon, call, wait_for};
 
-fn database_url() -> Option<String> {
-    let url = std::env::var("DATABASE_URL").ok();
-    if url.is_none() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "DATABASE_URL is not set under CI=true"
-        );
-        eprintln!("skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
-    }
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_refresh_once_per_bucket_and_share_the_connectors() {
-    let Some(url) = database_url() else { return };
+    let Some(url) = support::database_url() else {
+        return;
+    };
     let exporter = TestServer::start(|_| Reply::ok("up 1\n")).await;
     let address = exporter.addr().to_string();
     let answers = Arc::new(AtomicUsize::new(0));

@@ -11,19 +11,6 @@ use support::{Daemon, expected_rows};
 
 const BODY: &str = "# TYPE up gauge\nup{job=\"a\",q=\"x\\\"y\"} 1\nup{job=\"b\"} NaN\nrequests_total 42 1700000000000\n";
 
-fn database_url() -> Option<String> {
-    let url = std::env::var("DATABASE_URL").ok();
-    if url.is_none() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "DATABASE_URL is not set under CI=true"
-        );
-        eprintln!("skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
-    }
-    url
-}
-
 async fn client() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         &std::env::var("DATABASE_URL").unwrap(),
@@ -133,7 +120,9 @@ async fn ledger_len(id: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_database_and_commit_each_bucket_once() {
-    let Some(url) = database_url() else { return };
+    let Some(url) = support::database_url() else {
+        return;
+    };
     let server = TestServer::start(|_| Reply::ok(BODY)).await;
     let dir = tempfile::tempdir().unwrap();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -238,7 +227,9 @@ fn buckets_received(receiver: &TestServer) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_deliver_each_bucket_once_between_them() {
-    let Some(url) = database_url() else { return };
+    let Some(url) = support::database_url() else {
+        return;
+    };
     let exporter = TestServer::start(|_| Reply::ok(BODY)).await;
     let receiver = TestServer::start(|_| Reply::status(204)).await;
     let dir = tempfile::tempdir().unwrap();

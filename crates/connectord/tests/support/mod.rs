@@ -224,6 +224,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     response
 }
 
+/// The PostgreSQL of `cargo xtask services up`; `None` (the test skips) outside CI
+/// when it is not set, a failure under CI=true.
+pub fn database_url() -> Option<String> {
+    let url = std::env::var("DATABASE_URL").ok();
+    if url.is_none() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "DATABASE_URL is not set under CI=true"
+        );
+        eprintln!("skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")");
+    }
+    url
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
