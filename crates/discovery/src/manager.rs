@@ -146,6 +146,9 @@ impl Manager {
             Err(e) => {
                 let status = json!({"refreshed_at": wall_ms(), "error": format!("the stored spec does not validate: {e}")});
                 self.record_status(&record.id, status).await;
+                // Waits for a change of the spec: only a task that panicked ends early
+                // and is started again.
+                until_true(&mut stop).await;
                 return;
             }
         };
