@@ -504,6 +504,32 @@ scopes = ["connectors:read", "connectors:write", "metrics:read"]
         Some(body.as_bytes()),
     );
     assert_eq!(r.status, 201);
+    // Discoveries take the connectors' scopes.
+    let discovery = serde_json::json!({
+        "name": "scoped", "type": "http_sd", "url": "http://127.0.0.1:9/sd",
+        "template": {"type": "prometheus", "target_database": "m", "target_table": "t", "schedule_ms": 1000}
+    })
+    .to_string();
+    let r = request(
+        d.addr,
+        "GET",
+        "/v1/discoveries",
+        &[("Authorization", &with(read))],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let r = request(d.addr, "GET", "/v1/discoveries", &[], None);
+    assert_eq!(r.status, 401);
+    for (token, status) in [(read, 403), (admin, 201)] {
+        let r = request(
+            d.addr,
+            "POST",
+            "/v1/discoveries",
+            &[JSON, ("Authorization", &with(token))],
+            Some(discovery.as_bytes()),
+        );
+        assert_eq!(r.status, status, "{}", r.body);
+    }
     // Grafana sends the token as the Basic password.
     use base64::Engine as _;
     let basic = format!(
