@@ -462,6 +462,27 @@ async fn discoveries_over_the_api_are_checked_and_take_their_connectors_when_del
         call(&daemon, "GET", &format!("/v1/discoveries/{id}"), None).status,
         404
     );
+
+    // More kept targets than target_limit: the refresh fails and makes no connector.
+    let mut bad = good.clone();
+    bad["target_limit"] = json!(0);
+    refused(bad, "target_limit: 0 is out of range, expected 1 to 1000000");
+    list.lock().unwrap().1 = json!([{"targets": [address, "127.0.0.1:9"]}]);
+    let mut limited = good.clone();
+    limited["target_limit"] = json!(1);
+    let created = call(&daemon, "POST", "/v1/discoveries", Some(limited));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let view = wait_for("the limit's error", Duration::from_secs(10), || {
+        let v = call(&daemon, "GET", &format!("/v1/discoveries/{id}"), None).json();
+        v["status"]["error"].as_str().is_some().then_some(v)
+    })
+    .await;
+    assert_eq!(
+        view["status"]["error"],
+        "2 targets kept after relabeling, more than target_limit (1)"
+    );
+    assert!(managed(&daemon).is_empty());
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

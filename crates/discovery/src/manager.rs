@@ -208,92 +208,26 @@ impl Manager {
             None
         };
         let ctx = TickContext::new(lease_key, bucket);
-        let (found, files) = match discovery.spec.sd_type {
-            SdType::Http => (
-                crate::http_sd::discover(&self.client, &ctx, &discovery.spec, discovery.refresh_ms)
-                    .await,
-                Vec::new(),
-            ),
-            SdType::File => {
-                let mut taken = cache.take().unwrap_or_default();
-                let patterns = discovery.spec.files.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let read = taken.read(&patterns);
-                    (taken, read)
-                })
-                .await;
-                match read {
-                    Ok((back, (targets, files, complete))) => {
-                        *cache = Some(back);
-                        let failed: Vec<String> = files
-                            .iter()
-                            .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
-                            .collect();
-                        if complete {
-                            (Ok(targets), files)
-                        } else {
-                            (
-                                Err(format!(
-                                    "{}; kept the targets from before",
-                                    failed.join("; ")
-                                )),
-                                files,
-                            )
-                        }
-                    }
-                    Err(e) => (Err(format!("the file reader failed: {e}")), Vec::new()),
-                }
-            }
+        let (found, files) = self.discover(&ctx, discovery, cache).await;
+        let outcome = match found {
+            Ok(labels) => self.apply(discovery, labels).await,
+            Err(message) => Err(message),
         };
-        let file_errors: Vec<&FileStatus> = files.iter().filter(|f| f.error.is_some()).collect();
-        let mut synced: Option<connector_runner::SyncReport> = None;
-        let status = match found {
-            Ok(labels) => {
-                let registry = Arc::clone(&self.registry);
-                let d = discovery.clone();
-                let targets =
-                    tokio::task::spawn_blocking(move || d.sort_targets(labels, &registry))
-                        .await
-                        .unwrap_or_default();
-                match self
-                    .discoveries
-                    .sync_managed(&discovery.spec.name, &targets.wanted)
-                    .await
-                {
-                    Ok(report) => {
-                        if report.created + report.updated + report.removed > 0
-                            && let Some(runner) = &self.runner
-                        {
-                            runner.refresh();
-                        }
-                        tracing::debug!(discovery = %discovery.spec.name, active = targets.active.len(), ?report, "discovery refreshed");
-                        let error = (!file_errors.is_empty()).then(|| {
-                            file_errors
-                                .iter()
-                                .map(|f| {
-                                    format!(
-                                        "{}: {}",
-                                        f.path,
-                                        f.error.as_deref().unwrap_or_default()
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        });
-                        let status =
-                            status_json(now, started, error, &files, &targets, Some(&report));
-                        synced = Some(report);
-                        status
-                    }
-                    Err(e) => {
-                        let message = format!("cannot sync the discovered connectors: {e:#}");
-                        self.failed_status(id, now, started, message, &files).await
-                    }
-                }
+        let (status, synced) = match outcome {
+            Ok((targets, report)) => {
+                let error = files
+                    .iter()
+                    .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
+                    .reduce(|a, b| format!("{a}; {b}"));
+                let status = status_json(now, started, error, &files, &targets, Some(&report));
+                (status, Some(report))
             }
             Err(message) => {
-                tracing::warn!(discovery = %discovery.spec.name, error = %message, "discovery failed; its targets stay as they were");
-                self.failed_status(id, now, started, message, &files).await
+                tracing::warn!(discovery = %discovery.spec.name, error = %message, "discovery refresh failed; its connectors stay as they were");
+                (
+                    self.failed_status(id, now, started, message, &files).await,
+                    None,
+                )
             }
         };
         if let Some(runner) = &self.runner {
@@ -329,6 +263,80 @@ impl Manager {
                 "cannot finish the discovery's refresh lease"
             );
         }
+    }
+
+    /// Reads the target groups: the SD's answer, or every file (a file that fails
+    /// keeps its last good groups; one with none makes the refresh fail).
+    async fn discover(
+        &self,
+        ctx: &TickContext,
+        discovery: &Discovery,
+        cache: &mut Option<FileCache>,
+    ) -> (Result<Vec<relabel::Labels>, String>, Vec<FileStatus>) {
+        if discovery.spec.sd_type == SdType::Http {
+            let found =
+                crate::http_sd::discover(&self.client, ctx, &discovery.spec, discovery.refresh_ms)
+                    .await;
+            return (found, Vec::new());
+        }
+        let mut taken = cache.take().unwrap_or_default();
+        let patterns = discovery.spec.files.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let read = taken.read(&patterns);
+            (taken, read)
+        })
+        .await;
+        let Ok((back, (targets, files, complete))) = read else {
+            return (Err("the file reader failed".to_owned()), Vec::new());
+        };
+        *cache = Some(back);
+        if complete {
+            return (Ok(targets), files);
+        }
+        let failed: Vec<String> = files
+            .iter()
+            .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
+            .collect();
+        (
+            Err(format!(
+                "{}; kept the targets from before",
+                failed.join("; ")
+            )),
+            files,
+        )
+    }
+
+    /// Relabels the discovered targets, holds them to `target_limit`, and syncs the
+    /// connectors; the runner is poked when a connector changed.
+    async fn apply(
+        &self,
+        discovery: &Discovery,
+        labels: Vec<relabel::Labels>,
+    ) -> Result<(Targets, connector_runner::SyncReport), String> {
+        let registry = Arc::clone(&self.registry);
+        let d = discovery.clone();
+        let targets = tokio::task::spawn_blocking(move || d.sort_targets(labels, &registry))
+            .await
+            .map_err(|e| format!("relabeling failed: {e}"))?;
+        if targets.active.len() as u64 > discovery.target_limit {
+            return Err(format!(
+                "{} targets kept after relabeling, more than target_limit ({})",
+                targets.active.len(),
+                discovery.target_limit
+            ));
+        }
+        let report = self
+            .discoveries
+            .sync_managed(&discovery.spec.name, &targets.wanted)
+            .await
+            .map_err(|e| format!("cannot sync the discovered connectors: {e:#}"))?;
+        if report.created + report.updated + report.removed > 0
+            && let Some(runner) = &self.runner
+        {
+            runner.refresh();
+        }
+        tracing::debug!(discovery = %discovery.spec.name, active = targets.active.len(), ?report, "discovery refreshed");
+        Ok((targets, report))
     }
 
     /// The status after a failed refresh: the error, and the targets of the last good one.

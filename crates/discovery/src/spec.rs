@@ -15,6 +15,14 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Bounds of `refresh_ms`.
 pub const REFRESH_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=86_400_000;
 
+/// `target_limit` when the spec leaves it out: more kept targets than this fail
+/// the refresh (the connectors stay as they were), so a runaway SD list cannot make
+/// a million connectors.
+pub const DEFAULT_TARGET_LIMIT: u64 = 10_000;
+
+/// Bounds of `target_limit`.
+pub const TARGET_LIMIT_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+
 /// Bounds of an http_sd's `timeout_ms`.
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=60_000;
 
@@ -116,6 +124,10 @@ pub struct DiscoverySpec {
     /// How often targets are read again (default 60000 for http_sd, 300000 for file_sd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_ms: Option<u64>,
+    /// The most targets relabeling may keep (Prometheus's `target_limit`; default
+    /// 10000). A refresh with more fails and changes no connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_limit: Option<u64>,
     /// Prometheus relabeling, applied to every discovered target in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relabel_configs: Vec<RelabelConfig>,
@@ -151,6 +163,8 @@ pub struct Discovery {
     pub defaults: ScrapeDefaults,
     /// `refresh_ms` with its default.
     pub refresh_ms: u64,
+    /// `target_limit` with its default.
+    pub target_limit: u64,
 }
 
 /// Prometheus's file_sd pattern rule: `*` only in the last element, a known extension.
@@ -216,6 +230,9 @@ impl DiscoverySpec {
             .unwrap_or_else(|| self.sd_type.default_refresh_ms());
         check_range("refresh_ms", refresh_ms, REFRESH_MS_RANGE)
             .map_err(|e| error("refresh_ms", strip_key(&e.to_string())))?;
+        let target_limit = self.target_limit.unwrap_or(DEFAULT_TARGET_LIMIT);
+        check_range("target_limit", target_limit, TARGET_LIMIT_RANGE)
+            .map_err(|e| error("target_limit", strip_key(&e.to_string())))?;
         self.check_source()?;
         let rules = relabel::compile_all(&self.relabel_configs)
             .map_err(|(i, e)| error(format!("relabel_configs[{i}].{}", e.field), e.message))?;
@@ -231,6 +248,7 @@ impl DiscoverySpec {
             rules,
             defaults,
             refresh_ms,
+            target_limit,
         })
     }
 
