@@ -466,7 +466,10 @@ async fn discoveries_over_the_api_are_checked_and_take_their_connectors_when_del
     // More kept targets than target_limit: the refresh fails and makes no connector.
     let mut bad = good.clone();
     bad["target_limit"] = json!(0);
-    refused(bad, "target_limit: 0 is out of range, expected 1 to 1000000");
+    refused(
+        bad,
+        "target_limit: 0 is out of range, expected 1 to 1000000",
+    );
     list.lock().unwrap().1 = json!([{"targets": [address, "127.0.0.1:9"]}]);
     let mut limited = good.clone();
     limited["target_limit"] = json!(1);
