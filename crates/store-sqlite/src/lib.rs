@@ -18,6 +18,7 @@
 mod buckets;
 mod checkpoint;
 mod connectors;
+mod damage;
 mod destinations;
 mod discoveries;
 mod history;
@@ -94,7 +95,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the data folder and its state database, migrating
-    /// the state database forward; one written by a newer connectord is refused.
+    /// the state database forward; one written by a newer connectord is refused, and
+    /// one that is not SQLite or is damaged is refused untouched.
     /// Blocking: call it before the runtime starts or on a blocking thread.
     pub fn open(data_dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let data_dir = data_dir.into();
@@ -105,6 +107,7 @@ impl SqliteStore {
             )
         })?;
         let path = data_dir.join(STATE_FILE);
+        damage::check_state_file(&path)?;
         let mut conn = open_connection(&path)?;
         schema::migrate(&mut conn, &path)?;
         let reader = open_connection(&path)?;
