@@ -78,6 +78,7 @@ fn source_spec() -> ConnectorSpec {
         target_table: "node".into(),
         schedule_ms: 15_000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:9/metrics"}),
+        retention: None,
     }
 }
 

@@ -216,6 +216,7 @@ mod tests {
             target_table: table.into(),
             schedule_ms: 1000,
             config: serde_json::json!({}),
+            retention: None,
         }
     }
 

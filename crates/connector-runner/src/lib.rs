@@ -10,6 +10,7 @@ mod deliverer;
 mod destination;
 mod discovery;
 pub mod protocol;
+mod pruner;
 mod push;
 mod runner;
 pub mod schedule;
@@ -33,9 +34,9 @@ pub use push::{
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{
     ConnectorRecord, ConnectorSpec, ConnectorState, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, Origin,
-    SCHEDULE_MS_RANGE, SpecError,
+    SCHEDULE_MS_RANGE, SpecError, parse_duration,
 };
 pub use store::{
-    CommitReport, Lease, ListQuery, RowQuery, RowsRead, Sink, StateStore, StatusChange, StoreError,
-    StoreErrorKind, Target, TickOutcome, TickRecord,
+    CommitReport, Lease, ListQuery, PruneReport, RowQuery, RowsRead, Sink, StateStore,
+    StatusChange, StoreError, StoreErrorKind, Target, TickOutcome, TickRecord,
 };

@@ -42,6 +42,10 @@ pub struct RunnerConfig {
     /// The longest wait before a destination tries a failed bucket again (the wait
     /// doubles from one second up to this).
     pub delivery_backoff_max: Duration,
+    /// Retention for connectors that do not set their own; `None` keeps rows forever.
+    pub default_retention: Option<Duration>,
+    /// How often rows past retention are pruned.
+    pub prune_interval: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -56,6 +60,8 @@ impl Default for RunnerConfig {
             shutdown_grace: Duration::from_secs(10),
             delivery_chunk_rows: 10_000,
             delivery_backoff_max: Duration::from_secs(30),
+            default_retention: None,
+            prune_interval: Duration::from_secs(60),
         }
     }
 }
@@ -229,6 +235,10 @@ impl Runner {
                 self.shared.stopping.subscribe(),
             ))
         });
+        let pruner = tokio::spawn(crate::pruner::run(
+            Arc::clone(&self.shared),
+            self.shared.stopping.subscribe(),
+        ));
         let push_tasks = self.push.take().map(|push| {
             let stager = tokio::spawn(crate::push::ingest::stage_loop(
                 Arc::clone(&push.store),
@@ -311,6 +321,8 @@ impl Runner {
             }
         }
         self.stop(ticks, deliverer.take()).await;
+        // It stops between two prune batches once the stop begins.
+        let _ = pruner.await;
         if let Some((stager, mut committer)) = push_tasks {
             // A request still waiting for its stage gets no 2xx (the client retries);
             // those acknowledged are staged, and the next start commits them.

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::time::Duration;
 
 use connector_core::{Registry, ValidatedConfig};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,10 @@ pub struct ConnectorSpec {
     /// The connector's own config, checked by its `validate_config`.
     #[serde(default)]
     pub config: serde_json::Value,
+    /// How long its rows are kept (`"15d"`, `"12h"`, `"90m"`): older buckets are
+    /// pruned with their ledger rows. None: `[storage] default_retention`, or forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 /// A field of a [`ConnectorSpec`] that failed validation.
@@ -68,6 +73,19 @@ impl ConnectorSpec {
                 ),
             ));
         }
+        if let Some(retention) = &self.retention {
+            let kept = parse_duration(retention).map_err(|e| SpecError::new("retention", e))?;
+            let floor = Duration::from_millis(self.schedule_ms.saturating_mul(2));
+            if kept < floor {
+                return Err(SpecError::new(
+                    "retention",
+                    format!(
+                        "`{retention}` is shorter than two schedules ({} ms): a bucket could be pruned while it is committed",
+                        floor.as_millis()
+                    ),
+                ));
+            }
+        }
         if registry.get(&self.connector_type).is_none() {
             let known: Vec<_> = registry.connector_types().collect();
             return Err(SpecError::new(
@@ -83,6 +101,46 @@ impl ConnectorSpec {
             .validate(&self.connector_type, &self.config)
             .map_err(|e| SpecError::new("config", format!("{e:#}")))
     }
+}
+
+/// A duration as Prometheus writes one: units `ms`, `s`, `m`, `h`, `d`, `w`, `y`,
+/// largest first and each once (`"1h30m"`, `"15d"`); `y` is 365 days.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let bad = || format!("`{text}` is not a duration like \"15d\", \"12h\" or \"1h30m\"");
+    let mut rest = text;
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        // "ms" before "m": the longest unit that matches, in the allowed order.
+        let (i, (unit, ms)) = UNITS
+            .iter()
+            .enumerate()
+            .skip(next_unit)
+            .find(|(_, (u, _))| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")))
+            .ok_or_else(bad)?;
+        rest = &rest[unit.len()..];
+        next_unit = i + 1;
+        total = value
+            .checked_mul(*ms)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(total))
 }
 
 /// A connector's or destination's name (or a reference to one).
@@ -224,6 +282,7 @@ mod tests {
             target_table: "node_1".into(),
             schedule_ms: 1000,
             config: serde_json::json!({}),
+            retention: None,
         }
     }
 
@@ -251,6 +310,33 @@ mod tests {
         assert_eq!(
             err(|_| {}),
             "type: unknown connector type `none`; known types: "
+        );
+    }
+
+    #[test]
+    fn durations_as_prometheus_writes_them() {
+        let ms = |t: &str| parse_duration(t).map(|d| d.as_millis());
+        assert_eq!(ms("15d"), Ok(15 * 86_400_000));
+        assert_eq!(ms("1h30m"), Ok(5_400_000));
+        assert_eq!(ms("90s"), Ok(90_000));
+        assert_eq!(ms("1m500ms"), Ok(60_500));
+        assert_eq!(ms("2w"), Ok(14 * 86_400_000));
+        for bad in ["", "15", "d", "1x", "30m1h", "1h1h", "0s", "-1d"] {
+            assert!(ms(bad).is_err(), "{bad}");
+        }
+        let registry = Registry::new();
+        let mut s = spec();
+        s.retention = Some("1s".into());
+        assert_eq!(
+            s.validate(&registry).unwrap_err().to_string(),
+            "retention: `1s` is shorter than two schedules (2000 ms): a bucket could be pruned while it is committed"
+        );
+        s.retention = Some("15 days".into());
+        assert!(
+            s.validate(&registry)
+                .unwrap_err()
+                .to_string()
+                .starts_with("retention: `15 days` is not a duration")
         );
     }
 

@@ -362,6 +362,15 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// What one [`Sink::prune`] batch removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneReport {
+    /// Buckets (ledger rows) removed.
+    pub buckets: u64,
+    /// Rows removed.
+    pub rows: u64,
+}
+
 /// Which rows of a target table to read back, for `connectord rows`.
 #[derive(Debug, Clone)]
 pub struct RowQuery {
@@ -403,6 +412,17 @@ pub trait Sink: Send + Sync + fmt::Debug {
         lease: &Lease,
         batch: Batch,
     ) -> Result<CommitReport, StoreError>;
+
+    /// Retention: deletes the rows and ledger rows of up to `max_buckets` of the
+    /// connector's committed buckets older than `before_ms`, oldest first, in one
+    /// short transaction, so commits wait for at most one batch. Buckets whose ledger
+    /// row names no row range (committed before ranges were recorded) are left.
+    async fn prune(
+        &self,
+        target: &Target,
+        before_ms: i64,
+        max_buckets: usize,
+    ) -> Result<PruneReport, StoreError>;
 
     /// Reads rows of a target table back, whatever its columns. A table (or
     /// database) that does not exist is [`StoreErrorKind::NotFound`]; a `since_ms`

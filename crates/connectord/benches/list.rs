@@ -29,6 +29,7 @@ fn populate(data: &std::path::Path) {
                         target_table: format!("node_{i:05}"),
                         schedule_ms: 15_000,
                         config: serde_json::json!({"endpoint": format!("http://10.0.{}.{}:9100/metrics", i / 250, i % 250)}),
+                        retention: None,
                     },
                     Origin::Api,
                 )

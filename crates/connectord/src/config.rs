@@ -138,7 +138,21 @@ pub struct StorageConfig {
     /// For `postgres`: the most connections one process opens (2 to 1000).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// How long rows are kept for connectors without their own `retention`
+    /// (`"30d"`, `"12h"`); none keeps them forever.
+    #[serde(default)]
+    pub default_retention: Option<String>,
+    /// How often rows past retention are pruned.
+    #[serde(default = "default_prune_interval_ms")]
+    pub prune_interval_ms: u64,
 }
+
+fn default_prune_interval_ms() -> u64 {
+    60_000
+}
+
+/// Bounds of `[storage] prune_interval_ms`.
+pub const PRUNE_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=86_400_000;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -147,6 +161,8 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             url_ref: None,
             max_connections: default_max_connections(),
+            default_retention: None,
+            prune_interval_ms: default_prune_interval_ms(),
         }
     }
 }
@@ -333,6 +349,16 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
         config.ingest.grace_ms,
         GRACE_MS_RANGE,
     )?;
+    in_range(
+        path,
+        "storage.prune_interval_ms",
+        config.storage.prune_interval_ms,
+        PRUNE_INTERVAL_MS_RANGE,
+    )?;
+    if let Some(retention) = &config.storage.default_retention {
+        connector_runner::parse_duration(retention)
+            .map_err(|e| anyhow::anyhow!("{}: storage.default_retention: {e}", path.display()))?;
+    }
     if config.server.tokens.is_empty()
         && !config.server.listen.ip().is_loopback()
         && !config.server.allow_unauthenticated

@@ -124,6 +124,12 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
             tick_timeout: Duration::from_millis(config.runner.tick_timeout_ms),
             lease: Duration::from_millis(config.runner.lease_ms),
             shutdown_grace: Duration::from_millis(config.runner.shutdown_grace_ms),
+            default_retention: config
+                .storage
+                .default_retention
+                .as_deref()
+                .and_then(|r| connector_runner::parse_duration(r).ok()),
+            prune_interval: Duration::from_millis(config.storage.prune_interval_ms),
             ..RunnerConfig::default()
         };
         tracing::info!(runner_id = %runner_config.runner_id, "runner starting");

@@ -344,6 +344,7 @@ impl DiscoverySpec {
                 "http://127.0.0.1:9100/metrics",
                 &[("job", &self.name), ("instance", "127.0.0.1:9100")],
             ),
+            retention: None,
         };
         sample
             .validate(registry)

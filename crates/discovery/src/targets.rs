@@ -168,6 +168,7 @@ impl Discovery {
                         target_table: template.target_table.clone(),
                         schedule_ms: template.schedule_ms,
                         config: with_target(&template.config, &endpoint, &pairs),
+                        retention: None,
                     };
                     if let Err(e) = spec.validate(registry) {
                         out.invalid.push(InvalidTarget {

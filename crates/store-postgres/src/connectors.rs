@@ -10,11 +10,11 @@ use tokio_postgres::{Client, GenericClient, Row};
 use crate::{backend, is_unique_violation, relaxed_transaction};
 
 const SELECT: &str = "SELECT id, name, type, target_database, target_table, schedule_ms, config, origin, \
-     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick FROM connectord.connectors";
+     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention FROM connectord.connectors";
 
 const INSERT: &str = "INSERT INTO connectord.connectors (id, name, type, target_database, target_table, \
-     schedule_ms, config, origin, state, created_at_ms, updated_at_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'enabled', $9, $9)";
+     schedule_ms, config, origin, state, created_at_ms, updated_at_ms, retention) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'enabled', $9, $9, $10)";
 
 fn read_row(row: &Row) -> Result<ConnectorRecord, StoreError> {
     ConnectorRow {
@@ -32,6 +32,7 @@ fn read_row(row: &Row) -> Result<ConnectorRecord, StoreError> {
         created_at_ms: row.get(11),
         updated_at_ms: row.get(12),
         last_tick: row.get(13),
+        retention: row.get(14),
     }
     .into_record()
 }
@@ -89,7 +90,7 @@ pub(crate) async fn page(
         .collect()
 }
 
-fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + Sync); 9] {
+fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + Sync); 10] {
     [
         id,
         &v.name,
@@ -100,6 +101,7 @@ fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + 
         &v.config,
         &v.origin,
         &v.now_ms,
+        &v.retention,
     ]
 }
 
@@ -128,7 +130,7 @@ pub(crate) async fn write_spec(
     let changed = client
         .execute(
             "UPDATE connectord.connectors SET name = $2, type = $3, target_database = $4, target_table = $5, \
-             schedule_ms = $6, config = $7, origin = $8, updated_at_ms = $9, \
+             schedule_ms = $6, config = $7, origin = $8, updated_at_ms = $9, retention = $10, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, disabled_reason = NULL WHERE id = $1",
             &bind(&id, &SpecValues::new(spec, origin)),
         )

@@ -187,6 +187,11 @@ CREATE TABLE connectord.discoveries (
 );
 ",
     },
+    Migration {
+        version: 6,
+        description: "retention per connector",
+        sql: "ALTER TABLE connectord.connectors ADD COLUMN retention text;",
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

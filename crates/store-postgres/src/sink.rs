@@ -228,6 +228,57 @@ impl Sink for PgStore {
         Ok(report)
     }
 
+    async fn prune(
+        &self,
+        target: &Target,
+        before_ms: i64,
+        max_buckets: usize,
+    ) -> Result<connector_runner::PruneReport, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(backend("cannot start the prune"))?;
+        // The ledger rows go first (locked by the delete); the rows follow by their
+        // position ranges, so a bucket is never half pruned.
+        let buckets = tx
+            .query(
+                "DELETE FROM connectord.ledger WHERE (connector_id, scheduled_for_ms) IN ( \
+                   SELECT connector_id, scheduled_for_ms FROM connectord.ledger \
+                   WHERE connector_id = $1 AND scheduled_for_ms < $2 AND target_database = $3 \
+                   AND target_table = $4 AND first_row IS NOT NULL \
+                   ORDER BY scheduled_for_ms LIMIT $5) \
+                 RETURNING first_row, last_row",
+                &[
+                    &target.connector_id,
+                    &before_ms,
+                    &target.database,
+                    &target.table,
+                    &to_i64(max_buckets as u64),
+                ],
+            )
+            .await
+            .map_err(backend("cannot prune ledger rows"))?;
+        let mut report = connector_runner::PruneReport::default();
+        let delete = format!(
+            "DELETE FROM {}.{} WHERE {ROW_POSITION} BETWEEN $1 AND $2",
+            quote_ident(&target.database),
+            quote_ident(&target.table)
+        );
+        for bucket in &buckets {
+            let (first, last): (i64, i64) = (bucket.get(0), bucket.get(1));
+            report.rows += tx
+                .execute(&delete, &[&first, &last])
+                .await
+                .map_err(backend("cannot prune rows"))?;
+            report.buckets += 1;
+        }
+        tx.commit()
+            .await
+            .map_err(backend("cannot commit the prune"))?;
+        Ok(report)
+    }
+
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
         let client = self.pool.get().await?;
         let mut columns = table_columns(&*client, &query.database, &query.table).await?;

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::backend;
 
 const SELECT: &str = "SELECT id, name, type, target_database, target_table, schedule_ms, config, origin, \
-     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick FROM connectors";
+     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention FROM connectors";
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     Ok(ConnectorRow {
@@ -27,6 +27,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
         created_at_ms: row.get(11)?,
         updated_at_ms: row.get(12)?,
         last_tick: row.get(13)?,
+        retention: row.get(14)?,
     })
 }
 
@@ -104,7 +105,7 @@ fn write_error<'a>(
     }
 }
 
-fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite::ToSql; 9] {
+fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite::ToSql; 10] {
     [
         id,
         &v.name,
@@ -115,6 +116,7 @@ fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite
         &v.config,
         &v.origin,
         &v.now_ms,
+        &v.retention,
     ]
 }
 
@@ -135,7 +137,7 @@ pub(crate) fn insert_with_id(
     let id = id.to_owned();
     conn.execute(
         "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
-         origin, state, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9)",
+         origin, state, created_at_ms, updated_at_ms, retention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9, ?10)",
         bind(&id, &SpecValues::new(spec, origin)),
     )
     .map_err(write_error("cannot create the connector", spec))?;
@@ -153,7 +155,7 @@ pub(crate) fn write_spec(
     let changed = conn
         .execute(
             "UPDATE connectors SET name = ?2, type = ?3, target_database = ?4, target_table = ?5, schedule_ms = ?6, \
-             config = ?7, origin = ?8, updated_at_ms = ?9, \
+             config = ?7, origin = ?8, updated_at_ms = ?9, retention = ?10, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, \
              disabled_reason = NULL WHERE id = ?1",
             bind(&id, &SpecValues::new(spec, origin)),

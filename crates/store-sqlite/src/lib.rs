@@ -23,6 +23,7 @@ mod destinations;
 mod discoveries;
 mod history;
 mod leases;
+mod prune;
 mod push;
 mod schema;
 mod sink;

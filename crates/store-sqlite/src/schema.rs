@@ -144,6 +144,11 @@ CREATE TABLE discoveries (
 );
 ",
     },
+    Migration {
+        version: 5,
+        description: "retention per connector",
+        sql: "ALTER TABLE connectors ADD COLUMN retention TEXT;",
+    },
 ];
 
 /// The ledger every target file carries. `first_row..=last_row` are the rowids of

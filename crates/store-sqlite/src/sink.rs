@@ -42,6 +42,10 @@ impl SqliteStore {
         }
         let path = self.database_path(database);
         let conn = crate::open_connection(&path)?;
+        // A new file hands pages freed by retention back to the file system in small
+        // steps (`prune`); an older file reuses them for its next commits.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(backend("cannot set incremental auto-vacuum"))?;
         crate::schema::ensure_ledger(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend("cannot hand checkpoints to the checkpointer"))?;
@@ -363,6 +367,23 @@ impl Sink for SqliteStore {
         })
         .await
         .map_err(|e| StoreError::backend("sink task failed", e))?
+    }
+
+    async fn prune(
+        &self,
+        target: &Target,
+        before_ms: i64,
+        max_buckets: usize,
+    ) -> Result<connector_runner::PruneReport, StoreError> {
+        let store = self.clone();
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = store.target(&target.database)?;
+            let mut db = lock(&db);
+            crate::prune::prune(&mut db, &target, before_ms, max_buckets)
+        })
+        .await
+        .map_err(|e| StoreError::backend("prune task failed", e))?
     }
 
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {

@@ -445,6 +445,7 @@ async fn delivery_setup<S: ContractStore>(o: &Opened<S>, script: Vec<Reply>) -> 
         target_table: "t".into(),
         schedule_ms: 100,
         config: serde_json::Value::Null,
+        retention: None,
     };
     let source_id = o
         .store

@@ -16,6 +16,7 @@
 mod delivery;
 mod discovery;
 mod push;
+mod retention;
 mod runner;
 mod store;
 
@@ -27,6 +28,7 @@ use connector_core::{Batch, ColumnType, Schema};
 pub use delivery::*;
 pub use discovery::*;
 pub use push::*;
+pub use retention::*;
 pub use runner::*;
 pub use store::*;
 
@@ -73,6 +75,7 @@ pub fn spec(name: &str, database: &str) -> ConnectorSpec {
         target_table: "samples".into(),
         schedule_ms: 1000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:1/metrics"}),
+        retention: None,
     }
 }
 
@@ -163,6 +166,7 @@ macro_rules! store_contract_tests {
             runner_commits_pushed_requests_once,
             discoveries_are_kept_with_their_status,
             managed_connectors_follow_the_wanted_set,
+            prune_removes_old_buckets_of_one_connector_a_batch_at_a_time,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -371,6 +371,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         target_table: "lines".into(),
         schedule_ms: 500,
         config: serde_json::Value::Null,
+        retention: None,
     };
     let record = store.create_connector(&spec, Origin::Api).await.unwrap();
     let mut registry = Registry::new();

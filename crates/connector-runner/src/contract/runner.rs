@@ -108,6 +108,7 @@ async fn setup<S: ContractStore>(o: &Opened<S>, script: Vec<Step>) -> Setup<S> {
         target_table: "t".into(),
         schedule_ms: 100,
         config: serde_json::Value::Null,
+        retention: None,
     };
     let id = o
         .store

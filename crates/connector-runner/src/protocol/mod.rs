@@ -106,6 +106,8 @@ pub struct SpecValues {
     pub origin: &'static str,
     /// `updated_at_ms` (and `created_at_ms` on insert).
     pub now_ms: i64,
+    /// `retention`, as written.
+    pub retention: Option<String>,
 }
 
 impl SpecValues {
@@ -120,6 +122,7 @@ impl SpecValues {
             config: spec.config.to_string(),
             origin: origin.as_str(),
             now_ms: wall_clock_ms(),
+            retention: spec.retention.clone(),
         }
     }
 }
@@ -143,6 +146,8 @@ pub struct ConnectorRow {
     pub updated_at_ms: i64,
     /// The newest tick, as JSON text.
     pub last_tick: Option<String>,
+    /// `retention`, as written.
+    pub retention: Option<String>,
 }
 
 /// A stored value that does not parse: an error naming the connector and the column,
@@ -204,6 +209,7 @@ impl ConnectorRow {
                 target_table: self.target_table,
                 schedule_ms,
                 config,
+                retention: self.retention,
             },
             origin,
             state,
@@ -375,6 +381,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             last_tick: None,
+            retention: None,
         };
         let record = good.clone().into_record().unwrap();
         assert_eq!(

@@ -57,6 +57,7 @@ struct Series {
     retries: u64,
     rows: u64,
     sink_bytes: u64,
+    pruned_rows: u64,
     last_success: Option<f64>,
     claims_won: u64,
     claims_lost: u64,
@@ -81,6 +82,7 @@ impl Series {
             retries: 0,
             rows: 0,
             sink_bytes: 0,
+            pruned_rows: 0,
             last_success: None,
             claims_won: 0,
             claims_lost: 0,
@@ -135,6 +137,13 @@ impl Telemetry {
             kept.insert(record.id.clone(), entry);
         }
         *series = kept;
+    }
+
+    /// Counts rows retention removed from a connector's table.
+    pub fn record_pruned(&self, connector_id: &str, rows: u64) {
+        if let Some(s) = self.lock().get_mut(connector_id) {
+            s.pruned_rows += rows;
+        }
     }
 
     /// Drops a connector's series now, without waiting for the next refresh.
@@ -301,7 +310,7 @@ impl Telemetry {
                 s.tick_count(),
             );
         }
-        let counters: [CounterFamily; 4] = [
+        let counters: [CounterFamily; 5] = [
             (
                 "connectord_source_bytes_total",
                 "Bytes read from the source, as received (before decompression).",
@@ -321,6 +330,11 @@ impl Telemetry {
                 "connectord_sink_bytes_total",
                 "Payload bytes written to the sink.",
                 |s| s.sink_bytes,
+            ),
+            (
+                "connectord_pruned_rows_total",
+                "Rows removed by retention (the connector's `retention` or [storage] default_retention).",
+                |s| s.pruned_rows,
             ),
         ];
         for (name, help, value) in counters {
@@ -438,6 +452,7 @@ mod tests {
                 target_table: "t".to_owned(),
                 schedule_ms: 15_000,
                 config: serde_json::json!({}),
+                retention: None,
             },
             origin: Origin::Api,
             state,

@@ -71,6 +71,8 @@ struct ConnectorView<'a> {
     target_table: &'a str,
     schedule_ms: u64,
     config: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retention: Option<&'a str>,
     origin: Origin,
     state: ConnectorState,
     disabled_reason: Option<&'a str>,
@@ -109,6 +111,7 @@ impl<'a> ConnectorView<'a> {
             target_table: &record.spec.target_table,
             schedule_ms: record.spec.schedule_ms,
             config: &record.spec.config,
+            retention: record.spec.retention.as_deref(),
             origin: record.origin,
             state: record.state,
             disabled_reason: record.disabled_reason.as_deref(),

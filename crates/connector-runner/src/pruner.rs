@@ -1,0 +1,76 @@
+//! Retention: every `prune_interval`, each connector with a retention (its own, or
+//! the default) has its buckets older than that pruned, a batch at a time with a
+//! pause between batches, so commits to the same file never wait behind more than
+//! one short transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::destination::source_target;
+use crate::runner::{Shared, wall_ms};
+use crate::spec::{ConnectorRecord, parse_duration};
+
+/// Buckets per prune transaction.
+const BATCH: usize = 200;
+
+/// The pause between two batches, in which commits take the write lock.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// How long `record`'s rows are kept: its own `retention`, else the default.
+fn retention_of(record: &ConnectorRecord, default: Option<Duration>) -> Option<Duration> {
+    match &record.spec.retention {
+        // Validated when the spec was stored; a value that no longer parses keeps
+        // everything rather than guessing.
+        Some(text) => parse_duration(text).ok(),
+        None => default,
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stopping: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopping.changed() => return,
+            () = tokio::time::sleep(shared.config.prune_interval) => {}
+        }
+        let Some(connectors) = shared.connectors.borrow().clone() else {
+            continue;
+        };
+        for record in connectors.values() {
+            let Some(keep) = retention_of(record, shared.config.default_retention) else {
+                continue;
+            };
+            // Never a bucket that may still be committing, whatever the default says.
+            let keep = keep.max(Duration::from_millis(
+                record.spec.schedule_ms.saturating_mul(2),
+            ));
+            let cutoff = wall_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let target = source_target(record);
+            let (mut buckets, mut rows) = (0, 0);
+            loop {
+                if *stopping.borrow() {
+                    return;
+                }
+                match shared.sink.prune(&target, cutoff, BATCH).await {
+                    Ok(report) => {
+                        buckets += report.buckets;
+                        rows += report.rows;
+                        if report.buckets < BATCH as u64 {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(connector_id = %record.id, error = format!("{e:#}"), "cannot prune old rows; trying again at the next interval");
+                        break;
+                    }
+                }
+                tokio::time::sleep(PAUSE).await;
+            }
+            if buckets > 0 {
+                shared.telemetry.record_pruned(&record.id, rows);
+                tracing::debug!(connector_id = %record.id, buckets, rows, "pruned rows past retention");
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Retention: a batch of a connector's oldest buckets removed from its target file,
+//! rows by their rowid range and ledger rows, in one immediate transaction.
+
+use connector_runner::protocol::{quote_ident, to_i64};
+use connector_runner::{PruneReport, StoreError, Target};
+use rusqlite::{TransactionBehavior, params};
+
+use crate::backend;
+use crate::sink::TargetDb;
+
+/// Freed pages handed back to the file system per batch, when the file was created
+/// with incremental auto-vacuum; otherwise SQLite reuses them for the next commits.
+const VACUUM_PAGES: i64 = 2048;
+
+pub(crate) fn prune(
+    db: &mut TargetDb,
+    target: &Target,
+    before_ms: i64,
+    max_buckets: usize,
+) -> Result<PruneReport, StoreError> {
+    let tx = db
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("cannot start the prune"))?;
+    let buckets: Vec<(i64, i64, i64)> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT scheduled_for_ms, first_row, last_row FROM _connectord_ledger \
+                 WHERE connector_id = ?1 AND scheduled_for_ms < ?2 AND target_table = ?3 \
+                 AND first_row IS NOT NULL ORDER BY scheduled_for_ms LIMIT ?4",
+            )
+            .map_err(backend("cannot find buckets to prune"))?;
+        stmt.query_map(
+            params![
+                target.connector_id,
+                before_ms,
+                target.table,
+                to_i64(max_buckets as u64)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .and_then(Iterator::collect)
+        .map_err(backend("cannot find buckets to prune"))?
+    };
+    let mut report = PruneReport::default();
+    let delete_rows = format!(
+        "DELETE FROM {} WHERE rowid BETWEEN ?1 AND ?2",
+        quote_ident(&target.table)
+    );
+    for (bucket, first, last) in &buckets {
+        let rows = tx
+            .execute(&delete_rows, params![first, last])
+            .map_err(backend("cannot prune rows"))?;
+        tx.execute(
+            "DELETE FROM _connectord_ledger WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
+            params![target.connector_id, bucket],
+        )
+        .map_err(backend("cannot prune a ledger row"))?;
+        report.buckets += 1;
+        report.rows += rows as u64;
+    }
+    tx.commit().map_err(backend("cannot commit the prune"))?;
+    if report.buckets > 0 {
+        // A no-op unless the file has incremental auto-vacuum.
+        let _ = db
+            .conn
+            .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"));
+    }
+    Ok(report)
+}
