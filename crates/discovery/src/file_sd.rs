@@ -127,6 +127,14 @@ pub struct FileStatus {
     pub error: Option<String>,
 }
 
+/// `path: error` of every file that failed, joined by `; `; `None` when none did.
+pub fn failures(files: &[FileStatus]) -> Option<String> {
+    files
+        .iter()
+        .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
+        .reduce(|a, b| format!("{a}; {b}"))
+}
+
 /// The target groups of each file at its last good read.
 #[derive(Debug, Default)]
 pub struct FileCache {

@@ -215,10 +215,7 @@ impl Manager {
         };
         let (status, synced) = match outcome {
             Ok((targets, report)) => {
-                let error = files
-                    .iter()
-                    .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
-                    .reduce(|a, b| format!("{a}; {b}"));
+                let error = crate::file_sd::failures(&files);
                 let status = status_json(now, started, error, &files, &targets, Some(&report));
                 (status, Some(report))
             }
@@ -293,15 +290,9 @@ impl Manager {
         if complete {
             return (Ok(targets), files);
         }
-        let failed: Vec<String> = files
-            .iter()
-            .filter_map(|f| Some(format!("{}: {}", f.path, f.error.as_ref()?)))
-            .collect();
+        let failed = crate::file_sd::failures(&files).unwrap_or_default();
         (
-            Err(format!(
-                "{}; kept the targets from before",
-                failed.join("; ")
-            )),
+            Err(format!("{failed}; kept the targets from before")),
             files,
         )
     }

@@ -89,13 +89,7 @@ fn apply(labels: &mut Labels, rule: &Rule) -> bool {
 mod tests {
     use super::*;
     use crate::RelabelConfig;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_labels as labels;
 
     fn run(start: &[(&str, &str)], rules: serde_json::Value) -> Option<Labels> {
         let configs: Vec<RelabelConfig> = serde_json::from_value(rules).unwrap();

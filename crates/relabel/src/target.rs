@@ -201,13 +201,7 @@ pub fn populate_target(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::test_labels as labels;
 
     #[test]
     fn defaults_port_instance_and_url() {

@@ -223,25 +223,34 @@ pub(crate) async fn update(
     Ok(record)
 }
 
+/// Deletes connectors and their history inside the caller's transaction; returns
+/// how many connectors there were. Their rows, ledger and fencing counters stay.
+pub(crate) async fn remove(tx: &impl GenericClient, ids: &[String]) -> Result<u64, StoreError> {
+    let deleted = tx
+        .execute(
+            "DELETE FROM connectord.connectors WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(backend("cannot delete the connector"))?;
+    for sql in [
+        "DELETE FROM connectord.ticks WHERE connector_id = ANY($1)",
+        "DELETE FROM connectord.leases WHERE connector_id = ANY($1)",
+    ] {
+        tx.execute(sql, &[&ids])
+            .await
+            .map_err(backend("cannot delete the connector's history"))?;
+    }
+    Ok(deleted)
+}
+
 pub(crate) async fn delete(client: &mut Client, id: &str) -> Result<(), StoreError> {
     let tx = client
         .transaction()
         .await
         .map_err(backend("cannot start a transaction"))?;
-    let deleted = tx
-        .execute("DELETE FROM connectord.connectors WHERE id = $1", &[&id])
-        .await
-        .map_err(backend("cannot delete the connector"))?;
-    if deleted == 0 {
+    if remove(&tx, &[id.to_owned()]).await? == 0 {
         return Err(StoreError::connector_not_found(id));
-    }
-    for sql in [
-        "DELETE FROM connectord.ticks WHERE connector_id = $1",
-        "DELETE FROM connectord.leases WHERE connector_id = $1",
-    ] {
-        tx.execute(sql, &[&id])
-            .await
-            .map_err(backend("cannot delete the connector's history"))?;
     }
     tx.commit()
         .await

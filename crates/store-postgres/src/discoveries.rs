@@ -92,20 +92,6 @@ async fn insert(
     Ok(id)
 }
 
-/// Deletes connectors and their history, inside the caller's transaction.
-async fn remove_connectors(tx: &impl GenericClient, ids: &[String]) -> Result<(), StoreError> {
-    for sql in [
-        "DELETE FROM connectord.connectors WHERE id = ANY($1)",
-        "DELETE FROM connectord.ticks WHERE connector_id = ANY($1)",
-        "DELETE FROM connectord.leases WHERE connector_id = ANY($1)",
-    ] {
-        tx.execute(sql, &[&ids])
-            .await
-            .map_err(backend("cannot remove a discovered connector"))?;
-    }
-    Ok(())
-}
-
 async fn in_transaction<T>(
     client: &mut Client,
     f: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T, StoreError>,
@@ -192,7 +178,7 @@ impl DiscoveryStore for PgStore {
                 .filter(|c| connector_runner::is_managed_by(c, &record.name))
                 .map(|c| c.id)
                 .collect();
-            remove_connectors(tx, &owned).await?;
+            crate::connectors::remove(tx, &owned).await?;
             tx.execute("DELETE FROM connectord.discoveries WHERE id = $1", &[&id])
                 .await
                 .map_err(backend("cannot delete the discovery"))?;
@@ -250,7 +236,7 @@ impl DiscoveryStore for PgStore {
             lock_by_name(tx, discovery_name).await?;
             let existing = crate::connectors::list(tx).await?;
             let plan = SyncPlan::new(discovery_name, &existing, wanted);
-            remove_connectors(tx, &plan.remove).await?;
+            crate::connectors::remove(tx, &plan.remove).await?;
             for want in &plan.create {
                 crate::connectors::insert_with_id(tx, &want.id, &want.spec, Origin::Discovery)
                     .await?;

@@ -224,22 +224,29 @@ pub(crate) fn update(
     })
 }
 
+/// Deletes a connector and its history inside the caller's transaction; false when
+/// there was no such connector. Its rows, ledger and fencing counter stay.
+pub(crate) fn remove(tx: &Connection, id: &str) -> Result<bool, StoreError> {
+    let deleted = tx
+        .execute("DELETE FROM connectors WHERE id = ?1", [id])
+        .map_err(backend("cannot delete the connector"))?;
+    for sql in [
+        "DELETE FROM ticks WHERE connector_id = ?1",
+        "DELETE FROM leases WHERE connector_id = ?1",
+    ] {
+        tx.execute(sql, [id])
+            .map_err(backend("cannot delete the connector's history"))?;
+    }
+    Ok(deleted > 0)
+}
+
 pub(crate) fn delete(conn: &mut Connection, id: &str) -> Result<(), StoreError> {
     in_transaction(conn, |tx| {
-        let deleted = tx
-            .execute("DELETE FROM connectors WHERE id = ?1", [id])
-            .map_err(backend("cannot delete the connector"))?;
-        if deleted == 0 {
-            return Err(StoreError::connector_not_found(id));
+        if remove(tx, id)? {
+            Ok(())
+        } else {
+            Err(StoreError::connector_not_found(id))
         }
-        for sql in [
-            "DELETE FROM ticks WHERE connector_id = ?1",
-            "DELETE FROM leases WHERE connector_id = ?1",
-        ] {
-            tx.execute(sql, [id])
-                .map_err(backend("cannot delete the connector's history"))?;
-        }
-        Ok(())
     })
 }
 

@@ -145,14 +145,7 @@ pub(crate) fn update(
 /// Deletes connectors and their history, inside the caller's transaction.
 fn remove_connectors(tx: &Connection, ids: &[String]) -> Result<(), StoreError> {
     for id in ids {
-        for sql in [
-            "DELETE FROM connectors WHERE id = ?1",
-            "DELETE FROM ticks WHERE connector_id = ?1",
-            "DELETE FROM leases WHERE connector_id = ?1",
-        ] {
-            tx.execute(sql, [id])
-                .map_err(backend("cannot remove a discovered connector"))?;
-        }
+        crate::connectors::remove(tx, id)?;
     }
     Ok(())
 }

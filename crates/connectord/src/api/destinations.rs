@@ -12,7 +12,7 @@ use connector_runner::{
 use serde_json::{Value, json};
 
 use super::connectors::{check_file_root, check_id, now_ms, refresh};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit, no_query};
 
 pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
@@ -176,15 +176,6 @@ fn refuse_file_destination(record: &DestinationRecord, what: &str) -> Result<(),
         )));
     }
     Ok(())
-}
-
-fn no_query(query: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
-    match query.keys().next() {
-        Some(unknown) => Err(ApiError::bad_request(format!(
-            "unknown query parameter `{unknown}`; this endpoint takes none"
-        ))),
-        None => Ok(()),
-    }
 }
 
 pub(super) async fn list(

@@ -11,7 +11,7 @@ use discovery::{DiscoverySpec, SdType};
 use serde_json::{Value, json};
 
 use super::connectors::{check_file_root, check_id, refresh};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, no_query};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
@@ -120,11 +120,7 @@ pub(super) async fn list(
     State(state): State<ApiState>,
     ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = query.keys().next() {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter `{unknown}`; this endpoint takes none"
-        )));
-    }
+    no_query(&query)?;
     let records = state.discoveries.list_discoveries().await?;
     let views: Vec<Value> = records.iter().map(|r| view(r, false)).collect();
     Ok(Json(json!({ "discoveries": views })).into_response())

@@ -414,6 +414,16 @@ async fn openapi() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
+/// Refuses any query parameter, for the endpoints that take none.
+pub(super) fn no_query(query: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
+    match query.keys().next() {
+        Some(unknown) => Err(ApiError::bad_request(format!(
+            "unknown query parameter `{unknown}`; this endpoint takes none"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Most entries one history request (ticks, deliveries, dead letters) returns.
 const MAX_HISTORY: usize = 1000;
 
