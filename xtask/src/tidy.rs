@@ -30,8 +30,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("connector-spanmetrics", &["connector-core", "metric-rows"]),
-    ("store-sqlite", &["connector-core", "connector-runner"]),
-    ("store-postgres", &["connector-core", "connector-runner"]),
+    (
+        "store-sqlite",
+        &["connector-core", "connector-runner", "metric-rows"],
+    ),
+    (
+        "store-postgres",
+        &["connector-core", "connector-runner", "metric-rows"],
+    ),
     (
         "connectord",
         &[

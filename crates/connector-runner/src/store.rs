@@ -26,6 +26,9 @@ pub enum StoreErrorKind {
     Invalid,
     /// The database failed (I/O, locking, a broken connection).
     Backend,
+    /// The database has no space left (a full disk): nothing was written, and the
+    /// same write can succeed once space is freed.
+    Full,
 }
 
 /// An error of a [`StateStore`] or [`Sink`], with its kind as data and the source kept.
@@ -98,6 +101,19 @@ impl StoreError {
             kind: StoreErrorKind::Backend,
             message: message.into(),
             source: Some(source.into()),
+        }
+    }
+
+    /// This error as [`StoreErrorKind::Full`], with `where_` (the folder or database
+    /// that ran out of space) and what to do in its message.
+    pub fn into_full(self, where_: &str) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Full,
+            message: format!(
+                "no space left for {where_}: {}; free space there or set a shorter retention",
+                self.message
+            ),
+            source: self.source,
         }
     }
 
@@ -371,6 +387,17 @@ pub struct PruneReport {
     pub rows: u64,
 }
 
+/// How a target table is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableStats {
+    /// Rows in the table (samples, for a metric table).
+    pub rows: u64,
+    /// Series stored once each, when the table has the compact metric layout
+    /// (rows of `metric_rows::schema()`); `None` for a table that keeps its rows as
+    /// they come.
+    pub series: Option<u64>,
+}
+
 /// Which rows of a target table to read back, for `connectord rows`.
 #[derive(Debug, Clone)]
 pub struct RowQuery {
@@ -428,4 +455,9 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// database) that does not exist is [`StoreErrorKind::NotFound`]; a `since_ms`
     /// on a table without a `timestamp` column is [`StoreErrorKind::Invalid`].
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError>;
+
+    /// How `database`.`table` is stored: its rows, and its series when it has the
+    /// compact metric layout. A table that does not exist is
+    /// [`StoreErrorKind::NotFound`].
+    async fn table_stats(&self, database: &str, table: &str) -> Result<TableStats, StoreError>;
 }

@@ -148,8 +148,13 @@ async fn claim_and_run(
             return None;
         }
         Err(e) => {
+            let outcome = if e.kind() == StoreErrorKind::Full {
+                TickOutcome::Transient
+            } else {
+                TickOutcome::StoreError
+            };
             return Some(Ended::failed(
-                TickOutcome::StoreError,
+                outcome,
                 format!("the state store failed to claim the bucket: {e:#}"),
             ));
         }
@@ -259,6 +264,11 @@ impl Ended {
                 ) =>
             {
                 Ended::fenced(format!("commit refused: {e:#}"))
+            }
+            // A full disk is the store's weather, not a fault of the data: the next
+            // bucket may well commit.
+            Err(e) if e.kind() == StoreErrorKind::Full => {
+                Ended::failed(TickOutcome::Transient, format!("commit failed: {e:#}"))
             }
             Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
         }

@@ -56,7 +56,7 @@ async fn assert_exactly_once(id: &str, schema: &str) -> usize {
             .query(
                 &format!(
                     "SELECT name, value, labels::text FROM \"{schema}\".samples \
-                     WHERE timestamp = to_timestamp($1::bigint / 1000.0) ORDER BY ctid"
+                     WHERE timestamp = to_timestamp($1::bigint / 1000.0) ORDER BY _connectord_row"
                 ),
                 &[bucket],
             )

@@ -24,13 +24,15 @@ mod connectors;
 mod destinations;
 mod discoveries;
 mod history;
+mod layout;
 mod leases;
 mod pool;
 mod push;
 mod schema;
+mod series;
 mod sink;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +49,15 @@ pub use pool::{ConnectOptions, DEFAULT_CONNECT_TIMEOUT, TlsMode};
 pub use schema::MIGRATIONS;
 
 fn backend(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError::backend(what, e)
+    move |e| {
+        let full = e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL);
+        let error = StoreError::backend(what, e);
+        if full {
+            error.into_full("the PostgreSQL server's data directory")
+        } else {
+            error
+        }
+    }
 }
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
@@ -61,8 +71,11 @@ type CheckedTable = (String, String, Arc<connector_core::Schema>);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Arc<pool::Pool>,
-    /// Target tables already created and checked against a row schema by this process.
-    tables: Arc<Mutex<HashSet<CheckedTable>>>,
+    /// Target tables already created and checked against a row schema by this
+    /// process, with their layout.
+    tables: Arc<Mutex<HashMap<CheckedTable, layout::Layout>>>,
+    /// Series ids of the metric tables this process wrote to.
+    series: Arc<series::SeriesCache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -90,7 +103,8 @@ impl PgStore {
             .map_err(|e| StoreError::backend("cannot set up the connection pool", e))??;
         let store = PgStore {
             pool: Arc::new(pool),
-            tables: Arc::new(Mutex::new(HashSet::new())),
+            tables: Arc::new(Mutex::new(HashMap::new())),
+            series: Arc::default(),
         };
         let mut client = store.pool.get().await?;
         schema::migrate(&mut client).await?;

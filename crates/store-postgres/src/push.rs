@@ -190,7 +190,7 @@ impl PushStore for PgStore {
         build: BuildBucket,
     ) -> Result<CommitReport, StoreError> {
         let mut client = self.pool.get().await?;
-        self.ensure_table(&mut client, target, &schema).await?;
+        let layout = self.ensure_table(&mut client, target, &schema).await?;
         // Positions come from another connection: reserved inside this transaction,
         // their row lock would make every commit wait for this one.
         let positions = self.pool.get().await?;
@@ -245,9 +245,20 @@ impl PushStore for PgStore {
                 "the connector built rows of another schema than it declares",
             ));
         }
+        let series = self
+            .series_ids(&positions, layout, target, &committed.batch)
+            .await?;
         let first_row = reserve_positions(&positions, committed.batch.len()).await?;
         drop(positions);
-        let report = write_bucket(&tx, target, lease, &committed.batch, first_row).await?;
+        let report = write_bucket(
+            &tx,
+            target,
+            lease,
+            &committed.batch,
+            first_row,
+            series.as_deref(),
+        )
+        .await?;
         tx.execute(
             "INSERT INTO connectord.push_state (connector_id, bucket_ms, state) VALUES ($1, $2, $3)
              ON CONFLICT (connector_id) DO UPDATE SET bucket_ms = excluded.bucket_ms, state = excluded.state",

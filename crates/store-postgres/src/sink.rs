@@ -10,11 +10,12 @@ use bytes::{BufMut as _, BytesMut};
 use connector_core::{Batch, ColumnType, Schema, Value};
 use connector_runner::protocol::{check_fencing, quote_ident, to_i64};
 use connector_runner::{
-    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, Target,
+    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats, Target,
 };
 use postgres_types::{IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
+use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
 
@@ -120,23 +121,15 @@ async fn table_columns(
         .collect())
 }
 
-/// The position index's name: PostgreSQL truncates identifiers at 63 bytes, so long
-/// table names get a stable hash (FNV-1a) rather than a truncation that could collide.
-fn position_index(table: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in table.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("_connectord_row_{hash:016x}")
-}
-
 impl PgStore {
+    /// Creates the target table for rows of `schema` when it does not exist,
+    /// checks its columns when it does, and tells how it is laid out.
     pub(crate) async fn ensure_table(
         &self,
         client: &mut Client,
         target: &Target,
         schema: &Arc<Schema>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Layout, StoreError> {
         // Keyed by the schema too: another connector may write another shape to the
         // same table, and must be refused rather than trusted.
         let key = (
@@ -144,13 +137,13 @@ impl PgStore {
             target.table.clone(),
             Arc::clone(schema),
         );
-        if self
+        if let Some(layout) = self
             .tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&key)
+            .get(&key)
         {
-            return Ok(());
+            return Ok(*layout);
         }
         let columns: Vec<String> = schema
             .columns()
@@ -168,20 +161,19 @@ impl PgStore {
         )
         .await
         .map_err(backend("cannot take the schema lock"))?;
-        // A BRIN index: positions grow with the table's physical order, so a bucket's
-        // range is found from a few pages of summary, and commits pay next to nothing.
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE IF NOT EXISTS {schema}.{table} ({columns}); \
-             ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS {position} bigint; \
-             CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} USING brin ({position})",
-            schema = quote_ident(&target.database),
-            table = quote_ident(&target.table),
-            columns = columns.join(", "),
-            position = ROW_POSITION,
-            index = position_index(&target.table),
-        ))
-        .await
-        .map_err(backend("cannot create the target table"))?;
+        let existing = Layout::of(&tx, &target.database, &target.table).await?;
+        let layout = existing.unwrap_or_else(|| Layout::for_schema(schema));
+        // Row tables run their (idempotent) statements even when they exist, so a
+        // table from before positions existed gains its column.
+        if existing.is_none() || layout == Layout::Rows {
+            tx.batch_execute(&layout.create_sql(
+                &target.database,
+                &target.table,
+                &columns.join(", "),
+            ))
+            .await
+            .map_err(backend("cannot create the target table"))?;
+        }
         let mut existing = table_columns(&tx, &target.database, &target.table).await?;
         existing.retain(|(name, _)| name != ROW_POSITION);
         tx.commit()
@@ -200,8 +192,8 @@ impl PgStore {
         self.tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key);
-        Ok(())
+            .insert(key, layout);
+        Ok(layout)
     }
 }
 
@@ -214,14 +206,16 @@ impl Sink for PgStore {
         batch: Batch,
     ) -> Result<CommitReport, StoreError> {
         let mut client = self.pool.get().await?;
-        self.ensure_table(&mut client, target, batch.schema())
+        let layout = self
+            .ensure_table(&mut client, target, batch.schema())
             .await?;
+        let series = self.series_ids(&client, layout, target, &batch).await?;
         let first_row = reserve_positions(&client, batch.len()).await?;
         let tx = client
             .transaction()
             .await
             .map_err(backend("cannot start a transaction"))?;
-        let report = write_bucket(&tx, target, lease, &batch, first_row).await?;
+        let report = write_bucket(&tx, target, lease, &batch, first_row, series.as_deref()).await?;
         tx.commit()
             .await
             .map_err(backend("cannot commit the rows"))?;
@@ -260,10 +254,12 @@ impl Sink for PgStore {
             .await
             .map_err(backend("cannot prune ledger rows"))?;
         let mut report = connector_runner::PruneReport::default();
+        let layout = Layout::of(&tx, &target.database, &target.table)
+            .await?
+            .unwrap_or(Layout::Rows);
         let delete = format!(
-            "DELETE FROM {}.{} WHERE {ROW_POSITION} BETWEEN $1 AND $2",
-            quote_ident(&target.database),
-            quote_ident(&target.table)
+            "DELETE FROM {} WHERE {ROW_POSITION} BETWEEN $1 AND $2",
+            layout.positions_table(&target.database, &target.table)
         );
         for bucket in &buckets {
             let (first, last): (i64, i64) = (bucket.get(0), bucket.get(1));
@@ -277,6 +273,45 @@ impl Sink for PgStore {
             .await
             .map_err(backend("cannot commit the prune"))?;
         Ok(report)
+    }
+
+    async fn table_stats(&self, database: &str, table: &str) -> Result<TableStats, StoreError> {
+        let client = self.pool.get().await?;
+        let layout = Layout::of(&*client, database, table)
+            .await?
+            .ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::NotFound,
+                    format!("table `{database}.{table}` does not exist"),
+                )
+            })?;
+        let count = |sql: String| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(&sql, &[])
+                    .await
+                    .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+                    .map_err(backend("cannot count the table's rows"))
+            }
+        };
+        let rows = count(format!(
+            "SELECT count(*) FROM {}",
+            layout.positions_table(database, table)
+        ))
+        .await?;
+        let series = match layout {
+            Layout::Rows => None,
+            Layout::Metric => Some(
+                count(format!(
+                    "SELECT count(*) FROM {}.{}",
+                    quote_ident(database),
+                    quote_ident(&crate::layout::series_table(table))
+                ))
+                .await?,
+            ),
+        };
+        Ok(TableStats { rows, series })
     }
 
     async fn read_rows(&self, query: &RowQuery) -> Result<RowsRead, StoreError> {
@@ -319,19 +354,20 @@ impl Sink for PgStore {
             quote_ident(&query.database),
             quote_ident(&query.table)
         );
+        // Positions break ties: rows of one bucket come newest first, as in SQLite.
         let (filter, order) = if has_timestamp {
             (
                 "WHERE $2::bigint IS NULL OR \"timestamp\" >= to_timestamp($2::bigint / 1000.0)",
-                "ORDER BY \"timestamp\" DESC",
+                "ORDER BY \"timestamp\" DESC, _connectord_row DESC",
             )
         } else {
             ("WHERE $2::bigint IS NULL", "")
         };
         let sql = format!(
-            "SELECT to_jsonb(x)::text FROM (SELECT {} FROM {table} {filter} {order} LIMIT $1) x {}",
+            "SELECT to_jsonb(x)::text FROM (SELECT {}, {ROW_POSITION} FROM {table} {filter} {order} LIMIT $1) x {}",
             select.join(", "),
             if has_timestamp {
-                "ORDER BY x.\"timestamp\" DESC"
+                "ORDER BY x.\"timestamp\" DESC, x._connectord_row DESC"
             } else {
                 ""
             }
@@ -380,12 +416,16 @@ pub(crate) async fn reserve_positions(client: &Client, rows: usize) -> Result<i6
 /// Writes the ledger row of (connector, bucket) and the bucket's rows from position
 /// `first_row` on, inside the caller's transaction, refusing a bucket committed
 /// before or a fenced lease.
+///
+/// `series` holds each row's series id when the table has the metric layout: the
+/// rows then go into its samples table as (timestamp, series, value).
 pub(crate) async fn write_bucket(
     tx: &tokio_postgres::Transaction<'_>,
     target: &Target,
     lease: &Lease,
     batch: &Batch,
     first_row: i64,
+    series: Option<&[i64]>,
 ) -> Result<CommitReport, StoreError> {
     let rows = to_i64(batch.len() as u64);
     tx.execute(
@@ -410,6 +450,22 @@ pub(crate) async fn write_bucket(
         .map_err(backend("cannot read the fencing token"))?
         .map(|r| r.get(0));
     check_fencing(lease, current)?;
+    match series {
+        Some(series) => copy_samples(tx, target, batch, first_row, series).await?,
+        None => copy_rows(tx, target, batch, first_row).await?,
+    }
+    Ok(CommitReport {
+        rows: batch.len() as u64,
+        bytes: batch.payload_bytes() as u64,
+    })
+}
+
+async fn copy_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &Target,
+    batch: &Batch,
+    first_row: i64,
+) -> Result<(), StoreError> {
     let schema = batch.schema();
     let mut types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
     let mut names: Vec<String> = schema
@@ -449,8 +505,62 @@ pub(crate) async fn write_bucket(
         .finish()
         .await
         .map_err(backend("cannot finish the COPY"))?;
-    Ok(CommitReport {
-        rows: batch.len() as u64,
-        bytes: batch.payload_bytes() as u64,
-    })
+    Ok(())
+}
+
+/// The rows of a metric batch into the samples table, as (timestamp, series id,
+/// value, position).
+async fn copy_samples(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: &Target,
+    batch: &Batch,
+    first_row: i64,
+    series: &[i64],
+) -> Result<(), StoreError> {
+    let types = [Type::TIMESTAMPTZ, Type::INT8, Type::FLOAT8, Type::INT8];
+    let copy = format!(
+        "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN (FORMAT binary)",
+        Layout::Metric.positions_table(&target.database, &target.table)
+    );
+    let sink = tx
+        .copy_in(&copy)
+        .await
+        .map_err(backend("cannot start the COPY"))?;
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    tokio::pin!(writer);
+    for ((position, row), id) in (first_row..).zip(batch.rows()).zip(series) {
+        let cells = [
+            cell(row.at(0)),
+            Cell::Integer(*id),
+            cell(row.at(2)),
+            Cell::Integer(position),
+        ];
+        let refs: [&(dyn ToSql + Sync); 4] = [&cells[0], &cells[1], &cells[2], &cells[3]];
+        writer
+            .as_mut()
+            .write(&refs)
+            .await
+            .map_err(backend("cannot copy a sample"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(backend("cannot finish the COPY"))?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Each row's series id when `layout` is the metric one.
+    pub(crate) async fn series_ids(
+        &self,
+        client: &Client,
+        layout: Layout,
+        target: &Target,
+        batch: &Batch,
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        match layout {
+            Layout::Rows => Ok(None),
+            Layout::Metric => self.series.resolve(client, target, batch).await.map(Some),
+        }
+    }
 }

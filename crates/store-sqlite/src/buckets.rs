@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use connector_core::{Batch, ColumnType, Schema};
-use connector_runner::protocol::quote_ident;
 use connector_runner::{BucketChunk, PendingBucket, StoreError, StoreErrorKind, Target};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::layout::Layout;
 use crate::{STATE_FILE, SqliteStore, backend, lock};
 
 impl SqliteStore {
@@ -108,15 +108,25 @@ fn read_range(
     after_row: i64,
     limit: usize,
 ) -> Result<BucketChunk, StoreError> {
+    let layout = Layout::of(conn, &source.table)?.ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::NotFound,
+            format!(
+                "table `{}` in {} is gone, though its ledger names rows in it",
+                source.table,
+                path.display()
+            ),
+        )
+    })?;
     let columns: Vec<String> = schema
         .columns()
         .iter()
-        .map(|c| quote_ident(c.name()))
+        .map(|c| layout.column(c.name()))
         .collect();
     let sql = format!(
-        "SELECT rowid, {} FROM {} WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid LIMIT ?3",
+        "SELECT p.rowid, {} FROM {} WHERE p.rowid > ?1 AND p.rowid <= ?2 ORDER BY p.rowid LIMIT ?3",
         columns.join(", "),
-        quote_ident(&source.table)
+        layout.rows_from(&source.table)
     );
     let mut stmt = conn
         .prepare_cached(&sql)

@@ -22,10 +22,12 @@ mod damage;
 mod destinations;
 mod discoveries;
 mod history;
+mod layout;
 mod leases;
 mod prune;
 mod push;
 mod schema;
+mod series;
 mod sink;
 
 use std::collections::HashMap;
@@ -72,6 +74,23 @@ impl std::fmt::Debug for SqliteStore {
 
 fn backend(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::backend(what.to_owned(), e)
+}
+
+impl SqliteStore {
+    /// A write refused for lack of space, as [`connector_runner::StoreErrorKind::Full`] naming the data
+    /// folder, so the operator knows which disk to look at.
+    pub(crate) fn name_full(&self, e: StoreError) -> StoreError {
+        let full = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .is_some_and(|s| {
+                matches!(s, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+            });
+        if full {
+            e.into_full(&format!("the data folder {}", self.data_dir.display()))
+        } else {
+            e
+        }
+    }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -241,6 +260,7 @@ impl StateStore for SqliteStore {
         let (connector_id, runner_id) = (connector_id.to_owned(), runner_id.to_owned());
         self.with_state(move |c| leases::claim(c, connector_id, scheduled_for_ms, runner_id, lease))
             .await
+            .map_err(|e| self.name_full(e))
     }
 
     async fn renew_task(

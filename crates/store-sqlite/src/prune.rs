@@ -1,11 +1,12 @@
 //! Retention: a batch of a connector's oldest buckets removed from its target file,
 //! rows by their rowid range and ledger rows, in one immediate transaction.
 
-use connector_runner::protocol::{quote_ident, to_i64};
+use connector_runner::protocol::to_i64;
 use connector_runner::{PruneReport, StoreError, Target};
 use rusqlite::{TransactionBehavior, params};
 
 use crate::backend;
+use crate::layout::Layout;
 use crate::sink::TargetDb;
 
 /// Freed pages handed back to the file system per batch, when the file was created
@@ -43,14 +44,17 @@ pub(crate) fn prune(
         .map_err(backend("cannot find buckets to prune"))?
     };
     let mut report = PruneReport::default();
-    let delete_rows = format!(
-        "DELETE FROM {} WHERE rowid BETWEEN ?1 AND ?2",
-        quote_ident(&target.table)
-    );
+    // No layout means nothing was ever written to the table: only ledger rows go.
+    let positions = Layout::of(&tx, &target.table)?.map(|l| l.positions_table(&target.table));
+    let delete_rows =
+        positions.map(|table| format!("DELETE FROM {table} WHERE rowid BETWEEN ?1 AND ?2"));
     for (bucket, first, last) in &buckets {
-        let rows = tx
-            .execute(&delete_rows, params![first, last])
-            .map_err(backend("cannot prune rows"))?;
+        let rows = match &delete_rows {
+            Some(sql) => tx
+                .execute(sql, params![first, last])
+                .map_err(backend("cannot prune rows"))?,
+            None => 0,
+        };
         tx.execute(
             "DELETE FROM _connectord_ledger WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
             params![target.connector_id, bucket],

@@ -228,8 +228,9 @@ fn commit_staged(
             let committed = build_snapshot(build, &seen, lease, schema)?;
             Some((seen, committed))
         };
-        let mut db = lock(&db);
-        ensure_table(&mut db, &target.table, schema)?;
+        let mut guard = lock(&db);
+        let db = &mut *guard;
+        let layout = ensure_table(db, &target.table, schema)?;
         let tx = db
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -250,7 +251,7 @@ fn commit_staged(
                 (seen, committed)
             }
         };
-        let report = write_bucket(&tx, target, lease, &committed.batch)?;
+        let report = write_bucket(&tx, &mut db.series, layout, target, lease, &committed.batch)?;
         tx.execute(
             "INSERT INTO _connectord_push_state (connector_id, bucket_ms, state) VALUES (?1, ?2, ?3)
              ON CONFLICT (connector_id) DO UPDATE SET bucket_ms = excluded.bucket_ms, state = excluded.state",
@@ -349,9 +350,17 @@ impl PushStore for SqliteStore {
     ) -> Result<CommitReport, StoreError> {
         let store = self.clone();
         let (target, lease) = (target.clone(), lease.clone());
-        tokio::task::spawn_blocking(move || commit_staged(&store, &target, &lease, &schema, &build))
-            .await
-            .map_err(|e| StoreError::backend("commit task failed", e))?
+        tokio::task::spawn_blocking(move || {
+            let committed = commit_staged(&store, &target, &lease, &schema, &build)
+                .map_err(|e| store.name_full(e));
+            if committed.is_err() {
+                let db = store.target(&target.database)?;
+                lock(&db).series.forget(&target.table);
+            }
+            committed
+        })
+        .await
+        .map_err(|e| StoreError::backend("commit task failed", e))?
     }
 
     async fn push_state(&self, target: &Target) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1,6 +1,6 @@
 //! The sink: target files, their tables and ledger, commits, and reading rows back.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
@@ -8,18 +8,22 @@ use async_trait::async_trait;
 use connector_core::{Batch, ColumnType, Schema, Value};
 use connector_runner::protocol::{check_fencing, quote_ident, to_i64, wall_clock_ms};
 use connector_runner::{
-    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, Target,
+    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats, Target,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::layout::Layout;
+use crate::series::SeriesCache;
 use crate::{STATE_FILE, SqliteStore, backend, lock};
 
 pub(crate) struct TargetDb {
     pub(crate) conn: Connection,
-    /// Tables whose columns were checked against a row schema on this connection.
-    /// Keyed by the schema too: another connector may write another shape to the
-    /// same table, and must be refused rather than trusted.
-    checked: HashSet<(String, Arc<Schema>)>,
+    /// Tables whose columns were checked against a row schema on this connection,
+    /// with their layout. Keyed by the schema too: another connector may write
+    /// another shape to the same table, and must be refused rather than trusted.
+    checked: HashMap<(String, Arc<Schema>), Layout>,
+    /// Series ids of the metric tables written through this connection.
+    pub(crate) series: SeriesCache,
     /// Wakes the checkpointer after a commit; dropping it stops the checkpointer.
     pub(crate) checkpoint: SyncSender<()>,
 }
@@ -58,7 +62,8 @@ impl SqliteStore {
         .map_err(backend("cannot attach the state database"))?;
         let db = Arc::new(Mutex::new(TargetDb {
             conn,
-            checked: HashSet::new(),
+            checked: HashMap::new(),
+            series: SeriesCache::default(),
             checkpoint,
         }));
         targets.insert(database.to_owned(), Arc::clone(&db));
@@ -66,45 +71,58 @@ impl SqliteStore {
     }
 }
 
-fn table_columns(conn: &Connection, table: &str) -> Result<Vec<(String, String)>, StoreError> {
+/// The row columns of `table`: a metric view's stand-in rowid is not one.
+fn table_columns(
+    conn: &Connection,
+    table: &str,
+    layout: Layout,
+) -> Result<Vec<(String, String)>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT name, type FROM pragma_table_info(?1)")
         .map_err(backend("cannot read the table's columns"))?;
-    stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+    let mut columns: Vec<(String, String)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
         .and_then(Iterator::collect)
-        .map_err(backend("cannot read the table's columns"))
+        .map_err(backend("cannot read the table's columns"))?;
+    if layout == Layout::Metric {
+        columns.retain(|(name, _)| name != Layout::VIEW_ROWID);
+    }
+    Ok(columns)
 }
 
+/// Creates `table` for rows of `schema` when it does not exist, checks its columns
+/// when it does, and tells how it is laid out.
 pub(crate) fn ensure_table(
     db: &mut TargetDb,
     table: &str,
     schema: &Arc<Schema>,
-) -> Result<(), StoreError> {
+) -> Result<Layout, StoreError> {
     let key = (table.to_owned(), Arc::clone(schema));
-    if db.checked.contains(&key) {
-        return Ok(());
+    if let Some(layout) = db.checked.get(&key) {
+        return Ok(*layout);
     }
-    let columns: Vec<String> = schema
-        .columns()
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(c.name()), sql_type(c.ty())))
-        .collect();
-    db.conn
-        .execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {} ({})",
-            quote_ident(table),
-            columns.join(", ")
-        ))
-        .map_err(backend("cannot create the target table"))?;
-    let existing = table_columns(&db.conn, table)?;
+    let layout = match Layout::of(&db.conn, table)? {
+        Some(layout) => layout,
+        None => {
+            let columns: Vec<String> = schema
+                .columns()
+                .iter()
+                .map(|c| format!("{} {}", quote_ident(c.name()), sql_type(c.ty())))
+                .collect();
+            let layout = Layout::for_schema(schema);
+            layout.create(&db.conn, table, &columns.join(", "))?;
+            layout
+        }
+    };
+    let existing = table_columns(&db.conn, table, layout)?;
     let wanted: Vec<(String, String)> = schema
         .columns()
         .iter()
         .map(|c| (c.name().to_owned(), sql_type(c.ty()).to_owned()))
         .collect();
     StoreError::check_columns(table, &existing, &wanted)?;
-    db.checked.insert(key);
-    Ok(())
+    db.checked.insert(key, layout);
+    Ok(layout)
 }
 
 /// Rows per INSERT statement: one statement per row spends most of its time in the
@@ -161,20 +179,28 @@ fn commit_batch(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<CommitReport, StoreError> {
-    ensure_table(db, &target.table, batch.schema())?;
-    let tx = db
-        .conn
-        .transaction()
-        .map_err(backend("cannot start a transaction"))?;
-    let report = write_bucket(&tx, target, lease, batch)?;
-    tx.commit().map_err(backend("cannot commit the rows"))?;
-    Ok(report)
+    let layout = ensure_table(db, &target.table, batch.schema())?;
+    let written = (|| {
+        let tx = db
+            .conn
+            .transaction()
+            .map_err(backend("cannot start a transaction"))?;
+        let report = write_bucket(&tx, &mut db.series, layout, target, lease, batch)?;
+        tx.commit().map_err(backend("cannot commit the rows"))?;
+        Ok(report)
+    })();
+    if written.is_err() {
+        db.series.forget(&target.table);
+    }
+    written
 }
 
 /// Writes the ledger row of (connector, bucket) and the bucket's rows, inside the
 /// caller's transaction, refusing a bucket committed before or a fenced lease.
 pub(crate) fn write_bucket(
     tx: &rusqlite::Transaction<'_>,
+    series: &mut SeriesCache,
+    layout: Layout,
     target: &Target,
     lease: &Lease,
     batch: &Batch,
@@ -187,7 +213,7 @@ pub(crate) fn write_bucket(
         &format!(
             "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms, first_row, last_row) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, m + 1, m + ?5 FROM (SELECT coalesce(max(rowid), 0) AS m FROM {}) RETURNING first_row",
-            quote_ident(&target.table)
+            layout.positions_table(&target.table)
         ),
         params![target.connector_id, lease.scheduled_for_ms, target.table, lease.token, rows, wall_clock_ms()],
         |r| r.get::<_, i64>(0),
@@ -210,7 +236,10 @@ pub(crate) fn write_bucket(
         .optional()
         .map_err(backend("cannot read the fencing token"))?;
     check_fencing(lease, current)?;
-    insert_rows(tx, &target.table, batch)?;
+    match layout {
+        Layout::Rows => insert_rows(tx, &target.table, batch)?,
+        Layout::Metric => crate::series::insert_samples(tx, series, &target.table, batch)?,
+    }
     if rows > 0 && tx.last_insert_rowid() != first_row + rows - 1 {
         // Only a table whose rowids reached 2^63 makes SQLite pick them at random.
         return Err(StoreError::new(
@@ -284,7 +313,8 @@ fn read_rows(path: &std::path::Path, query: &RowQuery) -> Result<RowsRead, Store
     }
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| StoreError::backend(format!("cannot open {}", path.display()), e))?;
-    let columns: Vec<String> = table_columns(&conn, &query.table)?
+    let layout = Layout::of(&conn, &query.table)?.ok_or_else(not_found)?;
+    let columns: Vec<String> = table_columns(&conn, &query.table, layout)?
         .into_iter()
         .map(|(name, _)| name)
         .collect();
@@ -298,7 +328,7 @@ fn read_rows(path: &std::path::Path, query: &RowQuery) -> Result<RowsRead, Store
     let has_timestamp = columns.iter().any(|c| c == "timestamp");
     let filter = match (query.since_ms, has_timestamp) {
         (None, _) => "",
-        (Some(_), true) => "WHERE \"timestamp\" >= ?2",
+        (Some(_), true) => &format!("WHERE {} >= ?2", layout.column("timestamp")),
         (Some(_), false) => {
             return Err(StoreError::new(
                 StoreErrorKind::Invalid,
@@ -310,13 +340,15 @@ fn read_rows(path: &std::path::Path, query: &RowQuery) -> Result<RowsRead, Store
         }
     };
     let order = if has_timestamp {
-        "\"timestamp\" DESC, rowid DESC"
+        format!("{} DESC, p.rowid DESC", layout.column("timestamp"))
     } else {
-        "rowid DESC"
+        "p.rowid DESC".to_owned()
     };
+    let selected: Vec<String> = columns.iter().map(|c| layout.column(c)).collect();
     let sql = format!(
-        "SELECT rowid, * FROM {} {filter} ORDER BY {order} LIMIT ?1",
-        quote_ident(&query.table)
+        "SELECT p.rowid, {} FROM {} {filter} ORDER BY {order} LIMIT ?1",
+        selected.join(", "),
+        layout.rows_from(&query.table)
     );
     let mut stmt = conn
         .prepare(&sql)
@@ -342,6 +374,38 @@ fn read_rows(path: &std::path::Path, query: &RowQuery) -> Result<RowsRead, Store
     Ok(RowsRead { columns, rows: out })
 }
 
+fn table_stats(path: &std::path::Path, table: &str) -> Result<TableStats, StoreError> {
+    let not_found = || {
+        StoreError::new(
+            StoreErrorKind::NotFound,
+            format!("table `{table}` in {} does not exist", path.display()),
+        )
+    };
+    if !path.exists() {
+        return Err(not_found());
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::backend(format!("cannot open {}", path.display()), e))?;
+    let layout = Layout::of(&conn, table)?.ok_or_else(not_found)?;
+    let count = |sql: String| -> Result<u64, StoreError> {
+        conn.query_row(&sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(backend("cannot count the table's rows"))
+    };
+    let rows = count(format!(
+        "SELECT count(*) FROM {}",
+        layout.positions_table(table)
+    ))?;
+    let series = match layout {
+        Layout::Rows => None,
+        Layout::Metric => Some(count(format!(
+            "SELECT count(*) FROM {}",
+            quote_ident(&crate::layout::series_table(table))
+        ))?),
+    };
+    Ok(TableStats { rows, series })
+}
+
 fn declared_type(schema: Option<&Schema>, column: &str) -> Option<ColumnType> {
     let schema = schema?;
     schema.index_of(column).map(|i| schema.columns()[i].ty())
@@ -360,7 +424,8 @@ impl Sink for SqliteStore {
         tokio::task::spawn_blocking(move || {
             let db = store.target(&target.database)?;
             let mut db = lock(&db);
-            let report = commit_batch(&mut db, &target, &lease, &batch)?;
+            let report =
+                commit_batch(&mut db, &target, &lease, &batch).map_err(|e| store.name_full(e))?;
             // Full means a checkpoint is already pending.
             let _ = db.checkpoint.try_send(());
             Ok(report)
@@ -390,6 +455,14 @@ impl Sink for SqliteStore {
         let path = self.database_path(&query.database);
         let query = query.clone();
         tokio::task::spawn_blocking(move || read_rows(&path, &query))
+            .await
+            .map_err(|e| StoreError::backend("read task failed", e))?
+    }
+
+    async fn table_stats(&self, database: &str, table: &str) -> Result<TableStats, StoreError> {
+        let path = self.database_path(database);
+        let table = table.to_owned();
+        tokio::task::spawn_blocking(move || table_stats(&path, &table))
             .await
             .map_err(|e| StoreError::backend("read task failed", e))?
     }

@@ -15,6 +15,7 @@
 
 mod delivery;
 mod discovery;
+mod layout;
 mod push;
 mod retention;
 mod runner;
@@ -27,6 +28,7 @@ use connector_core::{Batch, ColumnType, Schema};
 
 pub use delivery::*;
 pub use discovery::*;
+pub use layout::*;
 pub use push::*;
 pub use retention::*;
 pub use runner::*;
@@ -167,6 +169,8 @@ macro_rules! store_contract_tests {
             discoveries_are_kept_with_their_status,
             managed_connectors_follow_the_wanted_set,
             prune_removes_old_buckets_of_one_connector_a_batch_at_a_time,
+            metric_rows_store_each_series_once_and_read_back_unchanged,
+            a_failed_commit_with_new_series_leaves_later_commits_right,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -1,0 +1,130 @@
+//! How a target table sits in PostgreSQL, as in the SQLite store (its `layout.rs`
+//! says why): `Rows` keeps rows as they come; `Metric` keeps each series once in
+//! `<table>__series` (labels as jsonb), samples as (timestamp, series id, value,
+//! position) in `<table>__samples`, and `<table>` is a view joining them back into
+//! the row shape, `_connectord_row` included, so every reader, positions and all,
+//! reads the view as it read the table.
+
+use connector_core::Schema;
+use connector_runner::protocol::quote_ident;
+use connector_runner::{StoreError, StoreErrorKind};
+
+use crate::backend;
+use crate::schema::ROW_POSITION;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Rows,
+    Metric,
+}
+
+pub(crate) fn series_table(table: &str) -> String {
+    format!("{table}__series")
+}
+
+pub(crate) fn samples_table(table: &str) -> String {
+    format!("{table}__samples")
+}
+
+/// An index name: PostgreSQL truncates identifiers at 63 bytes, so long table names
+/// get a stable hash (FNV-1a) rather than a truncation that could collide.
+pub(crate) fn index_name(purpose: &str, table: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in table.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("_connectord_{purpose}_{hash:016x}")
+}
+
+impl Layout {
+    /// The layout a new table of `schema` gets.
+    pub(crate) fn for_schema(schema: &Schema) -> Layout {
+        if *schema == *metric_rows::schema() {
+            Layout::Metric
+        } else {
+            Layout::Rows
+        }
+    }
+
+    /// The layout of `schema`.`table`, or `None` when there is no such relation.
+    pub(crate) async fn of(
+        client: &impl tokio_postgres::GenericClient,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Layout>, StoreError> {
+        let kinds = client
+            .query(
+                "SELECT c.relname::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname IN ($2, $3)",
+                &[&schema, &table, &samples_table(table)],
+            )
+            .await
+            .map_err(backend("cannot read the table's kind"))?;
+        let kind = |name: &str| -> Option<String> {
+            kinds
+                .iter()
+                .find(|r| r.get::<_, String>(0) == name)
+                .map(|r| r.get(1))
+        };
+        match kind(table).as_deref() {
+            None => Ok(None),
+            Some("r" | "p") => Ok(Some(Layout::Rows)),
+            Some("v") if kind(&samples_table(table)).is_some() => Ok(Some(Layout::Metric)),
+            Some("v") => Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "`{schema}.{table}` is a view without its `{}` table; connectord did not make it and cannot write to it",
+                    samples_table(table)
+                ),
+            )),
+            Some(other) => Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "`{schema}.{table}` is a relation of kind `{other}`, not a table connectord can write to"
+                ),
+            )),
+        }
+    }
+
+    /// The statements that create `schema`.`table` (absent so far) in this layout.
+    pub(crate) fn create_sql(self, schema: &str, table: &str, columns_sql: &str) -> String {
+        let schema_q = quote_ident(schema);
+        match self {
+            // A BRIN index: positions grow with the table's physical order, so a
+            // bucket's range is found from a few pages of summary, and commits pay
+            // next to nothing.
+            Layout::Rows => format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema_q}; CREATE TABLE IF NOT EXISTS {schema_q}.{t} ({columns_sql}); \
+                 ALTER TABLE {schema_q}.{t} ADD COLUMN IF NOT EXISTS {ROW_POSITION} bigint; \
+                 CREATE INDEX IF NOT EXISTS {index} ON {schema_q}.{t} USING brin ({ROW_POSITION})",
+                t = quote_ident(table),
+                index = index_name("row", table),
+            ),
+            // The series key hashes the labels: a btree entry holds at most about
+            // 2.7 kB, and label-heavy series come near that.
+            Layout::Metric => format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema_q};
+                 CREATE TABLE IF NOT EXISTS {schema_q}.{series} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, labels jsonb NOT NULL);
+                 CREATE UNIQUE INDEX IF NOT EXISTS {series_index} ON {schema_q}.{series} (name, md5(labels::text));
+                 CREATE TABLE IF NOT EXISTS {schema_q}.{samples} (\"timestamp\" timestamptz, series bigint NOT NULL, value double precision, {ROW_POSITION} bigint);
+                 CREATE INDEX IF NOT EXISTS {samples_index} ON {schema_q}.{samples} USING brin ({ROW_POSITION});
+                 CREATE VIEW {schema_q}.{view} AS SELECT s.\"timestamp\", r.name, s.value, r.labels, s.{ROW_POSITION} \
+                   FROM {schema_q}.{samples} s JOIN {schema_q}.{series} r ON r.id = s.series",
+                series = quote_ident(&series_table(table)),
+                samples = quote_ident(&samples_table(table)),
+                view = quote_ident(table),
+                series_index = index_name("series", table),
+                samples_index = index_name("row", &samples_table(table)),
+            ),
+        }
+    }
+
+    /// `schema`.`table` that holds one record per row, with its position column.
+    pub(crate) fn positions_table(self, schema: &str, table: &str) -> String {
+        let table = match self {
+            Layout::Rows => table.to_owned(),
+            Layout::Metric => samples_table(table),
+        };
+        format!("{}.{}", quote_ident(schema), quote_ident(&table))
+    }
+}

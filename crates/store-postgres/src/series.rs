@@ -1,0 +1,146 @@
+//! Series ids of metric tables (`Layout::Metric`): found in this process's memory, or
+//! added and looked up in two statements for all of a batch's new series at once.
+//!
+//! New series are added outside the bucket's transaction, in statements of their
+//! own: an id in memory is then always of a committed series, whatever happens to
+//! the bucket, and series are never deleted. A series added for a bucket that then
+//! fails to commit stays, unused, which costs one row.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
+
+use connector_core::{Batch, Value};
+use connector_runner::protocol::quote_ident;
+use connector_runner::{StoreError, StoreErrorKind, Target};
+use tokio_postgres::Client;
+
+use crate::backend;
+use crate::layout::series_table;
+
+/// `<name length>:<name><labels as the connector wrote them>` → series id.
+type SeriesIds = HashMap<Box<str>, i64>;
+
+/// The series ids of each (schema, table).
+#[derive(Default)]
+pub(crate) struct SeriesCache {
+    tables: Mutex<HashMap<(String, String), SeriesIds>>,
+}
+
+fn series_key(key: &mut String, name: &str, labels: &str) {
+    key.clear();
+    let _ = write!(key, "{}:", name.len());
+    key.push_str(name);
+    key.push_str(labels);
+}
+
+/// The name and labels of row `index` of a metric batch.
+fn name_and_labels<'b>(
+    target: &Target,
+    batch: &'b Batch,
+    index: usize,
+    row: &connector_core::Row<'b>,
+) -> Result<(&'b str, &'b str), StoreError> {
+    match (row.at(1), row.at(3)) {
+        (Value::String(name), Value::Dynamic(labels)) => Ok((name, labels)),
+        _ => Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            format!(
+                "table `{}.{}`: row {index} of the batch has no name or no labels, which a metric table needs for its series ({} rows)",
+                target.database,
+                target.table,
+                batch.len()
+            ),
+        )),
+    }
+}
+
+impl SeriesCache {
+    /// The series id of every row of `batch` (in `metric_rows::schema()`'s column
+    /// order), adding the series this process has not seen.
+    pub(crate) async fn resolve(
+        &self,
+        client: &Client,
+        target: &Target,
+        batch: &Batch,
+    ) -> Result<Vec<i64>, StoreError> {
+        let table_key = (target.database.clone(), target.table.clone());
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut missing: Vec<(usize, &str, &str)> = Vec::new();
+        {
+            let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+            let known = tables.get(&table_key);
+            let mut key = String::new();
+            for (index, row) in batch.rows().enumerate() {
+                let (name, labels) = name_and_labels(target, batch, index, &row)?;
+                series_key(&mut key, name, labels);
+                match known.and_then(|k| k.get(key.as_str())) {
+                    Some(&id) => ids.push(id),
+                    None => {
+                        ids.push(0);
+                        missing.push((index, name, labels));
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(ids);
+        }
+        let series = format!(
+            "{}.{}",
+            quote_ident(&target.database),
+            quote_ident(&series_table(&target.table))
+        );
+        let names: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        let labels: Vec<&str> = missing.iter().map(|m| m.2).collect();
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {series} (name, labels) SELECT name, labels::jsonb FROM unnest($1::text[], $2::text[]) AS i(name, labels) \
+                     ON CONFLICT (name, md5(labels::text)) DO NOTHING"
+                ),
+                &[&names, &labels],
+            )
+            .await
+            .map_err(backend("cannot add series"))?;
+        let found = client
+            .query(
+                &format!(
+                    "SELECT i.n, s.id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(name, labels, n) \
+                     JOIN {series} s ON s.name = i.name AND md5(s.labels::text) = md5(i.labels::jsonb::text)"
+                ),
+                &[&names, &labels],
+            )
+            .await
+            .map_err(backend("cannot look up series"))?;
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = tables.entry(table_key).or_default();
+        let mut key = String::new();
+        let mut resolved = 0;
+        for row in found {
+            let (n, id): (i64, i64) = (row.get(0), row.get(1));
+            let Some(&(index, name, labels)) =
+                usize::try_from(n - 1).ok().and_then(|i| missing.get(i))
+            else {
+                continue;
+            };
+            ids[index] = id;
+            series_key(&mut key, name, labels);
+            known.insert(key.as_str().into(), id);
+            resolved += 1;
+        }
+        if resolved < missing.len() {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "table `{}.{}`: {} of {} new series were neither added nor found",
+                    target.database,
+                    target.table,
+                    missing.len() - resolved,
+                    missing.len()
+                ),
+            ));
+        }
+        Ok(ids)
+    }
+}
