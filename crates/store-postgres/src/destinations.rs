@@ -2,8 +2,9 @@
 //! and dead letters, in the `connectord` schema.
 
 use connector_runner::protocol::{
-    DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, already_delivered,
-    check_fencing, destination_name_taken, destination_not_found, to_i64, wall_clock_ms,
+    DEAD_LETTERS_KEPT, DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT,
+    already_delivered, check_fencing, destination_name_taken, destination_not_found, to_i64,
+    wall_clock_ms,
 };
 use connector_runner::{
     ConnectorState, DeadLetter, DeliveryOutcome, DeliveryRecord, DestinationRecord,
@@ -354,6 +355,14 @@ pub(crate) async fn record_delivery(
             )
             .await
             .map_err(backend("cannot write the dead letter"))?;
+            tx.execute(
+                "DELETE FROM connectord.dead_letters WHERE destination_id = $1 AND scheduled_for_ms <= \
+                 (SELECT scheduled_for_ms FROM connectord.dead_letters WHERE destination_id = $1 \
+                  ORDER BY scheduled_for_ms DESC LIMIT 1 OFFSET $2)",
+                &[id, &DEAD_LETTERS_KEPT],
+            )
+            .await
+            .map_err(backend("cannot trim the dead letters"))?;
         }
         tx.execute(
             "UPDATE connectord.destinations SET delivered_through_ms = \

@@ -2,8 +2,9 @@
 //! and dead letters, all in the state database.
 
 use connector_runner::protocol::{
-    DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT, already_delivered,
-    check_fencing, destination_name_taken, destination_not_found, to_i64, wall_clock_ms,
+    DEAD_LETTERS_KEPT, DeadLetterRow, DeliveryRow, DestinationRow, LEASES_KEPT_MS, TICKS_KEPT,
+    already_delivered, check_fencing, destination_name_taken, destination_not_found, to_i64,
+    wall_clock_ms,
 };
 use connector_runner::{
     ConnectorState, DeadLetter, DeliveryOutcome, DeliveryRecord, DestinationRecord,
@@ -294,6 +295,13 @@ pub(crate) fn record_delivery(
                     params![id, bucket, to_i64(bucket_rows), record.error.as_deref().unwrap_or_default(), now],
                 )
                 .map_err(backend("cannot write the dead letter"))?;
+                tx.execute(
+                    "DELETE FROM dead_letters WHERE destination_id = ?1 AND scheduled_for_ms <= \
+                     (SELECT scheduled_for_ms FROM dead_letters WHERE destination_id = ?1 \
+                      ORDER BY scheduled_for_ms DESC LIMIT 1 OFFSET ?2)",
+                    params![id, DEAD_LETTERS_KEPT],
+                )
+                .map_err(backend("cannot trim the dead letters"))?;
             }
             tx.execute(
                 "UPDATE destinations SET delivered_through_ms = max(coalesce(delivered_through_ms, ?2), ?2) WHERE id = ?1",

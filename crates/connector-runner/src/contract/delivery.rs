@@ -70,6 +70,41 @@ fn attempt(destination_id: &str, bucket: i64, outcome: DeliveryOutcome) -> Deliv
     }
 }
 
+/// Dead letters are kept for the newest `DEAD_LETTERS_KEPT` buckets per destination.
+pub async fn dead_letters_keep_the_newest<S: ContractStore>(o: Opened<S>) {
+    use crate::protocol::DEAD_LETTERS_KEPT;
+    let store = &o.store;
+    let dest = store
+        .create_destination(
+            &destination_spec(&unique("dest"), "s"),
+            Origin::Api,
+            i64::MIN,
+        )
+        .await
+        .unwrap();
+    let id = dest.id.as_str();
+    for bucket in 0..DEAD_LETTERS_KEPT + 3 {
+        let lease = store
+            .claim_task(id, bucket, "r", LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .record_delivery(&lease, &attempt(id, bucket, DeliveryOutcome::DeadLetter), 3)
+            .await
+            .unwrap();
+    }
+    let letters = store
+        .dead_letters(id, 10 * DEAD_LETTERS_KEPT as usize)
+        .await
+        .unwrap();
+    assert_eq!(letters.len() as i64, DEAD_LETTERS_KEPT);
+    let mut buckets: Vec<i64> = letters.iter().map(|l| l.scheduled_for_ms).collect();
+    buckets.sort_unstable();
+    assert_eq!(buckets.first(), Some(&3));
+    assert_eq!(buckets.last(), Some(&(DEAD_LETTERS_KEPT + 2)));
+}
+
 /// Destinations are created, upserted by name, updated, paused and deleted like
 /// connectors; a taken name is a conflict and a missing one is not found.
 pub async fn destinations_are_kept_like_connectors<S: ContractStore>(o: Opened<S>) {

@@ -171,6 +171,7 @@ macro_rules! store_contract_tests {
             prune_removes_old_buckets_of_one_connector_a_batch_at_a_time,
             metric_rows_store_each_series_once_and_read_back_unchanged,
             a_failed_commit_with_new_series_leaves_later_commits_right,
+            dead_letters_keep_the_newest,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -20,6 +20,11 @@ use crate::store::{Lease, StoreError, StoreErrorKind, TickOutcome, TickRecord};
 /// Tick history kept per connector; older ticks are trimmed as new ones are recorded.
 pub const TICKS_KEPT: i64 = 1000;
 
+/// Dead letters kept per destination, newest buckets first; older ones are trimmed
+/// as new ones are recorded. The delivery ledger, not this list, keeps a
+/// dead-lettered bucket from being delivered again, so trimming loses no progress.
+pub const DEAD_LETTERS_KEPT: i64 = 1000;
+
 /// Finished or abandoned leases older than this (bucket time) are deleted.
 pub const LEASES_KEPT_MS: i64 = 3_600_000;
 
