@@ -99,6 +99,7 @@ fn to_batch(
     let mut batch = Batch::with_capacity(metric_rows::schema(), text.len() / 64);
     let scheduled_for = ctx.scheduled_for_ms();
     let mut merged = Merged::new();
+    let mut names = Vec::with_capacity(16);
     for sample in Parser::new(text, format).strict(config.strict) {
         let sample = sample.map_err(parse_failed)?;
         if config
@@ -111,7 +112,7 @@ fn to_batch(
                 config.sample_limit.unwrap_or_default()
             )));
         }
-        check_labels(&sample, config)?;
+        check_labels(&sample, config, &mut names)?;
         let row = batch.row().timestamp(scheduled_for).string(sample.name);
         let row = if sample.value.is_finite() {
             row.real(sample.value)
@@ -132,7 +133,15 @@ fn to_batch(
 /// (`label name "a" is not unique: invalid sample`): a hostile target cannot store
 /// 100,000 labels on a series, and a sample is never stored with two values for one
 /// label.
-fn check_labels(sample: &Sample<'_>, config: &PrometheusConfig) -> Result<(), ConnectorError> {
+///
+/// `names` is scratch space kept across samples: the names seen so far in this
+/// sample. Walking the labels again for each label (labels are parsed lazily) made
+/// this check the largest cost of a label-heavy tick (30 % in `perf`).
+fn check_labels<'a>(
+    sample: &Sample<'a>,
+    config: &PrometheusConfig,
+    names: &mut Vec<&'a str>,
+) -> Result<(), ConnectorError> {
     let fail = |what: String| {
         Err(ConnectorError::permanent(format!(
             "scrape {}: sample `{}`: {what}",
@@ -146,6 +155,7 @@ fn check_labels(sample: &Sample<'_>, config: &PrometheusConfig) -> Result<(), Co
             config.label_limit
         ));
     }
+    names.clear();
     for (i, (name, value)) in sample.labels.iter_raw().enumerate() {
         if name.len() as u64 > config.label_name_length_limit {
             return fail(format!(
@@ -169,16 +179,12 @@ fn check_labels(sample: &Sample<'_>, config: &PrometheusConfig) -> Result<(), Co
                 ));
             }
         }
-        if sample
-            .labels
-            .iter_raw()
-            .take(i)
-            .any(|(earlier, _)| earlier == name)
-        {
+        if names.contains(&name) {
             return fail(format!(
                 "label name \"{name}\" is not unique: invalid sample (Prometheus refuses it too)"
             ));
         }
+        names.push(name);
     }
     Ok(())
 }
