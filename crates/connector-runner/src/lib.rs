@@ -11,6 +11,7 @@ mod destination;
 mod discovery;
 pub mod protocol;
 mod pruner;
+pub use pruner::{PRUNE_BATCH_BUCKETS, PRUNE_BATCH_ROWS, PRUNE_PAUSE};
 mod push;
 mod runner;
 pub mod schedule;

@@ -440,15 +440,18 @@ pub trait Sink: Send + Sync + fmt::Debug {
         batch: Batch,
     ) -> Result<CommitReport, StoreError>;
 
-    /// Retention: deletes the rows and ledger rows of up to `max_buckets` of the
-    /// connector's committed buckets older than `before_ms`, oldest first, in one
-    /// short transaction, so commits wait for at most one batch. Buckets whose ledger
-    /// row names no row range (committed before ranges were recorded) are left.
+    /// Retention: deletes the rows and ledger rows of the connector's oldest
+    /// committed buckets older than `before_ms`, in one short transaction, so commits
+    /// wait for at most one batch: up to `max_buckets` buckets whose rows total at
+    /// most `max_rows`, but always the oldest bucket when there is one (a bucket is
+    /// never split). Buckets whose ledger row names no row range (committed before
+    /// ranges were recorded) are left.
     async fn prune(
         &self,
         target: &Target,
         before_ms: i64,
         max_buckets: usize,
+        max_rows: u64,
     ) -> Result<PruneReport, StoreError>;
 
     /// Reads rows of a target table back, whatever its columns. A table (or

@@ -227,6 +227,7 @@ impl Sink for PgStore {
         target: &Target,
         before_ms: i64,
         max_buckets: usize,
+        max_rows: u64,
     ) -> Result<connector_runner::PruneReport, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client
@@ -234,14 +235,19 @@ impl Sink for PgStore {
             .await
             .map_err(backend("cannot start the prune"))?;
         // The ledger rows go first (locked by the delete); the rows follow by their
-        // position ranges, so a bucket is never half pruned.
+        // position ranges, so a bucket is never half pruned. The oldest bucket always
+        // goes; the ones after it while the running row count stays within the budget.
         let buckets = tx
             .query(
                 "DELETE FROM connectord.ledger WHERE (connector_id, scheduled_for_ms) IN ( \
-                   SELECT connector_id, scheduled_for_ms FROM connectord.ledger \
-                   WHERE connector_id = $1 AND scheduled_for_ms < $2 AND target_database = $3 \
-                   AND target_table = $4 AND first_row IS NOT NULL \
-                   ORDER BY scheduled_for_ms LIMIT $5) \
+                   SELECT connector_id, scheduled_for_ms FROM ( \
+                     SELECT connector_id, scheduled_for_ms, rows, \
+                       (sum(rows) OVER (ORDER BY scheduled_for_ms))::bigint AS running \
+                     FROM connectord.ledger \
+                     WHERE connector_id = $1 AND scheduled_for_ms < $2 AND target_database = $3 \
+                     AND target_table = $4 AND first_row IS NOT NULL \
+                     ORDER BY scheduled_for_ms LIMIT $5) oldest \
+                   WHERE running - rows = 0 OR running <= $6) \
                  RETURNING first_row, last_row",
                 &[
                     &target.connector_id,
@@ -249,6 +255,7 @@ impl Sink for PgStore {
                     &target.database,
                     &target.table,
                     &to_i64(max_buckets as u64),
+                    &to_i64(max_rows),
                 ],
             )
             .await

@@ -18,15 +18,16 @@ pub(crate) fn prune(
     target: &Target,
     before_ms: i64,
     max_buckets: usize,
+    max_rows: u64,
 ) -> Result<PruneReport, StoreError> {
     let tx = db
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("cannot start the prune"))?;
-    let buckets: Vec<(i64, i64, i64)> = {
+    let buckets: Vec<(i64, i64, i64, i64)> = {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT scheduled_for_ms, first_row, last_row FROM _connectord_ledger \
+                "SELECT scheduled_for_ms, first_row, last_row, rows FROM _connectord_ledger \
                  WHERE connector_id = ?1 AND scheduled_for_ms < ?2 AND target_table = ?3 \
                  AND first_row IS NOT NULL ORDER BY scheduled_for_ms LIMIT ?4",
             )
@@ -38,7 +39,7 @@ pub(crate) fn prune(
                 target.table,
                 to_i64(max_buckets as u64)
             ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .and_then(Iterator::collect)
         .map_err(backend("cannot find buckets to prune"))?
@@ -48,7 +49,13 @@ pub(crate) fn prune(
     let positions = Layout::of(&tx, &target.table)?.map(|l| l.positions_table(&target.table));
     let delete_rows =
         positions.map(|table| format!("DELETE FROM {table} WHERE rowid BETWEEN ?1 AND ?2"));
-    for (bucket, first, last) in &buckets {
+    let mut budget = max_rows;
+    for (bucket, first, last, counted) in &buckets {
+        let counted = u64::try_from(*counted).unwrap_or(0);
+        if report.buckets > 0 && counted > budget {
+            break;
+        }
+        budget = budget.saturating_sub(counted);
         let rows = match &delete_rows {
             Some(sql) => tx
                 .execute(sql, params![first, last])

@@ -439,13 +439,14 @@ impl Sink for SqliteStore {
         target: &Target,
         before_ms: i64,
         max_buckets: usize,
+        max_rows: u64,
     ) -> Result<connector_runner::PruneReport, StoreError> {
         let store = self.clone();
         let target = target.clone();
         tokio::task::spawn_blocking(move || {
             let db = store.target(&target.database)?;
             let mut db = lock(&db);
-            crate::prune::prune(&mut db, &target, before_ms, max_buckets)
+            crate::prune::prune(&mut db, &target, before_ms, max_buckets, max_rows)
         })
         .await
         .map_err(|e| StoreError::backend("prune task failed", e))?

@@ -161,7 +161,7 @@ pub async fn metric_rows_store_each_series_once_and_read_back_unchanged<S: Contr
     );
 
     // Retention removes samples; series stay, for the samples still to come.
-    let pruned = store.prune(&source, 2500, 10).await.unwrap();
+    let pruned = store.prune(&source, 2500, 10, u64::MAX).await.unwrap();
     assert_eq!((pruned.buckets, pruned.rows), (2, 40));
     assert_eq!(
         store.table_stats(&db, "metrics").await.unwrap(),

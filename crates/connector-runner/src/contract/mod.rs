@@ -172,6 +172,7 @@ macro_rules! store_contract_tests {
             metric_rows_store_each_series_once_and_read_back_unchanged,
             a_failed_commit_with_new_series_leaves_later_commits_right,
             dead_letters_keep_the_newest,
+            prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -62,11 +62,20 @@ pub async fn prune_removes_old_buckets_of_one_connector_a_batch_at_a_time<S: Con
     commit_buckets(store, &a, &db, &[1000, 2000, 3000, 4000], 3).await;
     commit_buckets(store, &b, &db, &[1000, 2000], 2).await;
 
-    let first = store.prune(&target(&a, &db), 3500, 2).await.unwrap();
+    let first = store
+        .prune(&target(&a, &db), 3500, 2, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!((first.buckets, first.rows), (2, 6));
-    let second = store.prune(&target(&a, &db), 3500, 2).await.unwrap();
+    let second = store
+        .prune(&target(&a, &db), 3500, 2, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!((second.buckets, second.rows), (1, 3));
-    let none = store.prune(&target(&a, &db), 3500, 2).await.unwrap();
+    let none = store
+        .prune(&target(&a, &db), 3500, 2, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!((none.buckets, none.rows), (0, 0));
 
     // a keeps 4000; b keeps all of its own rows in the shared table.
@@ -76,9 +85,39 @@ pub async fn prune_removes_old_buckets_of_one_connector_a_batch_at_a_time<S: Con
     );
     // A pruned bucket's ledger row is gone with its rows, so its destination reads
     // nothing of it; the newer one still reads back whole.
-    let newer = store.prune(&target(&a, &db), 4000, 10).await.unwrap();
+    let newer = store
+        .prune(&target(&a, &db), 4000, 10, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!(newer.buckets, 0, "4000 is not older than 4000");
-    let b_all = store.prune(&target(&b, &db), i64::MAX, 10).await.unwrap();
+    let b_all = store
+        .prune(&target(&b, &db), i64::MAX, 10, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!((b_all.buckets, b_all.rows), (2, 4));
     assert_eq!(timestamps(store, &db).await, [4000, 4000, 4000]);
+}
+
+pub async fn prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket<S: ContractStore>(
+    o: Opened<S>,
+) {
+    let store = &*o.store;
+    let (a, db) = (unique("a"), unique("d"));
+    commit_buckets(store, &a, &db, &[1000, 2000, 3000, 4000, 5000], 3).await;
+    // 7 rows allow two buckets of 3, not a third.
+    let two = store
+        .prune(&target(&a, &db), i64::MAX, 10, 7)
+        .await
+        .unwrap();
+    assert_eq!((two.buckets, two.rows), (2, 6));
+    // A budget smaller than the oldest bucket still takes it whole.
+    let one = store
+        .prune(&target(&a, &db), i64::MAX, 10, 0)
+        .await
+        .unwrap();
+    assert_eq!((one.buckets, one.rows), (1, 3));
+    assert_eq!(
+        timestamps(store, &db).await,
+        [4000, 4000, 4000, 5000, 5000, 5000]
+    );
 }
