@@ -1,13 +1,19 @@
-//! Ingest throughput in samples per second, on one core (a current-thread runtime):
+//! Ingest throughput in samples per second, on one core (a current-thread runtime),
+//! for two bodies: `label_heavy` (2 MB generated kube-state-metrics-like text, 8 to 11
+//! labels a sample) and `node_exporter` (the upstream fixture, about 3,000 samples):
 //!
 //! - `http_to_sqlite`: the real path of one tick: claim a lease, HTTP GET from a server
 //!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
 //!   (WAL, synchronous=NORMAL) in one transaction.
 //! - `http_to_postgres`: the same into PostgreSQL (binary COPY), when `DATABASE_URL` is set.
+//! - `http_to_batch`: the tick alone: HTTP GET, parse and batch, no claim or commit.
 //! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
 //! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
 //! - `sqlite_insert_floor`: the peer: the same rows, already decoded, inserted with one
-//!   prepared statement in one transaction, the least any SQLite sink can pay.
+//!   prepared statement in one transaction, the least any SQLite sink keeping rows as
+//!   they come can pay.
+//! - `sqlite_compact_floor`: the same for the compact layout: (timestamp, series id,
+//!   value) with the ids already known, the least the metric layout can pay.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -61,7 +67,16 @@ fn ingest(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let body = generate_exposition(BODY_BYTES);
+    ingest_body(c, &runtime, "label_heavy", generate_exposition(BODY_BYTES));
+    ingest_body(
+        c,
+        &runtime,
+        "node_exporter",
+        benches::fixture("upstream-node_exporter.e2e-output.prom.txt"),
+    );
+}
+
+fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str, body: String) {
     let samples = parse(&body, Format::Prometheus)
         .expect("the generated body parses")
         .len();
@@ -80,13 +95,20 @@ fn ingest(c: &mut Criterion) {
     };
     let bucket = AtomicI64::new(0);
 
-    let mut group = c.benchmark_group("ingest");
+    let mut group = c.benchmark_group(format!("ingest/{input}"));
     group.throughput(Throughput::Elements(samples as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     group.bench_function("http_to_sqlite", |b| {
-        b.to_async(&runtime)
+        b.to_async(runtime)
             .iter(|| one_tick(&store, &target, &connector, &config, &bucket, samples));
+    });
+    group.bench_function("http_to_batch", |b| {
+        b.to_async(runtime).iter(|| async {
+            let ctx = TickContext::new("bench".to_owned(), 0);
+            let batch = connector.tick(&ctx, &config).await.expect("the tick");
+            assert_eq!(batch.len(), samples);
+        });
     });
 
     let prebuilt = {
@@ -104,7 +126,7 @@ fn ingest(c: &mut Criterion) {
         batch
     };
     group.bench_function("commit_only", |b| {
-        b.to_async(&runtime).iter(|| async {
+        b.to_async(runtime).iter(|| async {
             let scheduled_for = bucket.fetch_add(1, Ordering::Relaxed);
             let lease = store
                 .claim_task(
@@ -129,12 +151,12 @@ fn ingest(c: &mut Criterion) {
             .block_on(store_postgres::PgStore::connect(&url, 4))
             .expect("PostgreSQL is reachable");
         let pg_target = Target {
-            connector_id: format!("bench-{}", std::process::id()),
-            database: format!("bench_{}", std::process::id()),
+            connector_id: format!("bench-{input}-{}", std::process::id()),
+            database: format!("bench_{input}_{}", std::process::id()),
             table: "samples".into(),
         };
         group.bench_function("http_to_postgres", |b| {
-            b.to_async(&runtime)
+            b.to_async(runtime)
                 .iter(|| one_tick(&pg, &pg_target, &connector, &config, &bucket, samples));
         });
     } else {
@@ -195,6 +217,25 @@ fn ingest(c: &mut Criterion) {
         "CREATE TABLE samples (timestamp INTEGER, name TEXT, value REAL, labels TEXT)",
     )
     .expect("table");
+    let series: Vec<i64> = (1..).take(rows.len()).collect();
+    conn.execute_batch("CREATE TABLE compact (timestamp INTEGER, series INTEGER, value REAL)")
+        .expect("table");
+    group.bench_function("sqlite_compact_floor", |b| {
+        b.iter(|| {
+            let tx = conn.transaction().expect("tx");
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO compact VALUES (?1, ?2, ?3)")
+                    .expect("prepare");
+                for ((_, value, _), id) in rows.iter().zip(&series) {
+                    insert
+                        .execute(rusqlite::params![0i64, id, value])
+                        .expect("insert");
+                }
+            }
+            tx.commit().expect("commit");
+        });
+    });
     group.bench_function("sqlite_insert_floor", |b| {
         b.iter(|| {
             let tx = conn.transaction().expect("tx");
