@@ -18,8 +18,9 @@ use tokio_postgres::Client;
 use crate::backend;
 use crate::layout::series_table;
 
-/// `<name length>:<name><labels as the connector wrote them>` → series id.
-type SeriesIds = HashMap<Box<str>, i64>;
+/// `<name length>:<name><labels as the connector wrote them>` → series id, hashed
+/// with foldhash as in the SQLite store.
+type SeriesIds = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
 
 /// The series ids of each (schema, table).
 #[derive(Default)]
