@@ -18,22 +18,43 @@ pub(crate) enum Layout {
     Metric,
 }
 
+/// PostgreSQL's identifier limit, in bytes; longer names are silently truncated.
+const MAX_IDENTIFIER: usize = 63;
+
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// `<table><suffix>`, or, when that passes the identifier limit (a table name may
+/// use all 63 bytes), the table's first bytes, a hash of the whole name and the
+/// suffix: a truncation could make two tables share their series.
+fn derived(table: &str, suffix: &str) -> String {
+    if table.len() + suffix.len() <= MAX_IDENTIFIER {
+        return format!("{table}{suffix}");
+    }
+    let mut keep = MAX_IDENTIFIER - suffix.len() - 17;
+    while !table.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{:016x}{suffix}", &table[..keep], fnv1a(table))
+}
+
 pub(crate) fn series_table(table: &str) -> String {
-    format!("{table}__series")
+    derived(table, "__series")
 }
 
 pub(crate) fn samples_table(table: &str) -> String {
-    format!("{table}__samples")
+    derived(table, "__samples")
 }
 
-/// An index name: PostgreSQL truncates identifiers at 63 bytes, so long table names
-/// get a stable hash (FNV-1a) rather than a truncation that could collide.
+/// An index name: long table names get a stable hash rather than a truncation
+/// that could collide.
 pub(crate) fn index_name(purpose: &str, table: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in table.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("_connectord_{purpose}_{hash:016x}")
+    format!("_connectord_{purpose}_{:016x}", fnv1a(table))
 }
 
 impl Layout {
@@ -126,5 +147,23 @@ impl Layout {
             Layout::Metric => samples_table(table),
         };
         format!("{}.{}", quote_ident(schema), quote_ident(&table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_the_identifier_limit_and_stay_distinct() {
+        assert_eq!(samples_table("samples"), "samples__samples");
+        let long_a = format!("{}a", "t".repeat(62));
+        let long_b = format!("{}b", "t".repeat(62));
+        for name in [samples_table(&long_a), series_table(&long_a)] {
+            assert!(name.len() <= MAX_IDENTIFIER, "{name}");
+        }
+        assert_ne!(samples_table(&long_a), samples_table(&long_b));
+        let wide = "ü".repeat(31);
+        assert!(samples_table(&wide).len() <= MAX_IDENTIFIER);
     }
 }

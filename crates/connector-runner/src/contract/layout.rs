@@ -197,6 +197,32 @@ pub async fn metric_rows_store_each_series_once_and_read_back_unchanged<S: Contr
             series: None
         }
     );
+    // A table name of the longest length accepted still gets its own series and
+    // samples tables (PostgreSQL would truncate `<table>__samples`).
+    let long = "m".repeat(crate::MAX_IDENTIFIER_LEN);
+    let d = unique("d");
+    let lease = store
+        .claim_task(&d, 1000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut t = target(&d, &db);
+    t.table.clone_from(&long);
+    store.commit(&t, &lease, batch(0..4, 1000)).await.unwrap();
+    assert_eq!(
+        store.table_stats(&db, &long).await.unwrap(),
+        TableStats {
+            rows: 4,
+            series: Some(4)
+        }
+    );
+    assert_eq!(
+        read_all(store, &db, &long, Some(metric_schema()))
+            .await
+            .len(),
+        4
+    );
+
     let missing = store.table_stats(&db, "nothing").await.unwrap_err();
     assert_eq!(missing.kind(), StoreErrorKind::NotFound);
 }
