@@ -489,17 +489,37 @@ async fn copy_rows(
         quote_ident(&target.table),
         names.join(", ")
     );
+    copy_cells(
+        tx,
+        &copy,
+        &types,
+        (first_row..).zip(batch.rows()),
+        |(position, row), cells| {
+            cells.extend((0..columns).map(|c| cell(row.at(c))));
+            cells.push(Cell::Integer(position));
+        },
+    )
+    .await
+}
+
+/// One binary COPY: `fill` turns each of `rows` into its cells, in `types`' order.
+async fn copy_cells<'b, R>(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy: &str,
+    types: &[Type],
+    rows: impl Iterator<Item = R>,
+    mut fill: impl FnMut(R, &mut Vec<Cell<'b>>),
+) -> Result<(), StoreError> {
     let sink = tx
-        .copy_in(&copy)
+        .copy_in(copy)
         .await
         .map_err(backend("cannot start the COPY"))?;
-    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
     tokio::pin!(writer);
-    let mut cells: Vec<Cell<'_>> = Vec::with_capacity(types.len());
-    for (position, row) in (first_row..).zip(batch.rows()) {
+    let mut cells: Vec<Cell<'b>> = Vec::with_capacity(types.len());
+    for row in rows {
         cells.clear();
-        cells.extend((0..columns).map(|c| cell(row.at(c))));
-        cells.push(Cell::Integer(position));
+        fill(row, &mut cells);
         let refs: Vec<&(dyn ToSql + Sync)> =
             cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         writer
@@ -529,31 +549,21 @@ async fn copy_samples(
         "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN (FORMAT binary)",
         Layout::Metric.positions_table(&target.database, &target.table)
     );
-    let sink = tx
-        .copy_in(&copy)
-        .await
-        .map_err(backend("cannot start the COPY"))?;
-    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
-    tokio::pin!(writer);
-    for ((position, row), id) in (first_row..).zip(batch.rows()).zip(series) {
-        let cells = [
-            cell(row.at(0)),
-            Cell::Integer(*id),
-            cell(row.at(2)),
-            Cell::Integer(position),
-        ];
-        let refs: [&(dyn ToSql + Sync); 4] = [&cells[0], &cells[1], &cells[2], &cells[3]];
-        writer
-            .as_mut()
-            .write(&refs)
-            .await
-            .map_err(backend("cannot copy a sample"))?;
-    }
-    writer
-        .finish()
-        .await
-        .map_err(backend("cannot finish the COPY"))?;
-    Ok(())
+    copy_cells(
+        tx,
+        &copy,
+        &types,
+        (first_row..).zip(batch.rows()).zip(series),
+        |((position, row), id), cells| {
+            cells.extend([
+                cell(row.at(0)),
+                Cell::Integer(*id),
+                cell(row.at(2)),
+                Cell::Integer(position),
+            ]);
+        },
+    )
+    .await
 }
 
 impl PgStore {
