@@ -1,6 +1,9 @@
 //! `cargo xtask bench-schedule`: many connectors on one connectord process; reports how
 //! late ticks start against their firing time: the bucket (`scheduled_for`, on the
-//! clock grid) plus the connector's phase.
+//! clock grid) plus the connector's phase. With `--postgres` it also counts the
+//! statements connectord sent per tick after one schedule of warm-up
+//! (`pg_stat_statements`, which `cargo xtask services up` loads): each is a round trip
+//! unless pipelined.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -83,6 +86,12 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         cmd.env("DATABASE_URL", url);
     }
     let mut child = cmd.spawn().context("cannot start connectord")?;
+    let statements = if args.postgres {
+        let url = url.as_deref().unwrap_or_default();
+        Some(StatementCount::after_warm_up(url, &run, args.schedule_ms).await?)
+    } else {
+        None
+    };
     eprintln!(
         "bench-schedule: {} connectors every {} ms for {} s ({})",
         args.connectors,
@@ -103,6 +112,9 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     }
     child.wait()?;
 
+    if let Some(statements) = statements {
+        statements.report(&run).await?;
+    }
     let rows: Vec<(i64, i64, String, String)> = if args.postgres {
         let (db, connection) =
             tokio_postgres::connect(url.as_deref().unwrap_or_default(), tokio_postgres::NoTls)
@@ -146,4 +158,64 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         lateness.last().copied().unwrap_or_default()
     );
     Ok(())
+}
+
+/// Statements connectord sends per tick, from `pg_stat_statements`.
+struct StatementCount {
+    db: tokio_postgres::Client,
+    ticks_before: i64,
+}
+
+async fn ticks_of(db: &tokio_postgres::Client, run: &str) -> Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM connectord.ticks t JOIN connectord.connectors c ON c.id = t.connector_id \
+             WHERE c.name LIKE $1",
+            &[&format!("{run}\\_%")],
+        )
+        .await?
+        .get(0))
+}
+
+impl StatementCount {
+    /// Waits out start-up (connectors created, a first schedule of ticks), then
+    /// starts counting.
+    async fn after_warm_up(url: &str, run: &str, schedule_ms: u64) -> Result<Self> {
+        let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await
+            .context("pg_stat_statements is not loaded: restart PostgreSQL with `cargo xtask services up`")?;
+        tokio::time::sleep(Duration::from_millis(schedule_ms.max(5_000))).await;
+        db.batch_execute("SELECT pg_stat_statements_reset()")
+            .await?;
+        let ticks_before = ticks_of(&db, run).await?;
+        Ok(StatementCount { db, ticks_before })
+    }
+
+    async fn report(&self, run: &str) -> Result<()> {
+        let ticks = ticks_of(&self.db, run).await? - self.ticks_before;
+        let per_statement = self
+            .db
+            .query(
+                "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE 'SELECT count(*) FROM connectord.ticks t%' \
+                 ORDER BY calls DESC",
+                &[],
+            )
+            .await?;
+        let calls: i64 = per_statement.iter().map(|r| r.get::<_, i64>(0)).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let per_tick = |n: i64| n as f64 / ticks.max(1) as f64;
+        println!(
+            "statements per tick: {:.1} ({calls} statements over {ticks} ticks after warm-up); the most frequent:",
+            per_tick(calls)
+        );
+        for row in per_statement.iter().take(12) {
+            let (n, query): (i64, String) = (row.get(0), row.get(1));
+            println!("  {:>6.2}  {query}", per_tick(n));
+        }
+        Ok(())
+    }
 }

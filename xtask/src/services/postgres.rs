@@ -61,15 +61,16 @@ pub(super) fn postgres(action: ServicesAction) -> Result<()> {
                 .stdout(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            // A cluster started before TLS was part of the setup is restarted with it.
-            if running && !ssl_is_on()? {
+            // A cluster started before TLS or statement statistics were part of the
+            // setup is restarted with them.
+            if running && !started_as_configured()? {
                 let mut stop = as_postgres(&ctl);
                 stop.args(["-D"])
                     .arg(&data)
                     .args(["-m", "fast", "-w", "stop"]);
                 run(stop)?;
             }
-            if !running || !ssl_is_on().unwrap_or(false) {
+            if !running || !started_as_configured().unwrap_or(false) {
                 let mut start = as_postgres(&ctl);
                 start
                     .args(["-D"])
@@ -80,7 +81,8 @@ pub(super) fn postgres(action: ServicesAction) -> Result<()> {
                         "-o",
                         &format!(
                             "-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {} -c max_connections=300 \
-                             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} \
+                             -c shared_preload_libraries=pg_stat_statements",
                             socket.display(),
                             tls.cert.display(),
                             tls.key.display()
@@ -158,7 +160,7 @@ fn server_tls(dir: &Path) -> Result<ServerTls> {
     Ok(files)
 }
 
-fn ssl_is_on() -> Result<bool> {
+fn setting(name: &str) -> Result<String> {
     let out = as_postgres("/usr/bin/psql")
         .args([
             "-h",
@@ -166,9 +168,16 @@ fn ssl_is_on() -> Result<bool> {
             "-p",
             &PG_PORT.to_string(),
             "-tAc",
-            "SHOW ssl",
+            &format!("SHOW {name}"),
         ])
         .output()
         .context("cannot run psql")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim() == "on")
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// TLS on, and `pg_stat_statements` loaded (`bench-schedule --postgres` counts the
+/// statements a tick costs with it).
+fn started_as_configured() -> Result<bool> {
+    Ok(setting("ssl")? == "on"
+        && setting("shared_preload_libraries")?.contains("pg_stat_statements"))
 }
