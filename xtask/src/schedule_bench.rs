@@ -25,6 +25,10 @@ pub struct ScheduleArgs {
     /// Keep state and rows in PostgreSQL (DATABASE_URL) instead of SQLite.
     #[arg(long)]
     postgres: bool,
+    /// connectord processes sharing the connectors (and the database): with more
+    /// than one, each bucket is claimed by one of them.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -75,17 +79,20 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     }
     let config = work.join("schedule.toml");
     std::fs::write(&config, toml)?;
-    let log = std::fs::File::create(work.join("connectord.log"))?;
-    let mut cmd = Command::new(binary);
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-    if let Some(url) = &url {
-        cmd.env("DATABASE_URL", url);
+    let mut children = Vec::with_capacity(args.processes);
+    for process in 0..args.processes.max(1) {
+        let log = std::fs::File::create(work.join(format!("connectord-{process}.log")))?;
+        let mut cmd = Command::new(binary);
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(url) = &url {
+            cmd.env("DATABASE_URL", url);
+        }
+        children.push(cmd.spawn().context("cannot start connectord")?);
     }
-    let mut child = cmd.spawn().context("cannot start connectord")?;
     let statements = if args.postgres {
         let url = url.as_deref().unwrap_or_default();
         Some(StatementCount::after_warm_up(url, &run, args.schedule_ms).await?)
@@ -93,10 +100,11 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         None
     };
     eprintln!(
-        "bench-schedule: {} connectors every {} ms for {} s ({})",
+        "bench-schedule: {} connectors every {} ms for {} s, {} process(es) ({})",
         args.connectors,
         args.schedule_ms,
         args.seconds,
+        args.processes.max(1),
         if args.postgres {
             "PostgreSQL"
         } else {
@@ -104,13 +112,17 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         }
     );
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    if !status.success() {
-        bail!("cannot stop connectord");
+    for child in &mut children {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("cannot stop connectord");
+        }
     }
-    child.wait()?;
+    for child in &mut children {
+        child.wait()?;
+    }
 
     if let Some(statements) = statements {
         statements.report(&run).await?;
