@@ -6,6 +6,8 @@
 //!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
 //!   (WAL, synchronous=NORMAL) in one transaction.
 //! - `http_to_postgres`: the same into PostgreSQL (binary COPY), when `DATABASE_URL` is set.
+//! - `http_to_sqlite_2_connectors`: two connectors' ticks at once on a 2-worker
+//!   runtime (how the daemon runs many), samples of both per second.
 //! - `http_to_batch`: the tick alone: HTTP GET, parse and batch, no claim or commit.
 //! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
 //! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
@@ -103,6 +105,41 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
         b.to_async(runtime)
             .iter(|| one_tick(&store, &target, &connector, &config, &bucket, samples));
     });
+    // Two connectors ticking at once on a 2-worker runtime, as the daemon runs many:
+    // one's parse overlaps the other's commit. Its own server, since the
+    // current-thread runtime above only runs while it is driven.
+    let parallel = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let served = body.clone();
+    let pair_server = parallel.block_on(TestServer::start(move |_| Reply::ok(served.clone())));
+    let pair_config = connector
+        .validate_config(&serde_json::json!({"endpoint": pair_server.url("/metrics")}))
+        .expect("a valid config");
+    let pair: Vec<(Target, AtomicI64)> = ["bench-a", "bench-b"]
+        .into_iter()
+        .map(|id| {
+            let target = Target {
+                connector_id: id.into(),
+                database: "pair".into(),
+                table: "samples".into(),
+            };
+            (target, AtomicI64::new(0))
+        })
+        .collect();
+    group.throughput(Throughput::Elements(2 * samples as u64));
+    group.bench_function("http_to_sqlite_2_connectors", |b| {
+        b.to_async(&parallel).iter(|| async {
+            let ((a, a_bucket), (b, b_bucket)) = (&pair[0], &pair[1]);
+            tokio::join!(
+                one_tick(&store, a, &connector, &pair_config, a_bucket, samples),
+                one_tick(&store, b, &connector, &pair_config, b_bucket, samples),
+            );
+        });
+    });
+    group.throughput(Throughput::Elements(samples as u64));
     group.bench_function("http_to_batch", |b| {
         b.to_async(runtime).iter(|| async {
             let ctx = TickContext::new("bench".to_owned(), 0);
