@@ -41,6 +41,32 @@ pub fn schema() -> Arc<Schema> {
     Arc::clone(&SCHEMA)
 }
 
+/// True when `candidate` is [`schema()`]: the stores keep such tables in their compact
+/// layout, each series once.
+pub fn is_metric_schema(candidate: &Schema) -> bool {
+    *candidate == *schema()
+}
+
+/// The series of a row of [`schema()`]: its name and its labels' JSON text as the
+/// producer wrote them; `None` when either is null.
+pub fn series_of<'a>(row: &Row<'a>) -> Option<(&'a str, &'a str)> {
+    match (row.at(1), row.at(3)) {
+        (Value::String(name), Value::Dynamic(labels)) => Some((name, labels)),
+        _ => None,
+    }
+}
+
+/// Writes the key a store's series cache uses for (`name`, `labels`) into `key`:
+/// `<name length>:<name><labels>`, unambiguous whatever the name holds. The buffer
+/// is reused so a lookup allocates nothing.
+pub fn series_key(key: &mut String, name: &str, labels: &str) {
+    use std::fmt::Write as _;
+    key.clear();
+    let _ = write!(key, "{}:", name.len());
+    key.push_str(name);
+    key.push_str(labels);
+}
+
 /// A reason a destination leaves a row out: a closed set with stable names.
 pub trait SkipReason: Copy + Eq + fmt::Debug + 'static {
     /// Every reason, in a stable order.
@@ -279,6 +305,37 @@ mod tests {
     use connector_core::Batch;
 
     use super::*;
+
+    #[test]
+    fn series_come_from_name_and_labels_and_keys_do_not_run_together() {
+        assert!(is_metric_schema(&schema()));
+        let other = Schema::new([("name", ColumnType::String)]);
+        assert!(!is_metric_schema(&other));
+        let mut batch = Batch::new(schema());
+        batch
+            .row()
+            .timestamp(1)
+            .string("up")
+            .real(1.0)
+            .map([("a", "b")])
+            .finish()
+            .unwrap();
+        batch
+            .row()
+            .timestamp(1)
+            .string("up")
+            .real(1.0)
+            .null()
+            .finish()
+            .unwrap();
+        let rows: Vec<_> = batch.rows().collect();
+        assert_eq!(series_of(&rows[0]), Some(("up", "{\"a\":\"b\"}")));
+        assert_eq!(series_of(&rows[1]), None);
+        let (mut one, mut two) = (String::new(), String::new());
+        series_key(&mut one, "ab", "{}");
+        series_key(&mut two, "a", "b{}");
+        assert_ne!(one, two);
+    }
 
     #[test]
     fn columns_are_found_by_name_and_labels_come_sorted_and_borrowed() {

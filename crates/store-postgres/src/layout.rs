@@ -60,7 +60,7 @@ pub(crate) fn index_name(purpose: &str, table: &str) -> String {
 impl Layout {
     /// The layout a new table of `schema` gets.
     pub(crate) fn for_schema(schema: &Schema) -> Layout {
-        if *schema == *metric_rows::schema() {
+        if metric_rows::is_metric_schema(schema) {
             Layout::Metric
         } else {
             Layout::Rows

@@ -7,10 +7,9 @@
 //! fails to commit stays, unused, which costs one row.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
-use connector_core::{Batch, Value};
+use connector_core::Batch;
 use connector_runner::protocol::quote_ident;
 use connector_runner::{StoreError, StoreErrorKind, Target};
 use tokio_postgres::Client;
@@ -28,13 +27,6 @@ pub(crate) struct SeriesCache {
     tables: Mutex<HashMap<(String, String), SeriesIds>>,
 }
 
-fn series_key(key: &mut String, name: &str, labels: &str) {
-    key.clear();
-    let _ = write!(key, "{}:", name.len());
-    key.push_str(name);
-    key.push_str(labels);
-}
-
 /// The name and labels of row `index` of a metric batch.
 fn name_and_labels<'b>(
     target: &Target,
@@ -42,9 +34,8 @@ fn name_and_labels<'b>(
     index: usize,
     row: &connector_core::Row<'b>,
 ) -> Result<(&'b str, &'b str), StoreError> {
-    match (row.at(1), row.at(3)) {
-        (Value::String(name), Value::Dynamic(labels)) => Ok((name, labels)),
-        _ => Err(StoreError::new(
+    metric_rows::series_of(row).ok_or_else(|| {
+        StoreError::new(
             StoreErrorKind::Invalid,
             format!(
                 "table `{}.{}`: row {index} of the batch has no name or no labels, which a metric table needs for its series ({} rows)",
@@ -52,8 +43,8 @@ fn name_and_labels<'b>(
                 target.table,
                 batch.len()
             ),
-        )),
-    }
+        )
+    })
 }
 
 impl SeriesCache {
@@ -74,7 +65,7 @@ impl SeriesCache {
             let mut key = String::new();
             for (index, row) in batch.rows().enumerate() {
                 let (name, labels) = name_and_labels(target, batch, index, &row)?;
-                series_key(&mut key, name, labels);
+                metric_rows::series_key(&mut key, name, labels);
                 match known.and_then(|k| k.get(key.as_str())) {
                     Some(&id) => ids.push(id),
                     None => {
@@ -126,7 +117,7 @@ impl SeriesCache {
                 continue;
             };
             ids[index] = id;
-            series_key(&mut key, name, labels);
+            metric_rows::series_key(&mut key, name, labels);
             known.insert(key.as_str().into(), id);
             resolved += 1;
         }

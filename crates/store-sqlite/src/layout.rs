@@ -14,7 +14,7 @@
 use connector_core::Schema;
 use connector_runner::protocol::quote_ident;
 use connector_runner::{StoreError, StoreErrorKind};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::backend;
 
@@ -37,7 +37,7 @@ pub(crate) fn samples_table(table: &str) -> String {
 impl Layout {
     /// The layout a new table of `schema` gets.
     pub(crate) fn for_schema(schema: &Schema) -> Layout {
-        if *schema == *metric_rows::schema() {
+        if metric_rows::is_metric_schema(schema) {
             Layout::Metric
         } else {
             Layout::Rows
@@ -46,33 +46,30 @@ impl Layout {
 
     /// The layout of the existing `table`, or `None` when there is no such table.
     pub(crate) fn of(conn: &Connection, table: &str) -> Result<Option<Layout>, StoreError> {
-        let kind: Option<String> = conn
-            .prepare_cached("SELECT type FROM sqlite_master WHERE name = ?1")
-            .and_then(|mut stmt| stmt.query_row([table], |r| r.get(0)).optional())
+        let samples = samples_table(table);
+        let kinds: Vec<(String, String)> = conn
+            .prepare_cached("SELECT name, type FROM sqlite_master WHERE name IN (?1, ?2)")
+            .and_then(|mut stmt| {
+                stmt.query_map([table, samples.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(Iterator::collect)
+            })
             .map_err(backend("cannot read the table's kind"))?;
-        match kind.as_deref() {
+        let kind = |name: &str| {
+            kinds
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, kind)| kind.as_str())
+        };
+        match kind(table) {
             None => Ok(None),
             Some("table") => Ok(Some(Layout::Rows)),
-            Some("view") => {
-                let samples: Option<String> = conn
-                    .prepare_cached("SELECT type FROM sqlite_master WHERE name = ?1")
-                    .and_then(|mut stmt| {
-                        stmt.query_row([samples_table(table)], |r| r.get(0))
-                            .optional()
-                    })
-                    .map_err(backend("cannot read the table's kind"))?;
-                if samples.as_deref() == Some("table") {
-                    Ok(Some(Layout::Metric))
-                } else {
-                    Err(StoreError::new(
-                        StoreErrorKind::Invalid,
-                        format!(
-                            "`{table}` is a view without its `{}` table; connectord did not make it and cannot write to it",
-                            samples_table(table)
-                        ),
-                    ))
-                }
-            }
+            Some("view") if kind(&samples) == Some("table") => Ok(Some(Layout::Metric)),
+            Some("view") => Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                format!(
+                    "`{table}` is a view without its `{samples}` table; connectord did not make it and cannot write to it"
+                ),
+            )),
             Some(other) => Err(StoreError::new(
                 StoreErrorKind::Invalid,
                 format!("`{table}` is an {other}, not a table connectord can write to"),

@@ -9,7 +9,6 @@
 //! the next one loads them again.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use connector_core::{Batch, Value};
 use connector_runner::protocol::quote_ident;
@@ -77,7 +76,7 @@ impl SeriesIds {
             let labels: String = row
                 .get(2)
                 .map_err(backend("cannot load the table's series"))?;
-            series_key(&mut key, &name, &labels);
+            metric_rows::series_key(&mut key, &name, &labels);
             ids.insert(key.as_str().into(), id);
         }
         Ok(SeriesIds { ids, key })
@@ -90,7 +89,7 @@ impl SeriesIds {
         name: &str,
         labels: &str,
     ) -> Result<i64, StoreError> {
-        series_key(&mut self.key, name, labels);
+        metric_rows::series_key(&mut self.key, name, labels);
         if let Some(&id) = self.ids.get(self.key.as_str()) {
             return Ok(id);
         }
@@ -116,13 +115,6 @@ impl SeriesIds {
     }
 }
 
-fn series_key(key: &mut String, name: &str, labels: &str) {
-    key.clear();
-    let _ = write!(key, "{}:", name.len());
-    key.push_str(name);
-    key.push_str(labels);
-}
-
 /// Samples per INSERT statement, as `ROWS_PER_INSERT` for row tables.
 const SAMPLES_PER_INSERT: usize = 128;
 
@@ -137,7 +129,7 @@ pub(crate) fn insert_samples(
     let ids = cache.ids(conn, table)?;
     let mut series = Vec::with_capacity(batch.len());
     for (index, row) in batch.rows().enumerate() {
-        let (Value::String(name), Value::Dynamic(labels)) = (row.at(1), row.at(3)) else {
+        let Some((name, labels)) = metric_rows::series_of(&row) else {
             return Err(StoreError::new(
                 StoreErrorKind::Invalid,
                 format!(
