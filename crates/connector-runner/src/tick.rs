@@ -148,13 +148,8 @@ async fn claim_and_run(
             return None;
         }
         Err(e) => {
-            let outcome = if e.kind() == StoreErrorKind::Full {
-                TickOutcome::Transient
-            } else {
-                TickOutcome::StoreError
-            };
             return Some(Ended::failed(
-                outcome,
+                store_failure(&e, TickOutcome::StoreError),
                 format!("the state store failed to claim the bucket: {e:#}"),
             ));
         }
@@ -265,13 +260,22 @@ impl Ended {
             {
                 Ended::fenced(format!("commit refused: {e:#}"))
             }
-            // A full disk is the store's weather, not a fault of the data: the next
-            // bucket may well commit.
-            Err(e) if e.kind() == StoreErrorKind::Full => {
-                Ended::failed(TickOutcome::Transient, format!("commit failed: {e:#}"))
-            }
-            Err(e) => Ended::failed(TickOutcome::SinkError, format!("commit failed: {e:#}")),
+            Err(e) => Ended::failed(
+                store_failure(&e, TickOutcome::SinkError),
+                format!("commit failed: {e:#}"),
+            ),
         }
+    }
+}
+
+/// The outcome of a tick the store failed: `otherwise`, but `Transient` for a full
+/// disk, which is the store's weather rather than a fault: the next bucket may well
+/// commit.
+fn store_failure(e: &StoreError, otherwise: TickOutcome) -> TickOutcome {
+    if e.kind() == StoreErrorKind::Full {
+        TickOutcome::Transient
+    } else {
+        otherwise
     }
 }
 
