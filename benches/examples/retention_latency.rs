@@ -26,29 +26,8 @@ use store_sqlite::SqliteStore;
 
 const BUCKET_MS: i64 = 15_000;
 
-fn scrape_at(one: &Batch, bucket: i64) -> Batch {
-    let mut batch = Batch::with_capacity(one.schema().clone(), one.len());
-    for row in one.rows() {
-        let writer = batch.row().timestamp(bucket);
-        let writer = match row.at(1) {
-            connector_core::Value::String(name) => writer.string(name),
-            _ => writer.null(),
-        };
-        let writer = match row.at(2) {
-            connector_core::Value::Real(v) => writer.real(v),
-            _ => writer.null(),
-        };
-        let writer = match row.at(3) {
-            connector_core::Value::Dynamic(labels) => writer.json_text(labels),
-            _ => writer.null(),
-        };
-        writer.finish().expect("a metric row");
-    }
-    batch
-}
-
 async fn commit(store: &SqliteStore, target: &Target, one: &Batch, bucket: i64) -> Duration {
-    let batch = scrape_at(one, bucket);
+    let batch = benches::restamped(one, bucket);
     let started = Instant::now();
     let lease = store
         .claim_task(&target.connector_id, bucket, "r", Duration::from_secs(60))

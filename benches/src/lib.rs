@@ -130,6 +130,31 @@ pub fn metric_rows(text: &str, scrapes: i64) -> connector_core::Batch {
     batch
 }
 
+/// The metric rows of `scrape` (a batch of [`metric_rows::schema()`]) again, stamped
+/// `timestamp_ms`: the next scrape of the same target, without parsing again.
+///
+/// # Panics
+///
+/// When a row has no name or no labels: `scrape` is not a metric scrape.
+pub fn restamped(scrape: &connector_core::Batch, timestamp_ms: i64) -> connector_core::Batch {
+    use connector_core::{Batch, Value};
+    let mut batch = Batch::with_capacity(scrape.schema().clone(), scrape.len());
+    for row in scrape.rows() {
+        let (name, labels) = metric_rows::series_of(&row)
+            .unwrap_or_else(|| panic!("a metric row without name or labels: {:?}", row.at(1)));
+        let writer = batch.row().timestamp(timestamp_ms).string(name);
+        let writer = match row.at(2) {
+            Value::Real(v) => writer.real(v),
+            _ => writer.null(),
+        };
+        writer
+            .json_text(labels)
+            .finish()
+            .unwrap_or_else(|e| panic!("a metric row: {e}"));
+    }
+    batch
+}
+
 /// An OTLP `ExportTraceServiceRequest` in protobuf, shaped like what instrumented web
 /// services export: `spans` spans of 3 services, 20 routes, each route's spans of one
 /// kind (as an instrumentation library makes them), status unset but for about one

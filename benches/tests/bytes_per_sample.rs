@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use connector_core::Batch;
 use connector_runner::{Sink, StateStore, Target};
 
 const SCRAPES: i64 = 200;
@@ -29,23 +28,7 @@ async fn commit_scrapes<S: StateStore + Sink>(store: &S, target: &Target, text: 
     let mut samples = 0;
     for scrape in 0..SCRAPES {
         let bucket = 1_700_000_000_000 + scrape * 15_000;
-        let mut batch = Batch::with_capacity(one.schema().clone(), one.len());
-        for row in one.rows() {
-            let writer = batch.row().timestamp(bucket);
-            let writer = match row.at(1) {
-                connector_core::Value::String(name) => writer.string(name),
-                other => panic!("a metric row's name is {other:?}"),
-            };
-            let writer = match row.at(2) {
-                connector_core::Value::Real(v) => writer.real(v),
-                _ => writer.null(),
-            };
-            let writer = match row.at(3) {
-                connector_core::Value::Dynamic(labels) => writer.json_text(labels),
-                other => panic!("a metric row's labels are {other:?}"),
-            };
-            writer.finish().expect("a metric row");
-        }
+        let batch = benches::restamped(&one, bucket);
         let lease = store
             .claim_task(&target.connector_id, bucket, "r", Duration::from_secs(60))
             .await
