@@ -39,5 +39,5 @@ pub use spec::{
 };
 pub use store::{
     CommitReport, Lease, ListQuery, PruneReport, RowQuery, RowsRead, Sink, StateStore,
-    StatusChange, StoreError, StoreErrorKind, TableStats, Target, TickOutcome, TickRecord,
+    StatusChange, StoreError, StoreErrorKind, TableStats, Target, TickEnd, TickOutcome, TickRecord,
 };

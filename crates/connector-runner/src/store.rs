@@ -253,6 +253,18 @@ pub struct TickRecord {
     pub runner_id: String,
 }
 
+/// How a tick ended, as [`StateStore::end_tick`] records it in one step.
+#[derive(Debug, Clone, Copy)]
+pub struct TickEnd<'a> {
+    /// The lease of a committed bucket: the bucket is marked done, so nobody claims
+    /// it again. `None` for a tick that committed nothing.
+    pub done: Option<&'a Lease>,
+    /// The tick's effect on the connector's status; `None` leaves it as it was.
+    pub status: Option<&'a StatusChange>,
+    /// The line for the tick history.
+    pub tick: &'a TickRecord,
+}
+
 /// A change of a connector's status after a tick.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusChange {
@@ -358,6 +370,21 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Appends to the tick history.
     async fn record_tick(&self, tick: &TickRecord) -> Result<(), StoreError>;
 
+    /// Records how a tick ended: marks its bucket done (when it committed), applies
+    /// its status change and appends its history line. A store over a network should
+    /// do it in one round trip, since every tick ends here; the default makes the
+    /// three calls in turn and stops at the first failure.
+    async fn end_tick(&self, end: TickEnd<'_>) -> Result<(), StoreError> {
+        if let Some(lease) = end.done {
+            self.finish_task(lease).await?;
+        }
+        if let Some(status) = end.status {
+            self.set_status(&end.tick.connector_id, status.clone())
+                .await?;
+        }
+        self.record_tick(end.tick).await
+    }
+
     /// The newest `limit` ticks of a connector, newest first.
     async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError>;
 
@@ -431,7 +458,10 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// Writes the rows of `batch` and a ledger row for (connector, bucket) in one
     /// transaction. Refuses with [`StoreErrorKind::AlreadyCommitted`] when the ledger
     /// has the bucket, and [`StoreErrorKind::Fenced`] when `lease.token` is no longer
-    /// the bucket's current one; either way nothing is written.
+    /// the bucket's current one or the store's clock has reached
+    /// `lease.expires_at_ms` (the runner passes the lease's end less its safety
+    /// margin); either way nothing is written. The checks run inside the commit's
+    /// transaction, so a network store needs no round trip of its own for them.
     /// Takes the batch by value so a blocking database driver can own it on another thread.
     async fn commit(
         &self,

@@ -201,6 +201,7 @@ async fn claim_and_run(
                     error: Some(message),
                     rows: 0,
                     sink_bytes: 0,
+                    done: None,
                 },
                 _ => Ended::failed(TickOutcome::Permanent, message),
             }
@@ -217,6 +218,9 @@ pub(crate) struct Ended {
     pub(crate) error: Option<String>,
     pub(crate) rows: u64,
     pub(crate) sink_bytes: u64,
+    /// The lease of the bucket that committed: it is marked done with the rest of
+    /// the tick's record, so nobody claims it again.
+    pub(crate) done: Option<crate::store::Lease>,
 }
 
 impl Ended {
@@ -228,6 +232,7 @@ impl Ended {
             error: Some(message.into()),
             rows: 0,
             sink_bytes: 0,
+            done: None,
         }
     }
 
@@ -238,6 +243,7 @@ impl Ended {
             error: Some(message),
             rows: 0,
             sink_bytes: 0,
+            done: None,
         }
     }
 
@@ -250,6 +256,7 @@ impl Ended {
                 error: None,
                 rows: report.rows,
                 sink_bytes: report.bytes,
+                done: None,
             },
             // Losing a race is not the connector's fault: its status stays as it was.
             Err(e)
@@ -279,39 +286,31 @@ fn store_failure(e: &StoreError, otherwise: TickOutcome) -> TickOutcome {
     }
 }
 
-/// Commits a batch under the lease, unless the lease can no longer be trusted.
+/// Commits a batch under the lease. The store refuses it once the lease can no
+/// longer be trusted: the lease's end less the safety margin, on the store's clock,
+/// checked inside the commit's transaction rather than by a round trip before it.
 async fn commit(
     shared: &Shared,
     record: &ConnectorRecord,
     lease: &crate::store::Lease,
     batch: connector_core::Batch,
 ) -> Ended {
-    let trusted_until =
-        lease.expires_at_ms - i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(0);
+    let margin = i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(i64::MAX);
+    let trusted = crate::store::Lease {
+        expires_at_ms: lease.expires_at_ms.saturating_sub(margin),
+        ..lease.clone()
+    };
     let target = Target {
         connector_id: record.id.clone(),
         database: record.spec.target_database.clone(),
         table: record.spec.target_table.clone(),
     };
-    let now = shared.store.now_ms().await.unwrap_or(i64::MAX);
-    if now >= trusted_until {
-        return Ended::fenced("lease expired before the commit; nothing committed");
+    let committed = shared.sink.commit(&target, &trusted, batch).await;
+    let mut ended = Ended::from_commit(committed);
+    if ended.outcome == TickOutcome::Ok {
+        ended.done = Some(lease.clone());
     }
-    let committed = shared.sink.commit(&target, lease, batch).await;
-    if committed.is_ok() {
-        mark_done(shared, lease).await;
-    }
-    Ended::from_commit(committed)
-}
-
-/// Marks a committed bucket done, so nobody claims it again.
-pub(crate) async fn mark_done(shared: &Shared, lease: &crate::store::Lease) {
-    if let Err(e) = shared.store.finish_task(lease).await {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot mark the bucket done; its ledger row still prevents a second commit"
-        );
-    }
+    ended
 }
 
 /// Records a tick everywhere: metrics, logs, the connector's status and its history.
@@ -330,6 +329,7 @@ pub(crate) async fn finish(
         error,
         rows,
         sink_bytes,
+        done,
     } = ended;
     let id = record.id.as_str();
     let error = error.map(|e| ctx.redact(&e));
@@ -383,25 +383,18 @@ pub(crate) async fn finish(
     // Shown by the API until the store has it: a store that hangs (a held lock, a
     // database gone) must not hide the tick that found it so.
     shared.telemetry.set_unrecorded(id, Some(history.clone()));
-    let mut recorded = true;
-    if let Some(status) = status
-        && let Err(e) = shared.store.set_status(id, status).await
-    {
-        recorded = false;
-        tracing::error!(
+    let end = crate::store::TickEnd {
+        done: done.as_ref(),
+        status: status.as_ref(),
+        tick: &history,
+    };
+    match shared.store.end_tick(end).await {
+        Ok(()) => shared.telemetry.set_unrecorded(id, None),
+        // The bucket's ledger row still prevents a second commit if it stays undone.
+        Err(e) => tracing::error!(
             error = format!("{e:#}"),
-            "cannot record the connector's status"
-        );
-    }
-    if let Err(e) = shared.store.record_tick(&history).await {
-        recorded = false;
-        tracing::error!(
-            error = format!("{e:#}"),
-            "cannot record the tick in the history"
-        );
-    }
-    if recorded {
-        shared.telemetry.set_unrecorded(id, None);
+            "cannot record the tick's end (bucket done, status, history)"
+        ),
     }
     outcome
 }

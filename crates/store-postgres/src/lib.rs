@@ -41,7 +41,7 @@ use connector_core::Schema;
 use connector_runner::{
     BucketChunk, ConnectorRecord, ConnectorSpec, ConnectorState, DeadLetter, DeliveryRecord,
     DeliveryStore, DestinationRecord, DestinationSpec, Lease, ListQuery, Origin, PendingBucket,
-    StateStore, StatusChange, StoreError, Target, TickRecord,
+    StateStore, StatusChange, StoreError, Target, TickEnd, TickRecord,
 };
 use tokio_postgres::Client;
 
@@ -208,7 +208,7 @@ impl StateStore for PgStore {
         lease: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         leases::claim(
-            &mut *self.pool.get().await?,
+            &*self.pool.get().await?,
             connector_id,
             scheduled_for_ms,
             runner_id,
@@ -226,11 +226,20 @@ impl StateStore for PgStore {
     }
 
     async fn finish_task(&self, lease: &Lease) -> Result<(), StoreError> {
-        leases::finish(&mut *self.pool.get().await?, lease).await
+        leases::finish(&*self.pool.get().await?, lease).await
     }
 
     async fn record_tick(&self, tick: &TickRecord) -> Result<(), StoreError> {
-        history::record(&mut *self.pool.get().await?, tick).await
+        let end = TickEnd {
+            done: None,
+            status: None,
+            tick,
+        };
+        history::end(&*self.pool.get().await?, end).await
+    }
+
+    async fn end_tick(&self, end: TickEnd<'_>) -> Result<(), StoreError> {
+        history::end(&*self.pool.get().await?, end).await
     }
 
     async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError> {

@@ -192,6 +192,11 @@ CREATE TABLE connectord.discoveries (
         description: "retention per connector",
         sql: "ALTER TABLE connectord.connectors ADD COLUMN retention text;",
     },
+    Migration {
+        version: 7,
+        description: "claim, row reservation and end of tick as one statement each, so a tick costs four round trips",
+        sql: include_str!("sql/tick_functions.sql"),
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

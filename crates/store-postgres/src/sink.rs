@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::{BufMut as _, BytesMut};
 use connector_core::{Batch, ColumnType, Schema, Value};
-use connector_runner::protocol::{check_fencing, quote_ident, to_i64};
+use connector_runner::protocol::{check_fencing, check_lease_time, quote_ident, to_i64};
 use connector_runner::{
     CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats, Target,
 };
 use postgres_types::{IsNull, ToSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
@@ -211,15 +211,16 @@ impl Sink for PgStore {
             .await?;
         let series = self.series_ids(&client, layout, target, &batch).await?;
         let first_row = reserve_positions(&client, batch.len()).await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(backend("cannot start a transaction"))?;
-        let report = write_bucket(&tx, target, lease, &batch, first_row, series.as_deref()).await?;
-        tx.commit()
-            .await
-            .map_err(backend("cannot commit the rows"))?;
-        Ok(report)
+        // One statement is one transaction, committed synchronously.
+        write_bucket(
+            &*client,
+            target,
+            lease,
+            &batch,
+            first_row,
+            series.as_deref(),
+        )
+        .await
     }
 
     async fn prune(
@@ -405,61 +406,103 @@ impl Sink for PgStore {
     }
 }
 
-/// Reserves `rows` row positions in a statement of its own: its row lock ends with
-/// it, so commits never wait on each other's flush. A failed commit leaves a gap,
-/// which costs nothing.
+/// Reserves `rows` row positions in a statement of its own
+/// (`connectord.reserve_rows`): its row lock ends with it, so commits never wait on
+/// each other's flush. A failed commit leaves a gap, which costs nothing.
 pub(crate) async fn reserve_positions(client: &Client, rows: usize) -> Result<i64, StoreError> {
     let rows = to_i64(rows as u64);
     Ok(client
-        .query_one(
-            "UPDATE connectord.row_positions SET next = next + $1 RETURNING next - $1",
-            &[&rows],
-        )
+        .query_typed_one("SELECT connectord.reserve_rows($1)", &[(&rows, Type::INT8)])
         .await
         .map_err(backend("cannot reserve row positions"))?
         .get(0))
 }
 
 /// Writes the ledger row of (connector, bucket) and the bucket's rows from position
-/// `first_row` on, inside the caller's transaction, refusing a bucket committed
-/// before or a fenced lease.
+/// `first_row` on in one statement, refusing a bucket committed before, a fenced
+/// lease, or one whose (margin-reduced) end has come on the database's clock. Outside
+/// a transaction the statement is its own: the commit is one round trip.
+///
+/// The rows travel as one array per column and go in through `unnest`, so the
+/// statement needs no prepare round trip, whatever the batch's size.
 ///
 /// `series` holds each row's series id when the table has the metric layout: the
 /// rows then go into its samples table as (timestamp, series, value).
 pub(crate) async fn write_bucket(
-    tx: &tokio_postgres::Transaction<'_>,
+    client: &impl GenericClient,
     target: &Target,
     lease: &Lease,
     batch: &Batch,
     first_row: i64,
     series: Option<&[i64]>,
 ) -> Result<CommitReport, StoreError> {
+    /// Parameters before the column arrays.
+    const FIXED: usize = 8;
     let rows = to_i64(batch.len() as u64);
-    tx.execute(
-        "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, token, rows, first_row, last_row) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&target.connector_id, &lease.scheduled_for_ms, &target.database, &target.table, &lease.token, &rows, &first_row, &(first_row + rows - 1)],
-    )
-    .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::already_committed(lease)
-        } else {
-            StoreError::backend("cannot write the ledger row", e)
-        }
-    })?;
-    let current: Option<i64> = tx
-        .query_opt(
-            "SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2",
-            &[&target.connector_id, &lease.scheduled_for_ms],
-        )
+    let columns = match series {
+        Some(series) => sample_columns(batch, series),
+        None => row_columns(batch),
+    };
+    let table = match series {
+        Some(_) => Layout::Metric.positions_table(&target.database, &target.table),
+        None => format!(
+            "{}.{}",
+            quote_ident(&target.database),
+            quote_ident(&target.table)
+        ),
+    };
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
+    let arrays: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + FIXED + 1, c.sql_type))
+        .collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let sql = format!(
+        "WITH ledger AS ( \
+           INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, \
+             token, rows, first_row, last_row) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $7 + $6 - 1 FROM connectord.leases \
+           WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $5 \
+             AND (extract(epoch FROM now()) * 1000)::bigint < $8 \
+           RETURNING 1), \
+         written AS ( \
+           INSERT INTO {table} ({names}, {ROW_POSITION}) \
+           SELECT {aliases}, $7 + n - 1 FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) \
+           WHERE EXISTS (SELECT 1 FROM ledger)) \
+         SELECT count(*) FROM ledger",
+        names = names.join(", "),
+        aliases = aliases.join(", "),
+        arrays = arrays.join(", "),
+    );
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&target.connector_id, Type::TEXT),
+        (&lease.scheduled_for_ms, Type::INT8),
+        (&target.database, Type::TEXT),
+        (&target.table, Type::TEXT),
+        (&lease.token, Type::INT8),
+        (&rows, Type::INT8),
+        (&first_row, Type::INT8),
+        (&lease.expires_at_ms, Type::INT8),
+    ];
+    params.extend(
+        columns
+            .iter()
+            .map(|c| (&c.cells as &(dyn ToSql + Sync), c.array_type.clone())),
+    );
+    let written = client
+        .query_typed_one(&sql, &params)
         .await
-        .map_err(backend("cannot read the fencing token"))?
-        .map(|r| r.get(0));
-    check_fencing(lease, current)?;
-    match series {
-        Some(series) => copy_samples(tx, target, batch, first_row, series).await?,
-        None => copy_rows(tx, target, batch, first_row).await?,
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::already_committed(lease)
+            } else {
+                StoreError::backend("cannot write the bucket", e)
+            }
+        })?
+        .get::<_, i64>(0);
+    if written == 0 {
+        return Err(refusal(client, lease).await);
     }
     Ok(CommitReport {
         rows: batch.len() as u64,
@@ -467,103 +510,104 @@ pub(crate) async fn write_bucket(
     })
 }
 
-async fn copy_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    target: &Target,
-    batch: &Batch,
-    first_row: i64,
-) -> Result<(), StoreError> {
-    let schema = batch.schema();
-    let mut types: Vec<Type> = schema.columns().iter().map(|c| pg_type(c.ty()).0).collect();
-    let mut names: Vec<String> = schema
+/// Why the lease could not commit: its token is no longer the bucket's, or its end
+/// has come. Read after the refusal, on the failure path only.
+async fn refusal(client: &impl GenericClient, lease: &Lease) -> StoreError {
+    let read = client
+        .query_typed_one(
+            "SELECT (SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2), \
+             (extract(epoch FROM now()) * 1000)::bigint",
+            &[
+                (&lease.connector_id, Type::TEXT),
+                (&lease.scheduled_for_ms, Type::INT8),
+            ],
+        )
+        .await;
+    let (current, now_ms) = match read {
+        Ok(row) => (row.get::<_, Option<i64>>(0), row.get::<_, i64>(1)),
+        Err(e) => return StoreError::backend("cannot read the fencing token", e),
+    };
+    check_fencing(lease, current)
+        .and_then(|()| check_lease_time(lease, now_ms))
+        .err()
+        // Both held again by the time they were read: the lease was renewed meanwhile.
+        .unwrap_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Fenced,
+                format!(
+                    "the lease on bucket {} had run out when the commit began; nothing committed",
+                    lease.scheduled_for_ms
+                ),
+            )
+        })
+}
+
+/// One column of a commit: its values as an array parameter.
+struct Column<'a> {
+    name: &'a str,
+    sql_type: &'static str,
+    array_type: Type,
+    cells: Vec<Cell<'a>>,
+}
+
+/// A metric batch's columns in its samples table: (timestamp, series id, value).
+fn sample_columns<'a>(batch: &'a Batch, series: &[i64]) -> Vec<Column<'a>> {
+    let mut timestamps = Vec::with_capacity(batch.len());
+    let mut values = Vec::with_capacity(batch.len());
+    for row in batch.rows() {
+        timestamps.push(cell(row.at(0)));
+        values.push(cell(row.at(2)));
+    }
+    vec![
+        Column {
+            name: "timestamp",
+            sql_type: "timestamptz",
+            array_type: Type::TIMESTAMPTZ_ARRAY,
+            cells: timestamps,
+        },
+        Column {
+            name: "series",
+            sql_type: "bigint",
+            array_type: Type::INT8_ARRAY,
+            cells: series.iter().map(|id| Cell::Integer(*id)).collect(),
+        },
+        Column {
+            name: "value",
+            sql_type: "double precision",
+            array_type: Type::FLOAT8_ARRAY,
+            cells: values,
+        },
+    ]
+}
+
+/// A batch's columns as its schema declares them.
+fn row_columns(batch: &Batch) -> Vec<Column<'_>> {
+    batch
+        .schema()
         .columns()
         .iter()
-        .map(|c| quote_ident(c.name()))
-        .collect();
-    let columns = types.len();
-    types.push(Type::INT8);
-    names.push(ROW_POSITION.to_owned());
-    let copy = format!(
-        "COPY {}.{} ({}) FROM STDIN (FORMAT binary)",
-        quote_ident(&target.database),
-        quote_ident(&target.table),
-        names.join(", ")
-    );
-    copy_cells(
-        tx,
-        &copy,
-        &types,
-        (first_row..).zip(batch.rows()),
-        |(position, row), cells| {
-            cells.extend((0..columns).map(|c| cell(row.at(c))));
-            cells.push(Cell::Integer(position));
-        },
-    )
-    .await
+        .enumerate()
+        .map(|(i, column)| {
+            let (_, sql_type, _) = pg_type(column.ty());
+            Column {
+                name: column.name(),
+                sql_type,
+                array_type: array_type(column.ty()),
+                cells: batch.rows().map(|row| cell(row.at(i))).collect(),
+            }
+        })
+        .collect()
 }
 
-/// One binary COPY: `fill` turns each of `rows` into its cells, in `types`' order.
-async fn copy_cells<'b, R>(
-    tx: &tokio_postgres::Transaction<'_>,
-    copy: &str,
-    types: &[Type],
-    rows: impl Iterator<Item = R>,
-    mut fill: impl FnMut(R, &mut Vec<Cell<'b>>),
-) -> Result<(), StoreError> {
-    let sink = tx
-        .copy_in(copy)
-        .await
-        .map_err(backend("cannot start the COPY"))?;
-    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
-    tokio::pin!(writer);
-    let mut cells: Vec<Cell<'b>> = Vec::with_capacity(types.len());
-    for row in rows {
-        cells.clear();
-        fill(row, &mut cells);
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        writer
-            .as_mut()
-            .write(&refs)
-            .await
-            .map_err(backend("cannot copy a row"))?;
+fn array_type(ty: ColumnType) -> Type {
+    match pg_type(ty).0 {
+        Type::TIMESTAMPTZ => Type::TIMESTAMPTZ_ARRAY,
+        Type::FLOAT8 => Type::FLOAT8_ARRAY,
+        Type::JSONB => Type::JSONB_ARRAY,
+        Type::INT8 => Type::INT8_ARRAY,
+        Type::BOOL => Type::BOOL_ARRAY,
+        _ => Type::TEXT_ARRAY,
     }
-    writer
-        .finish()
-        .await
-        .map_err(backend("cannot finish the COPY"))?;
-    Ok(())
-}
-
-/// The rows of a metric batch into the samples table, as (timestamp, series id,
-/// value, position).
-async fn copy_samples(
-    tx: &tokio_postgres::Transaction<'_>,
-    target: &Target,
-    batch: &Batch,
-    first_row: i64,
-    series: &[i64],
-) -> Result<(), StoreError> {
-    let types = [Type::TIMESTAMPTZ, Type::INT8, Type::FLOAT8, Type::INT8];
-    let copy = format!(
-        "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN (FORMAT binary)",
-        Layout::Metric.positions_table(&target.database, &target.table)
-    );
-    copy_cells(
-        tx,
-        &copy,
-        &types,
-        (first_row..).zip(batch.rows()).zip(series),
-        |((position, row), id), cells| {
-            cells.extend([
-                cell(row.at(0)),
-                Cell::Integer(*id),
-                cell(row.at(2)),
-                Cell::Integer(position),
-            ]);
-        },
-    )
-    .await
 }
 
 impl PgStore {

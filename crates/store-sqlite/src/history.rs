@@ -1,18 +1,42 @@
-//! The tick history: append (trimming to `TICKS_KEPT` per connector, and keeping the
-//! newest tick beside the connector) and read newest first.
+//! The tick history: how a tick ended (appended, trimmed to `TICKS_KEPT` per
+//! connector, the newest kept beside the connector, with the bucket's lease and the
+//! connector's status in the same transaction) and read newest first.
 
 use connector_runner::protocol::{TICKS_KEPT, TickRow, to_i64};
-use connector_runner::{StoreError, TickRecord};
+use connector_runner::{Lease, StatusChange, StoreError, TickRecord};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::backend;
 
-pub(crate) fn record(conn: &mut Connection, tick: &TickRecord) -> Result<(), StoreError> {
+/// How a tick ended, in one transaction: the connector's status and newest tick, the
+/// bucket done (when it committed), the history line, trimmed. A connector that no
+/// longer exists is [`StoreError::connector_not_found`] and nothing is written.
+pub(crate) fn end(
+    conn: &mut Connection,
+    tick: &TickRecord,
+    done: Option<&Lease>,
+    status: Option<StatusChange>,
+) -> Result<(), StoreError> {
     let summary = serde_json::to_string(tick)
         .map_err(|e| StoreError::backend("cannot encode the tick", e))?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("cannot start a transaction"))?;
+    if let Some(status) = status {
+        crate::connectors::set_status(&tx, &tick.connector_id, status)?;
+    }
+    let changed = tx
+        .execute(
+            "UPDATE connectors SET last_tick = ?2 WHERE id = ?1",
+            params![tick.connector_id, summary],
+        )
+        .map_err(backend("cannot record the connector's last tick"))?;
+    if changed == 0 {
+        return Err(StoreError::connector_not_found(&tick.connector_id));
+    }
+    if let Some(lease) = done {
+        crate::leases::finish(&tx, lease)?;
+    }
     tx.execute(
         "INSERT INTO ticks (connector_id, scheduled_for_ms, started_at_ms, outcome, rows, source_bytes, \
          sink_bytes, duration_ms, error, runner_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -30,11 +54,6 @@ pub(crate) fn record(conn: &mut Connection, tick: &TickRecord) -> Result<(), Sto
         ],
     )
     .map_err(backend("cannot record the tick"))?;
-    tx.execute(
-        "UPDATE connectors SET last_tick = ?2 WHERE id = ?1",
-        params![tick.connector_id, summary],
-    )
-    .map_err(backend("cannot record the connector's last tick"))?;
     tx.execute(
         "DELETE FROM ticks WHERE connector_id = ?1 AND id <= \
          (SELECT id FROM ticks WHERE connector_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",

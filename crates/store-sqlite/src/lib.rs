@@ -40,7 +40,7 @@ use connector_core::Schema;
 use connector_runner::{
     BucketChunk, ConnectorRecord, ConnectorSpec, ConnectorState, DeadLetter, DeliveryRecord,
     DeliveryStore, DestinationRecord, DestinationSpec, Lease, ListQuery, Origin, PendingBucket,
-    StateStore, StatusChange, StoreError, Target, TickRecord,
+    StateStore, StatusChange, StoreError, Target, TickEnd, TickRecord,
 };
 use rusqlite::Connection;
 
@@ -280,7 +280,16 @@ impl StateStore for SqliteStore {
 
     async fn record_tick(&self, tick: &TickRecord) -> Result<(), StoreError> {
         let tick = tick.clone();
-        self.with_state(move |c| history::record(c, &tick)).await
+        self.with_state(move |c| history::end(c, &tick, None, None))
+            .await
+    }
+
+    async fn end_tick(&self, end: TickEnd<'_>) -> Result<(), StoreError> {
+        let tick = end.tick.clone();
+        let done = end.done.cloned();
+        let status = end.status.cloned();
+        self.with_state(move |c| history::end(c, &tick, done.as_ref(), status))
+            .await
     }
 
     async fn ticks(&self, connector_id: &str, limit: usize) -> Result<Vec<TickRecord>, StoreError> {

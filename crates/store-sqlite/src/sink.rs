@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use connector_core::{Batch, ColumnType, Schema, Value};
-use connector_runner::protocol::{check_fencing, quote_ident, to_i64, wall_clock_ms};
+use connector_runner::protocol::{
+    check_fencing, check_lease_time, quote_ident, to_i64, wall_clock_ms,
+};
 use connector_runner::{
     CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats, Target,
 };
@@ -236,6 +238,7 @@ pub(crate) fn write_bucket(
         .optional()
         .map_err(backend("cannot read the fencing token"))?;
     check_fencing(lease, current)?;
+    check_lease_time(lease, wall_clock_ms())?;
     match layout {
         Layout::Rows => insert_rows(tx, &target.table, batch)?,
         Layout::Metric => crate::series::insert_samples(tx, series, &target.table, batch)?,

@@ -20,6 +20,7 @@ mod push;
 mod retention;
 mod runner;
 mod store;
+mod tick_end;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use push::*;
 pub use retention::*;
 pub use runner::*;
 pub use store::*;
+pub use tick_end::*;
 
 use crate::{ConnectorSpec, DeliveryStore, DiscoveryStore, PushStore, RowQuery, Sink, StateStore};
 
@@ -173,6 +175,8 @@ macro_rules! store_contract_tests {
             a_failed_commit_with_new_series_leaves_later_commits_right,
             dead_letters_keep_the_newest,
             prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
+            a_commit_past_the_lease_end_is_fenced,
+            a_tick_ends_in_one_step,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -579,7 +579,7 @@ pub async fn reserved_target_names_are_refused<S: ContractStore>(o: Opened<S>) {
     }
 }
 
-fn tick(connector_id: &str, i: i64) -> TickRecord {
+pub(super) fn tick(connector_id: &str, i: i64) -> TickRecord {
     TickRecord {
         connector_id: connector_id.into(),
         scheduled_for_ms: i * 1000,

@@ -75,6 +75,24 @@ pub fn check_fencing(lease: &Lease, current: Option<i64>) -> Result<(), StoreErr
     ))
 }
 
+/// The time check of a commit: `now_ms` is the store's clock as read inside the
+/// commit's transaction. A lease whose end (`expires_at_ms`, which the runner passes
+/// less its safety margin) has come is [`StoreErrorKind::Fenced`]: another runner may
+/// claim the bucket from now on, so the commit must roll back.
+pub fn check_lease_time(lease: &Lease, now_ms: i64) -> Result<(), StoreError> {
+    if now_ms < lease.expires_at_ms {
+        return Ok(());
+    }
+    Err(StoreError::new(
+        StoreErrorKind::Fenced,
+        format!(
+            "the lease on bucket {} ran out {} ms before the commit (the runner's safety margin included)",
+            lease.scheduled_for_ms,
+            now_ms - lease.expires_at_ms
+        ),
+    ))
+}
+
 /// A store's wall clock, Unix ms, for the bookkeeping columns it stamps itself.
 pub fn wall_clock_ms() -> i64 {
     SystemTime::now()

@@ -14,7 +14,7 @@ use super::{BuildBucket, PushStore, StagedBucket};
 use crate::runner::{Shared, wall_ms};
 use crate::spec::ConnectorRecord;
 use crate::store::{Target, TickOutcome};
-use crate::tick::{Ended, Started, finish, mark_done};
+use crate::tick::{Ended, Started, finish};
 
 /// How often the committer looks for closed buckets. A bucket commits at most this
 /// long after its grace ends.
@@ -139,10 +139,10 @@ async fn commit_bucket(
         at_ms: wall_ms(),
     };
     let ctx = TickContext::new(&record.id, bucket.bucket_ms);
-    let ended = build_and_commit(shared, store, record, &lease).await;
+    let mut ended = build_and_commit(shared, store, record, &lease).await;
     let done = ended.outcome == TickOutcome::Ok;
     if done {
-        mark_done(shared, &lease).await;
+        ended.done = Some(lease);
     }
     finish(shared, record, &ctx, &started, ended).await;
     done
