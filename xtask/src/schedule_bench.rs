@@ -58,12 +58,18 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work)?;
-    let url = std::env::var("DATABASE_URL").ok();
     let run = format!("sched_{}", std::process::id());
-    let storage = if args.postgres {
-        if url.is_none() {
+    // A database of its own: nothing else's connectors, destinations or statements
+    // in the figures, and nothing left behind.
+    let url = if args.postgres {
+        let Ok(admin) = std::env::var("DATABASE_URL") else {
             bail!("--postgres needs DATABASE_URL: eval \"$(cargo xtask services up)\"");
-        }
+        };
+        Some(RunDatabase::create(&admin, &run).await?)
+    } else {
+        None
+    };
+    let storage = if args.postgres {
         "kind = \"postgres\"\nurl_ref = \"$env:DATABASE_URL\"\n".to_owned()
     } else {
         format!("data_dir = \"{}\"\n", work.join("data").display())
@@ -88,17 +94,24 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(url) = &url {
-            cmd.env("DATABASE_URL", url);
+        if let Some(db) = &url {
+            cmd.env("DATABASE_URL", &db.url);
         }
         children.push(cmd.spawn().context("cannot start connectord")?);
     }
-    let statements = if args.postgres {
-        let url = url.as_deref().unwrap_or_default();
-        Some(StatementCount::after_warm_up(url, &run, args.schedule_ms).await?)
+    let statements = if let Some(db) = &url {
+        let url = db.url.as_str();
+        Some(
+            StatementCount::after_warm_up(url, &run, args.schedule_ms, args.processes.max(1))
+                .await?,
+        )
     } else {
+        tokio::time::sleep(Duration::from_millis(args.schedule_ms.max(5_000))).await;
         None
     };
+    // Only ticks that started from here on count: start-up (declaring the connectors,
+    // processes joining) is not the steady state the lateness describes.
+    let measured_from_ms = connector_runner::protocol::wall_clock_ms();
     eprintln!(
         "bench-schedule: {} connectors every {} ms for {} s, {} process(es) ({})",
         args.connectors,
@@ -127,10 +140,8 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     if let Some(statements) = statements {
         statements.report(&run).await?;
     }
-    let rows: Vec<(i64, i64, String, String)> = if args.postgres {
-        let (db, connection) =
-            tokio_postgres::connect(url.as_deref().unwrap_or_default(), tokio_postgres::NoTls)
-                .await?;
+    let rows: Vec<(i64, i64, String, String)> = if let Some(run_db) = &url {
+        let (db, connection) = tokio_postgres::connect(&run_db.url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         let rows = db
             .query(
@@ -142,10 +153,8 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
-        db.batch_execute(&format!(
-            "DELETE FROM connectord.connectors WHERE name LIKE '{run}\\_%'; DROP SCHEMA IF EXISTS \"{run}\" CASCADE"
-        ))
-        .await?;
+        drop(db);
+        run_db.drop().await?;
         rows
     } else {
         let conn = rusqlite::Connection::open(work.join("data/connectord-state.sqlite"))?;
@@ -154,6 +163,10 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<Vec<_>, _>>()?
     };
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(started, ..)| *started >= measured_from_ms)
+        .collect();
     let mut lateness: Vec<i64> = rows
         .iter()
         .map(|(started, scheduled, _, id)| {
@@ -163,7 +176,7 @@ async fn bench(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
     lateness.sort_unstable();
     let ok = rows.iter().filter(|r| r.2 == "ok").count();
     println!(
-        "ticks={} ok={ok} lateness_ms p50={} p99={} max={} (tick start after the claim, against bucket + phase)",
+        "ticks={} ok={ok} lateness_ms p50={} p99={} max={} (ticks started after the warm-up; tick start against bucket + phase)",
         rows.len(),
         percentile(&lateness, 0.5),
         percentile(&lateness, 0.99),
@@ -190,14 +203,40 @@ async fn ticks_of(db: &tokio_postgres::Client, run: &str) -> Result<i64> {
 }
 
 impl StatementCount {
-    /// Waits out start-up (connectors created, a first schedule of ticks), then
-    /// starts counting.
-    async fn after_warm_up(url: &str, run: &str, schedule_ms: u64) -> Result<Self> {
+    /// Waits out start-up (every process declared its connectors and runs, then a
+    /// first schedule of ticks), then starts counting.
+    async fn after_warm_up(
+        url: &str,
+        run: &str,
+        schedule_ms: u64,
+        processes: usize,
+    ) -> Result<Self> {
         let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .await
             .context("pg_stat_statements is not loaded: restart PostgreSQL with `cargo xtask services up`")?;
+        let started = std::time::Instant::now();
+        loop {
+            let live: i64 = db
+                .query_one(
+                    "SELECT count(*) FROM connectord.runners WHERE seen_at > now() - interval '5 seconds'",
+                    &[],
+                )
+                .await
+                .map_or(0, |row| row.get(0));
+            if usize::try_from(live).unwrap_or(0) >= processes {
+                eprintln!(
+                    "bench-schedule: {processes} process(es) running after {:.1} s of start-up",
+                    started.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("only {live} of {processes} connectord processes started within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         tokio::time::sleep(Duration::from_millis(schedule_ms.max(5_000))).await;
         db.batch_execute("SELECT pg_stat_statements_reset()")
             .await?;
@@ -228,6 +267,46 @@ impl StatementCount {
             let (n, query): (i64, String) = (row.get(0), row.get(1));
             println!("  {:>6.2}  {query}", per_tick(n));
         }
+        Ok(())
+    }
+}
+
+/// The run's own database, beside the one `DATABASE_URL` names.
+struct RunDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl RunDatabase {
+    async fn create(admin: &str, name: &str) -> Result<Self> {
+        let (db, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        db.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .context("cannot create the run's database")?;
+        let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+        let Some((server, _)) = base.rsplit_once('/') else {
+            bail!("DATABASE_URL names no database: {admin}");
+        };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        Ok(RunDatabase {
+            admin: admin.to_owned(),
+            name: name.to_owned(),
+            url: format!("{server}/{name}{query}"),
+        })
+    }
+
+    async fn drop(&self) -> Result<()> {
+        let (db, connection) = tokio_postgres::connect(&self.admin, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        db.batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", self.name))
+            .await
+            .context("cannot drop the run's database")?;
         Ok(())
     }
 }

@@ -3,15 +3,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use connector_core::{Drive, EnvSecrets, Registry, SecretSource, TickContext, ValidatedConfig};
+use connector_core::{EnvSecrets, Registry, SecretSource, TickContext, ValidatedConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::destination::DeliveryStore;
 use crate::push::{IngestLimits, Ingestor, PushStore};
-use crate::schedule::{due_bucket, next_firing, phase_ms};
-use crate::spec::{ConnectorRecord, ConnectorState};
-use crate::store::{Sink, StateStore, StatusChange, TickOutcome};
+use crate::refresh::{Change, Known, refresh};
+use crate::slots::Slots;
+use crate::spec::ConnectorRecord;
+use crate::store::{Sink, StateStore, TickOutcome};
 use crate::telemetry::Telemetry;
 use crate::tick::execute_tick;
 
@@ -46,6 +47,11 @@ pub struct RunnerConfig {
     pub default_retention: Option<Duration>,
     /// How often rows past retention are pruned.
     pub prune_interval: Duration,
+    /// A runner not heard from for this long (it says it is alive at every refresh)
+    /// is left out when the runners sharing a store split the connectors among
+    /// themselves; its connectors move to the others. A runner that stops says so
+    /// and its connectors move at the others' next refresh.
+    pub membership_ttl: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -62,6 +68,7 @@ impl Default for RunnerConfig {
             delivery_backoff_max: Duration::from_secs(30),
             default_retention: None,
             prune_interval: Duration::from_secs(60),
+            membership_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -111,15 +118,6 @@ pub(crate) struct Shared {
     /// Every connector by name, as of the newest refresh (`None` before the first):
     /// destinations find their sources here rather than listing them again.
     pub(crate) connectors: watch::Sender<Option<Arc<HashMap<String, ConnectorRecord>>>>,
-}
-
-struct Slot {
-    record: ConnectorRecord,
-    config: ValidatedConfig,
-    phase_ms: i64,
-    next_due_ms: i64,
-    in_flight: bool,
-    triggered: bool,
 }
 
 /// Schedules and runs the ticks of every enabled connector in a state store.
@@ -224,7 +222,14 @@ impl Runner {
     /// cancelled after it. Every commit is one transaction and a cancelled tick never
     /// reaches its commit, so stopping never leaves a bucket half-committed.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        let mut slots: HashMap<String, Slot> = HashMap::new();
+        let mut slots: Slots<ValidatedConfig> = Slots::default();
+        let mut known = Some(Known::new(&self.shared.config.runner_id));
+        let mut refreshing: Option<tokio::task::JoinHandle<(Known, Vec<Change>)>> = None;
+        let mut refresh_again = false;
+        // Slots the loop dropped itself, for the next refresh to forget.
+        let mut forget = Vec::new();
+        // Triggers for connectors the running refresh may bring.
+        let mut waiting_triggers: Vec<String> = Vec::new();
         let mut ticks: JoinSet<(String, Option<TickOutcome>)> = JoinSet::new();
         let refresh_every = self.shared.config.refresh_interval;
         let mut next_refresh = Instant::now();
@@ -255,65 +260,84 @@ impl Runner {
         });
         tokio::pin!(shutdown);
         loop {
-            if Instant::now() >= next_refresh {
-                self.refresh(&mut slots).await;
-                next_refresh = Instant::now() + refresh_every;
+            if refreshing.is_none()
+                && (refresh_again || Instant::now() >= next_refresh)
+                && let Some(known) = known.take()
+            {
+                refresh_again = false;
+                refreshing = Some(tokio::spawn(refresh(
+                    Arc::clone(&self.shared),
+                    known,
+                    std::mem::take(&mut forget),
+                )));
             }
-            let now = wall_ms();
-            for (id, slot) in &mut slots {
-                if slot.in_flight {
-                    continue;
-                }
-                let scheduled_for = if slot.triggered {
-                    slot.triggered = false;
-                    now
-                } else if now >= slot.next_due_ms {
-                    // The newest due bucket: buckets missed while down are not replayed.
-                    let schedule_ms = slot.record.spec.schedule_ms;
-                    slot.next_due_ms = next_firing(now, schedule_ms, slot.phase_ms);
-                    due_bucket(now, schedule_ms, slot.phase_ms)
-                } else {
-                    continue;
-                };
-                slot.in_flight = true;
+            for due in slots.take_due(wall_ms()) {
                 let shared = Arc::clone(&self.shared);
-                let record = slot.record.clone();
-                let config = slot.config.clone();
-                let id = id.clone();
                 ticks.spawn(async move {
-                    let outcome = execute_tick(&shared, &record, &config, scheduled_for).await;
-                    (id, outcome)
+                    let outcome =
+                        execute_tick(&shared, &due.record, &due.config, due.scheduled_for).await;
+                    (due.id, outcome)
                 });
             }
-            let next_due = slots
-                .values()
-                .filter(|s| !s.in_flight)
-                .map(|s| s.next_due_ms)
-                .min()
-                .unwrap_or(i64::MAX);
             let until_due = Duration::from_millis(
-                u64::try_from(next_due.saturating_sub(wall_ms())).unwrap_or(0),
+                u64::try_from(slots.next_due_ms().saturating_sub(wall_ms())).unwrap_or(0),
             );
-            let sleep = until_due.min(next_refresh.saturating_duration_since(Instant::now()));
+            // A refresh under way wakes the loop when it ends.
+            let until_refresh = if refreshing.is_some() {
+                Duration::MAX
+            } else {
+                next_refresh.saturating_duration_since(Instant::now())
+            };
+            let sleep = until_due.min(until_refresh);
+            let refreshed = async {
+                match refreshing.as_mut() {
+                    Some(running) => running.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(sleep) => {}
+                done = refreshed => {
+                    refreshing = None;
+                    next_refresh = Instant::now() + refresh_every;
+                    let now = wall_ms();
+                    match done {
+                        Ok((newer, changes)) => {
+                            known = Some(newer);
+                            apply(&mut slots, changes, now);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the connector refresh failed; starting over from the store");
+                            known = Some(Known::new(&self.shared.config.runner_id));
+                        }
+                    }
+                    for id in std::mem::take(&mut waiting_triggers) {
+                        if !slots.trigger(&id) {
+                            tracing::warn!(connector_id = %id, "trigger ignored: the connector is not enabled on this runner");
+                        }
+                    }
+                }
                 Some(done) = ticks.join_next() => {
                     if let Ok((id, outcome)) = done {
-                        if outcome == Some(TickOutcome::Config) {
-                            // Disabled in the store already: stop now, not at the next refresh.
-                            slots.remove(&id);
-                        } else if let Some(slot) = slots.get_mut(&id) {
-                            slot.in_flight = false;
+                        // A Config error disabled it in the store already: stop now,
+                        // not at the next refresh.
+                        let disabled = outcome == Some(TickOutcome::Config);
+                        slots.finished(&id, disabled);
+                        if disabled {
+                            forget.push(id);
                         }
                     }
                 }
                 Some(command) = self.commands.recv() => match command {
-                    Command::Refresh => next_refresh = Instant::now(),
+                    Command::Refresh => refresh_again = true,
                     Command::Trigger(id) => {
-                        if let Some(slot) = slots.get_mut(&id) {
-                            slot.triggered = true;
-                        } else {
+                        if refreshing.is_some() || refresh_again {
+                            // A connector just created waits for the refresh that brings it.
+                            if !slots.trigger(&id) {
+                                waiting_triggers.push(id);
+                            }
+                        } else if !slots.trigger(&id) {
                             tracing::warn!(connector_id = %id, "trigger ignored: the connector is not enabled on this runner");
                         }
                     }
@@ -321,6 +345,12 @@ impl Runner {
             }
         }
         self.stop(ticks, deliverer.take()).await;
+        if let Err(e) = self.shared.store.leave(&self.shared.config.runner_id).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot tell the other runners this one stopped; they take over its connectors after the membership ttl"
+            );
+        }
         // It stops between two prune batches once the stop begins.
         let _ = pruner.await;
         if let Some((stager, mut committer)) = push_tasks {
@@ -379,90 +409,18 @@ impl Runner {
             ticks.abort_all();
         }
     }
+}
 
-    async fn refresh(&self, slots: &mut HashMap<String, Slot>) {
-        let records = match self.shared.store.list_connectors().await {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "cannot read connectors from the state store"
-                );
-                return;
+/// Brings the loop's slots up to date with a refresh.
+fn apply(slots: &mut Slots<ValidatedConfig>, changes: Vec<Change>, now_ms: i64) {
+    for change in changes {
+        match change {
+            Change::Start(record, config, owned) => slots.insert(record, config, owned, now_ms),
+            Change::Owned(record, owned) => {
+                // The refresher saw the same spec, so the slot keeps it.
+                let _ = slots.keep(record, owned, now_ms);
             }
-        };
-        self.shared.telemetry.set_connectors(&records);
-        self.shared.connectors.send_replace(Some(Arc::new(
-            records
-                .iter()
-                .map(|r| (r.spec.name.clone(), r.clone()))
-                .collect(),
-        )));
-        // A set: with thousands of connectors a list made each refresh quadratic.
-        let mut seen = std::collections::HashSet::with_capacity(records.len());
-        for record in records {
-            if record.state != ConnectorState::Enabled {
-                continue;
-            }
-            seen.insert(record.id.clone());
-            if slots
-                .get(&record.id)
-                .is_some_and(|s| s.record.spec == record.spec)
-            {
-                if let Some(slot) = slots.get_mut(&record.id) {
-                    slot.record = record;
-                }
-                continue;
-            }
-            let config = match record.spec.validate(&self.shared.registry) {
-                Ok(config) => config,
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    tracing::warn!(connector_id = %record.id, connector = %record.spec.name, %reason, "disabling connector: its spec does not validate");
-                    if let Err(e) = self
-                        .shared
-                        .store
-                        .set_status(&record.id, StatusChange::Disabled(reason))
-                        .await
-                    {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            "cannot record the disabled state"
-                        );
-                    }
-                    continue;
-                }
-            };
-            if self
-                .shared
-                .registry
-                .get(&record.spec.connector_type)
-                .is_some_and(|c| c.drive() == Drive::Push)
-            {
-                // Driven by requests and the push committer, not by a schedule.
-                continue;
-            }
-            let phase = phase_ms(&record.id, record.spec.schedule_ms);
-            let next_due_ms = next_firing(wall_ms(), record.spec.schedule_ms, phase);
-            let in_flight = slots.get(&record.id).is_some_and(|s| s.in_flight);
-            slots.insert(
-                record.id.clone(),
-                Slot {
-                    record,
-                    config,
-                    phase_ms: phase,
-                    next_due_ms,
-                    in_flight,
-                    triggered: false,
-                },
-            );
-        }
-        // A tick in flight finishes even if its connector was paused meanwhile.
-        slots.retain(|id, slot| seen.contains(id) || slot.in_flight);
-        for slot in slots.values_mut() {
-            if !seen.contains(&slot.record.id) {
-                slot.next_due_ms = i64::MAX;
-            }
+            Change::Stop(id) => slots.stop(&id),
         }
     }
 }

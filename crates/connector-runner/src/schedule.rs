@@ -5,15 +5,48 @@
 //! the interval instead of all firing at once (as Prometheus does by hashing the
 //! target); the phase moves the firing time, never the bucket.
 
-/// The connector's phase offset in `[0, schedule_ms)`: FNV-1a of its id, so it is the
-/// same on every process and every Rust version.
-pub fn phase_ms(connector_id: &str, schedule_ms: u64) -> i64 {
+/// FNV-1a over the pieces in turn: the same on every process and every Rust version.
+fn fnv1a<'a>(pieces: impl IntoIterator<Item = &'a str>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in connector_id.bytes() {
+    for byte in pieces.into_iter().flat_map(str::bytes) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    i64::try_from(hash % schedule_ms.max(1)).unwrap_or(0)
+    hash
+}
+
+/// MurmurHash3's 64-bit finalizer: FNV-1a's last bytes reach only its low bits, so
+/// runner ids that differ in their last character (`r-a`, `r-b`) would otherwise
+/// split connectors 50/25/25 rather than evenly.
+fn avalanche(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The connector's phase offset in `[0, schedule_ms)`: FNV-1a of its id, so it is the
+/// same on every process.
+pub fn phase_ms(connector_id: &str, schedule_ms: u64) -> i64 {
+    i64::try_from(fnv1a([connector_id]) % schedule_ms.max(1)).unwrap_or(0)
+}
+
+/// Which of the live runners ticks the connector: rendezvous hashing, so every runner
+/// that sees the same live set picks the same owner, and a runner joining or leaving
+/// moves only its own share of connectors. `None` when no runner is live.
+///
+/// Ownership only spares the others a claim that would lose: the lease and the
+/// ledger still decide who commits, so two runners that disagree for a moment (one
+/// has not seen a newcomer yet) cost a claim, never a second commit.
+pub fn owner<'a>(connector_id: &str, live_runners: &'a [String]) -> Option<&'a str> {
+    live_runners
+        .iter()
+        .max_by_key(|runner| {
+            let hash = fnv1a([connector_id, "\0", runner.as_str()]);
+            (avalanche(hash), runner.as_str())
+        })
+        .map(String::as_str)
 }
 
 fn schedule_i64(schedule_ms: u64) -> i64 {
@@ -39,6 +72,28 @@ pub fn next_firing(now_ms: i64, schedule_ms: u64, phase_ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_spread_evenly_and_a_leaver_moves_only_its_share() {
+        let three: Vec<String> = ["r-a", "r-b", "r-c"].map(String::from).to_vec();
+        let ids: Vec<String> = (0..3000).map(|i| format!("connector-{i}")).collect();
+        let mut counts = std::collections::HashMap::new();
+        for id in &ids {
+            *counts.entry(owner(id, &three).unwrap()).or_insert(0) += 1;
+        }
+        for runner in &three {
+            let n = counts[runner.as_str()];
+            assert!((850..1150).contains(&n), "{runner} owns {n} of 3000");
+        }
+        let two = &three[..2];
+        for id in &ids {
+            let before = owner(id, &three).unwrap();
+            if before != "r-c" {
+                assert_eq!(owner(id, two), Some(before), "{id} moved without reason");
+            }
+        }
+        assert_eq!(owner("x", &[]), None);
+    }
 
     #[test]
     fn phase_is_stable_and_in_range() {

@@ -390,6 +390,24 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// The store's clock, Unix ms: leases are measured against it.
     async fn now_ms(&self) -> Result<i64, StoreError>;
+
+    /// Says `runner_id` is alive, on the store's clock, and returns every runner
+    /// heard from within `ttl` (this one included), sorted: the runners split the
+    /// connectors among those ([`schedule::owner`](crate::schedule::owner)). The
+    /// default knows no other runner, so each runner it serves ticks every
+    /// connector and the leases decide (safe, but every runner then claims every
+    /// bucket).
+    async fn heartbeat(&self, runner_id: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        let _ = ttl;
+        Ok(vec![runner_id.to_owned()])
+    }
+
+    /// `runner_id` stops: the others take over its connectors at their next
+    /// heartbeat rather than after its `ttl`.
+    async fn leave(&self, runner_id: &str) -> Result<(), StoreError> {
+        let _ = runner_id;
+        Ok(())
+    }
 }
 
 /// One page of connectors, in id order, for the REST API's list.

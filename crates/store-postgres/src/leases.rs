@@ -86,3 +86,33 @@ pub(crate) async fn finish(client: &Client, lease: &Lease) -> Result<(), StoreEr
         .map_err(backend("cannot mark the bucket done"))?;
     Ok(())
 }
+
+/// This runner is alive; every runner heard from within `ttl`, sorted.
+pub(crate) async fn heartbeat(
+    client: &Client,
+    runner_id: &str,
+    ttl: Duration,
+) -> Result<Vec<String>, StoreError> {
+    Ok(client
+        .query_typed(
+            "SELECT connectord.heartbeat($1, $2)",
+            &[(&runner_id, Type::TEXT), (&millis(ttl), Type::FLOAT8)],
+        )
+        .await
+        .map_err(backend("cannot record that this runner is alive"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// This runner stops: the others stop counting it at once.
+pub(crate) async fn leave(client: &Client, runner_id: &str) -> Result<(), StoreError> {
+    client
+        .query_typed(
+            "DELETE FROM connectord.runners WHERE runner_id = $1",
+            &[(&runner_id, Type::TEXT)],
+        )
+        .await
+        .map_err(backend("cannot record that this runner stopped"))?;
+    Ok(())
+}

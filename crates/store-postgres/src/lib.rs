@@ -246,6 +246,14 @@ impl StateStore for PgStore {
         history::newest(&*self.pool.get().await?, connector_id, limit).await
     }
 
+    async fn heartbeat(&self, runner_id: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        leases::heartbeat(&*self.pool.get().await?, runner_id, ttl).await
+    }
+
+    async fn leave(&self, runner_id: &str) -> Result<(), StoreError> {
+        leases::leave(&*self.pool.get().await?, runner_id).await
+    }
+
     async fn now_ms(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
         client

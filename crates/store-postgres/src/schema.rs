@@ -197,6 +197,11 @@ CREATE TABLE connectord.discoveries (
         description: "claim, row reservation and end of tick as one statement each, so a tick costs four round trips",
         sql: include_str!("sql/tick_functions.sql"),
     },
+    Migration {
+        version: 8,
+        description: "the runners sharing the database, so they split the connectors instead of all claiming every bucket",
+        sql: include_str!("sql/runners.sql"),
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

@@ -48,7 +48,7 @@ async fn an_older_schema_is_migrated_forward_keeping_its_connectors() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
     let last = store
         .get_connector("c-1")
         .await
@@ -74,7 +74,7 @@ async fn a_schema_from_a_newer_connectord_is_refused() {
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
     assert_eq!(
         err.to_string(),
-        "the `connectord` schema is at schema version 99, newer than this connectord knows (version 7); run the newer connectord that migrated it"
+        "the `connectord` schema is at schema version 99, newer than this connectord knows (version 8); run the newer connectord that migrated it"
     );
 }
 

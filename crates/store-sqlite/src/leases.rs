@@ -99,3 +99,45 @@ pub(crate) fn finish(conn: &Connection, lease: &Lease) -> Result<(), StoreError>
     .map_err(backend("cannot prune old leases"))?;
     Ok(())
 }
+
+/// This runner is alive; every runner heard from within `ttl`, sorted. Runners
+/// silent for a day are forgotten.
+pub(crate) fn heartbeat(
+    conn: &mut Connection,
+    runner_id: &str,
+    ttl: Duration,
+) -> Result<Vec<String>, StoreError> {
+    const FORGOTTEN_AFTER_MS: i64 = 86_400_000;
+    let now = wall_clock_ms();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend("cannot start a transaction"))?;
+    tx.execute(
+        "INSERT INTO runners (runner_id, seen_at_ms) VALUES (?1, ?2) \
+         ON CONFLICT (runner_id) DO UPDATE SET seen_at_ms = excluded.seen_at_ms",
+        params![runner_id, now],
+    )
+    .map_err(backend("cannot record that this runner is alive"))?;
+    tx.execute(
+        "DELETE FROM runners WHERE seen_at_ms < ?1",
+        [now - FORGOTTEN_AFTER_MS],
+    )
+    .map_err(backend("cannot forget silent runners"))?;
+    let live = tx
+        .prepare("SELECT runner_id FROM runners WHERE seen_at_ms > ?1 OR runner_id = ?2 ORDER BY runner_id")
+        .and_then(|mut stmt| {
+            stmt.query_map(params![now - millis(ttl), runner_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(backend("cannot read the live runners"))?;
+    tx.commit()
+        .map_err(backend("cannot commit the heartbeat"))?;
+    Ok(live)
+}
+
+/// This runner stops: the others stop counting it at once.
+pub(crate) fn leave(conn: &Connection, runner_id: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM runners WHERE runner_id = ?1", [runner_id])
+        .map_err(backend("cannot record that this runner stopped"))?;
+    Ok(())
+}

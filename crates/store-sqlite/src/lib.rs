@@ -298,6 +298,17 @@ impl StateStore for SqliteStore {
             .await
     }
 
+    async fn heartbeat(&self, runner_id: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        let runner_id = runner_id.to_owned();
+        self.with_state(move |c| leases::heartbeat(c, &runner_id, ttl))
+            .await
+    }
+
+    async fn leave(&self, runner_id: &str) -> Result<(), StoreError> {
+        let runner_id = runner_id.to_owned();
+        self.with_state(move |c| leases::leave(c, &runner_id)).await
+    }
+
     async fn now_ms(&self) -> Result<i64, StoreError> {
         // Every process sharing a data folder runs on this machine, so its clock is the store's.
         Ok(connector_runner::protocol::wall_clock_ms())

@@ -149,6 +149,11 @@ CREATE TABLE discoveries (
         description: "retention per connector",
         sql: "ALTER TABLE connectors ADD COLUMN retention TEXT;",
     },
+    Migration {
+        version: 6,
+        description: "the runners sharing the data folder, so they split the connectors instead of all claiming every bucket",
+        sql: "CREATE TABLE runners (runner_id TEXT PRIMARY KEY, seen_at_ms INTEGER NOT NULL);",
+    },
 ];
 
 /// The ledger every target file carries. `first_row..=last_row` are the rowids of

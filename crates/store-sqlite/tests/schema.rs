@@ -51,7 +51,7 @@ async fn an_older_state_database_is_migrated_forward_keeping_its_connectors() {
         }
     }
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5]);
+    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6]);
     let record = store.get_connector("c-1").await.unwrap().unwrap();
     assert_eq!(record.spec.name, "old");
     let last = record.last_tick.unwrap();
@@ -59,7 +59,7 @@ async fn an_older_state_database_is_migrated_forward_keeping_its_connectors() {
     drop(store);
     // Opening again changes nothing.
     SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5]);
+    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
@@ -78,7 +78,7 @@ async fn a_state_database_from_a_newer_connectord_is_refused() {
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
     let text = err.to_string();
     assert!(
-        text.contains("is at schema version 99, newer than this connectord knows (version 5)"),
+        text.contains("is at schema version 99, newer than this connectord knows (version 6)"),
         "{text}"
     );
 }

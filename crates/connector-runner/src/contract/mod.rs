@@ -177,6 +177,7 @@ macro_rules! store_contract_tests {
             prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
             a_commit_past_the_lease_end_is_fenced,
             a_tick_ends_in_one_step,
+            runners_are_live_while_heard_from,
         );
     };
     (@each $open:path; $($test:ident),* $(,)?) => {

@@ -129,3 +129,38 @@ pub async fn a_tick_ends_in_one_step<S: ContractStore>(o: Opened<S>) {
         .unwrap_err();
     assert_eq!(gone.kind(), StoreErrorKind::NotFound);
 }
+
+/// Runners heard from within the ttl are live, sorted; one that stays silent past it,
+/// or leaves, is not. Other tests' runners may share the store, so only these
+/// runners are looked at.
+pub async fn runners_are_live_while_heard_from<S: ContractStore>(o: Opened<S>) {
+    let store = &o.store;
+    let (a, b) = (unique("runner-a"), unique("runner-b"));
+    let long = Duration::from_secs(60);
+    let mine = |live: Vec<String>| -> Vec<String> {
+        live.into_iter().filter(|r| *r == a || *r == b).collect()
+    };
+    assert_eq!(
+        mine(store.heartbeat(&b, long).await.unwrap()),
+        std::slice::from_ref(&b)
+    );
+    let both = store.heartbeat(&a, long).await.unwrap();
+    assert!(both.windows(2).all(|w| w[0] <= w[1]), "sorted: {both:?}");
+    assert_eq!(mine(both), [a.clone(), b.clone()]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        mine(
+            store
+                .heartbeat(&a, Duration::from_millis(20))
+                .await
+                .unwrap()
+        ),
+        std::slice::from_ref(&a),
+        "b was silent past the ttl"
+    );
+    store.leave(&a).await.unwrap();
+    assert_eq!(
+        mine(store.heartbeat(&b, long).await.unwrap()),
+        std::slice::from_ref(&b)
+    );
+}
