@@ -68,7 +68,7 @@ impl Default for RunnerConfig {
             delivery_backoff_max: Duration::from_secs(30),
             default_retention: None,
             prune_interval: Duration::from_secs(60),
-            membership_ttl: Duration::from_secs(5),
+            membership_ttl: Duration::from_secs(3),
         }
     }
 }
