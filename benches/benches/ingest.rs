@@ -5,9 +5,11 @@
 //! - `http_to_sqlite`: the real path of one tick: claim a lease, HTTP GET from a server
 //!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
 //!   (WAL, synchronous=NORMAL) in one transaction.
-//! - `http_to_postgres`: the same into PostgreSQL (binary COPY), when `DATABASE_URL` is set.
-//! - `http_to_sqlite_2_connectors`: two connectors' ticks at once on a 2-worker
-//!   runtime (how the daemon runs many), samples of both per second.
+//! - `http_to_postgres`: the same into PostgreSQL (one statement: ledger row and rows
+//!   as arrays through `unnest`), when `DATABASE_URL` is set.
+//! - `http_to_sqlite_2_connectors`, `http_to_postgres_2_connectors`: two connectors'
+//!   ticks at once on a 2-worker runtime (how the daemon runs many), samples of both
+//!   per second.
 //! - `http_to_batch`: the tick alone: HTTP GET, parse and batch, no claim or commit.
 //! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
 //! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
@@ -181,7 +183,7 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
                 .expect("the commit succeeds");
         });
     });
-    // The same tick into PostgreSQL (binary COPY), when a database is up:
+    // The same tick into PostgreSQL, when a database is up:
     // eval "$(cargo xtask services up)" first.
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let pg = runtime
@@ -196,6 +198,33 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
             b.to_async(runtime)
                 .iter(|| one_tick(&pg, &pg_target, &connector, &config, &bucket, samples));
         });
+        // Two connectors at once, as for SQLite: one's parse overlaps the other's
+        // commit, and PostgreSQL commits on two backends.
+        let pg_pair = parallel
+            .block_on(store_postgres::PgStore::connect(&url, 4))
+            .expect("PostgreSQL is reachable");
+        let pg_pair_targets: Vec<(Target, AtomicI64)> = ["a", "b"]
+            .into_iter()
+            .map(|side| {
+                let target = Target {
+                    connector_id: format!("bench-{input}-{side}-{}", std::process::id()),
+                    database: format!("bench_pair_{input}_{}", std::process::id()),
+                    table: "samples".into(),
+                };
+                (target, AtomicI64::new(0))
+            })
+            .collect();
+        group.throughput(Throughput::Elements(2 * samples as u64));
+        group.bench_function("http_to_postgres_2_connectors", |b| {
+            b.to_async(&parallel).iter(|| async {
+                let ((a, a_bucket), (b, b_bucket)) = (&pg_pair_targets[0], &pg_pair_targets[1]);
+                tokio::join!(
+                    one_tick(&pg_pair, a, &connector, &pair_config, a_bucket, samples),
+                    one_tick(&pg_pair, b, &connector, &pair_config, b_bucket, samples),
+                );
+            });
+        });
+        group.throughput(Throughput::Elements(samples as u64));
     } else {
         eprintln!(
             "ingest/http_to_postgres skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")"
