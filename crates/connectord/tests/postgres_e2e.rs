@@ -154,7 +154,10 @@ async fn three_processes_share_one_database_and_commit_each_bucket_once() {
         .flat_map(|m| {
             m.lines()
                 .filter(|l| {
-                    l.starts_with("connectord_lease_claims_total{") && l.contains("result=\"lost\"")
+                    // This test's connector: the database may hold other tests' too.
+                    l.starts_with("connectord_lease_claims_total{")
+                        && l.contains(&format!("connector_id=\"{id}\""))
+                        && l.contains("result=\"lost\"")
                 })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .collect::<Vec<_>>()
@@ -169,7 +172,12 @@ async fn three_processes_share_one_database_and_commit_each_bucket_once() {
     }
     let buckets = assert_exactly_once(&id, &schema).await;
     assert!(buckets >= 20);
-    assert!(lost >= 1.0, "three runners never raced");
+    // They split the connector's buckets rather than race for each: claims are lost
+    // only while the three meet (a refresh each, at most five 200 ms buckets).
+    assert!(
+        lost <= 10.0,
+        "{lost} claims lost: the runners raced for every bucket"
+    );
 
     // `connectord rows` reads the table back from PostgreSQL, typed as SQLite's are.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_connectord"))
