@@ -344,6 +344,10 @@ impl Runner {
                 },
             }
         }
+        // A refresh still running would say this runner is alive after it left.
+        if let Some(running) = refreshing.take() {
+            running.abort();
+        }
         self.stop(ticks, deliverer.take()).await;
         if let Err(e) = self.shared.store.leave(&self.shared.config.runner_id).await {
             tracing::warn!(
