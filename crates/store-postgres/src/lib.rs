@@ -12,8 +12,9 @@
 //!
 //! Leases use the database's clock (`now()`) and `FOR UPDATE SKIP LOCKED`, so two
 //! processes racing for a bucket never wait on each other: one claims, the other
-//! moves on. A commit inserts the ledger row, checks the fencing token and copies the
-//! rows in (binary COPY) in one transaction.
+//! moves on. A commit is one statement: the ledger row, only under the current
+//! fencing token and before the lease's end, then the rows as one array per column
+//! through `unnest`. A tick costs four such statements (`sql/tick_functions.sql`).
 //!
 //! Files by job: `pool` (connections, TLS, timeouts), `schema` (migrations, reserved
 //! names), `connectors`, `leases`, `history`, `sink` (commits and reading rows back),

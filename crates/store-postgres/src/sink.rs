@@ -1,4 +1,4 @@
-//! The sink: target schemas and tables, the ledger, binary COPY commits, and reading
+//! The sink: target schemas and tables, the ledger, one-statement commits, and reading
 //! rows back.
 
 use std::error::Error as StdError;
@@ -20,7 +20,7 @@ use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
 
 fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
-    // (COPY type, DDL type, information_schema data_type)
+    // (parameter type, DDL type, information_schema data_type)
     match ty {
         ColumnType::Timestamp => (Type::TIMESTAMPTZ, "timestamptz", "timestamp with time zone"),
         ColumnType::Real => (Type::FLOAT8, "double precision", "double precision"),
@@ -31,7 +31,7 @@ fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
     }
 }
 
-/// One value on its way into a binary COPY.
+/// One value on its way into a commit's column array.
 #[derive(Debug)]
 enum Cell<'a> {
     Null,
