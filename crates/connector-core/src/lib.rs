@@ -17,6 +17,7 @@
 mod batch;
 mod destination;
 mod error;
+mod json_string;
 pub mod push;
 mod redact;
 mod registry;
