@@ -34,6 +34,21 @@ use store_sqlite::SqliteStore;
 
 const BODY_BYTES: usize = 2 * 1024 * 1024;
 
+/// Two connectors' ticks at once, each with its own target and bucket counter.
+async fn two_ticks<S: StateStore + Sink>(
+    store: &S,
+    pair: &[(Target, AtomicI64)],
+    connector: &PrometheusConnector,
+    config: &connector_prometheus::PrometheusConfig,
+    samples: usize,
+) {
+    let ((a, a_bucket), (b, b_bucket)) = (&pair[0], &pair[1]);
+    tokio::join!(
+        one_tick(store, a, connector, config, a_bucket, samples),
+        one_tick(store, b, connector, config, b_bucket, samples),
+    );
+}
+
 /// One tick the way the runner does it: claim, scrape and parse, commit.
 async fn one_tick<S: StateStore + Sink>(
     store: &S,
@@ -134,11 +149,7 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
     group.throughput(Throughput::Elements(2 * samples as u64));
     group.bench_function("http_to_sqlite_2_connectors", |b| {
         b.to_async(&parallel).iter(|| async {
-            let ((a, a_bucket), (b, b_bucket)) = (&pair[0], &pair[1]);
-            tokio::join!(
-                one_tick(&store, a, &connector, &pair_config, a_bucket, samples),
-                one_tick(&store, b, &connector, &pair_config, b_bucket, samples),
-            );
+            two_ticks(&store, &pair, &connector, &pair_config, samples).await;
         });
     });
     group.throughput(Throughput::Elements(samples as u64));
@@ -217,11 +228,14 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
         group.throughput(Throughput::Elements(2 * samples as u64));
         group.bench_function("http_to_postgres_2_connectors", |b| {
             b.to_async(&parallel).iter(|| async {
-                let ((a, a_bucket), (b, b_bucket)) = (&pg_pair_targets[0], &pg_pair_targets[1]);
-                tokio::join!(
-                    one_tick(&pg_pair, a, &connector, &pair_config, a_bucket, samples),
-                    one_tick(&pg_pair, b, &connector, &pair_config, b_bucket, samples),
-                );
+                two_ticks(
+                    &pg_pair,
+                    &pg_pair_targets,
+                    &connector,
+                    &pair_config,
+                    samples,
+                )
+                .await;
             });
         });
         group.throughput(Throughput::Elements(samples as u64));

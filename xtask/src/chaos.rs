@@ -122,11 +122,23 @@ async fn held_by(db: &tokio_postgres::Client, runner: &str) -> Result<BTreeSet<(
 
 /// How long after a process dies or stalls the others still count it live (the
 /// runner's `membership_ttl`), plus a refresh of theirs and a bucket in flight.
-const TAKEOVER_MS: i64 = 3_000 + 2 * SCHEDULE_MS;
+fn takeover_ms() -> i64 {
+    membership_ttl_ms() + 2 * SCHEDULE_MS
+}
+
+/// The runners' `membership_ttl`, as connectord runs them.
+fn membership_ttl_ms() -> i64 {
+    i64::try_from(
+        connector_runner::RunnerConfig::default()
+            .membership_ttl
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
 
 /// The connectors `runner` ticks now: those it owns among the live runners, as every
 /// runner computes it. If it dies or stalls, their buckets may go missing until the
-/// others stop counting it live ([`TAKEOVER_MS`]).
+/// others stop counting it live ([`takeover_ms`]).
 async fn owned_by(
     db: &tokio_postgres::Client,
     runner: &str,
@@ -134,9 +146,9 @@ async fn owned_by(
 ) -> Result<Vec<String>> {
     let live: Vec<String> = db
         .query(
-            "SELECT runner_id FROM connectord.runners WHERE seen_at > now() - interval '3 seconds' \
-             ORDER BY runner_id",
-            &[],
+            "SELECT runner_id FROM connectord.runners \
+             WHERE seen_at > now() - $1 * interval '1 millisecond' ORDER BY runner_id",
+            &[&(membership_ttl_ms() as f64)],
         )
         .await?
         .iter()
@@ -159,7 +171,7 @@ impl Orphaned {
         self.0.extend(
             connectors
                 .into_iter()
-                .map(|id| (id, at_ms - SCHEDULE_MS, at_ms + TAKEOVER_MS)),
+                .map(|id| (id, at_ms - SCHEDULE_MS, at_ms + takeover_ms())),
         );
     }
 
