@@ -79,6 +79,7 @@ fn source_spec() -> ConnectorSpec {
         schedule_ms: 15_000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:9/metrics"}),
         retention: None,
+        org_id: connector_runner::DEFAULT_ORG.into(),
     }
 }
 

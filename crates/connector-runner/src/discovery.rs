@@ -217,6 +217,7 @@ mod tests {
             schedule_ms: 1000,
             config: serde_json::json!({}),
             retention: None,
+            org_id: crate::DEFAULT_ORG.into(),
         }
     }
 

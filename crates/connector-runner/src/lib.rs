@@ -36,8 +36,8 @@ pub use push::{
 };
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{
-    ConnectorRecord, ConnectorSpec, ConnectorState, MAX_IDENTIFIER_LEN, MAX_NAME_LEN, Origin,
-    SCHEDULE_MS_RANGE, SpecError, parse_duration,
+    ConnectorRecord, ConnectorSpec, ConnectorState, DEFAULT_ORG, MAX_IDENTIFIER_LEN, MAX_NAME_LEN,
+    MAX_ORG_LEN, Origin, SCHEDULE_MS_RANGE, SpecError, check_org_id, parse_duration,
 };
 pub use store::{
     CommitReport, Lease, ListQuery, PruneReport, RowQuery, RowsRead, Sink, StateStore,

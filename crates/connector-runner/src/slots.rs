@@ -216,6 +216,7 @@ mod tests {
                 schedule_ms,
                 config: serde_json::json!({}),
                 retention: None,
+                org_id: crate::DEFAULT_ORG.into(),
             },
             origin: Origin::Api,
             state: ConnectorState::Enabled,

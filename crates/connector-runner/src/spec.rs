@@ -35,6 +35,37 @@ pub struct ConnectorSpec {
     /// pruned with their ledger rows. None: `[storage] default_retention`, or forever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// The org that owns it (`"default"` unless given): an org's API tokens see
+    /// and manage only their org's connectors, and its series carry `org_id`.
+    #[serde(default = "default_org")]
+    pub org_id: String,
+}
+
+/// The org of a connector declared without one.
+pub const DEFAULT_ORG: &str = "default";
+
+/// Longest org id accepted.
+pub const MAX_ORG_LEN: usize = 64;
+
+fn default_org() -> String {
+    DEFAULT_ORG.to_owned()
+}
+
+/// Checks an org id: 1 to [`MAX_ORG_LEN`] of `[a-z0-9_-]`, so it can be a label
+/// value, a path segment and a tenant name without escaping.
+pub fn check_org_id(org_id: &str) -> Result<(), String> {
+    let ok = !org_id.is_empty()
+        && org_id.len() <= MAX_ORG_LEN
+        && org_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{org_id}` is not a valid org id: use 1 to {MAX_ORG_LEN} of `a-z`, `0-9`, `_` and `-`"
+        ))
+    }
 }
 
 /// A field of a [`ConnectorSpec`] that failed validation.
@@ -60,6 +91,7 @@ impl ConnectorSpec {
     /// Checks every field and the connector's own config. Pure: no I/O.
     pub fn validate(&self, registry: &Registry) -> Result<ValidatedConfig, SpecError> {
         check_name("name", &self.name)?;
+        check_org_id(&self.org_id).map_err(|e| SpecError::new("org_id", e))?;
         check_identifier("target_database", &self.target_database)?;
         check_identifier("target_table", &self.target_table)?;
         if !SCHEDULE_MS_RANGE.contains(&self.schedule_ms) {
@@ -283,6 +315,7 @@ mod tests {
             schedule_ms: 1000,
             config: serde_json::json!({}),
             retention: None,
+            org_id: crate::DEFAULT_ORG.into(),
         }
     }
 
@@ -307,6 +340,24 @@ mod tests {
             "schedule_ms: 99 is out of range, expected 100 to 86400000"
         );
         assert!(err(|s| s.name = " ".into()).starts_with("name: must be"));
+        assert_eq!(
+            err(|s| s.org_id = "Acme Corp".into()),
+            "org_id: `Acme Corp` is not a valid org id: use 1 to 64 of `a-z`, `0-9`, `_` and `-`"
+        );
+        assert!(err(|s| s.org_id = String::new()).starts_with("org_id: ``"));
+        assert!(err(|s| s.org_id = "a".repeat(65)).starts_with("org_id: `aaaa"));
+        // Valid ids get past the org check to the next one.
+        for good in ["acme", "a", "team_7-eu", &"z".repeat(64)] {
+            let owned = good.to_owned();
+            let mut s = spec();
+            s.org_id = owned;
+            assert!(
+                s.validate(&registry)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("type:")
+            );
+        }
         assert_eq!(
             err(|_| {}),
             "type: unknown connector type `none`; known types: "

@@ -419,6 +419,8 @@ pub struct ListQuery {
     pub state: Option<ConnectorState>,
     /// Only connectors of this type.
     pub connector_type: Option<String>,
+    /// Only connectors of this org.
+    pub org_id: Option<String>,
     /// At most this many.
     pub limit: usize,
 }

@@ -30,6 +30,7 @@ fn populate(data: &std::path::Path) {
                         schedule_ms: 15_000,
                         config: serde_json::json!({"endpoint": format!("http://10.0.{}.{}:9100/metrics", i / 250, i % 250)}),
                         retention: None,
+                        org_id: connector_runner::DEFAULT_ORG.into(),
                     },
                     Origin::Api,
                 )

@@ -117,6 +117,10 @@ pub struct TokenConfig {
     pub token_ref: connector_core::SecretRef,
     /// What it may do.
     pub scopes: Vec<crate::api::Scope>,
+    /// The org whose connectors it sees and manages; without one it is an operator
+    /// token, which sees every org.
+    #[serde(default)]
+    pub org_id: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -447,6 +451,15 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
                 token.name
             );
         }
+        if let Some(org_id) = &token.org_id
+            && let Err(e) = connector_runner::check_org_id(org_id)
+        {
+            bail!(
+                "{}: server.tokens[{i}] `{}`: org_id: {e}",
+                path.display(),
+                token.name
+            );
+        }
     }
     let mut names = HashSet::new();
     for (i, spec) in config.connectors.iter().enumerate() {
@@ -642,6 +655,15 @@ auth = { type = "bearer", token_ref = "$env:NODE_TOKEN" }
             .to_string();
         assert!(
             err.contains("server.tokens[0] `grafana`: scopes: give at least one"),
+            "{err}"
+        );
+        let org =
+            |id: &str| with_token.replace("scopes = ", &format!("org_id = \"{id}\"\nscopes = "));
+        let config = load_str(&org("acme")).unwrap();
+        assert_eq!(config.server.tokens[0].org_id.as_deref(), Some("acme"));
+        let err = load_str(&org("ACME")).unwrap_err().to_string();
+        assert!(
+            err.contains("server.tokens[0] `grafana`: org_id: `ACME` is not a valid org id"),
             "{err}"
         );
     }

@@ -305,6 +305,7 @@ fn resolve_tokens(config: &FileConfig) -> Result<Vec<api::Token>> {
                 name: t.name.clone(),
                 secret,
                 scopes: t.scopes.clone(),
+                org_id: t.org_id.clone(),
             })
         })
         .collect()

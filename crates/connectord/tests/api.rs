@@ -227,7 +227,7 @@ async fn hostile_requests_get_clean_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.error().1,
-        "malformed JSON: name: EOF while parsing a value at line 1 column 9"
+        "malformed JSON: EOF while parsing a value at line 1 column 9"
     );
     let r = request(
         d.addr,
@@ -676,7 +676,11 @@ async fn the_list_pages_in_id_order_with_filters() {
         ),
         (
             "page=2",
-            "unknown query parameter `page`; accepted: limit, after, state, type",
+            "unknown query parameter `page`; accepted: limit, after, state, type, org_id",
+        ),
+        (
+            "org_id=Acme",
+            "org_id: `Acme` is not a valid org id: use 1 to 64 of `a-z`, `0-9`, `_` and `-`",
         ),
     ] {
         let r = call(&d, "GET", &format!("/v1/connectors?{query}"), None);

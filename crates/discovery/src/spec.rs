@@ -81,6 +81,13 @@ pub struct TargetTemplate {
     /// The connector's config without `endpoint` and `labels`, which come from the target.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// The org of every target's connector (and so of the discovery).
+    #[serde(default = "default_org")]
+    pub org_id: String,
+}
+
+fn default_org() -> String {
+    connector_runner::DEFAULT_ORG.to_owned()
 }
 
 fn default_scheme() -> String {
@@ -301,6 +308,8 @@ impl DiscoverySpec {
 
     fn check_template(&self, registry: &Registry) -> Result<(), SpecError> {
         let template = &self.template;
+        connector_runner::check_org_id(&template.org_id)
+            .map_err(|e| error("template.org_id", e))?;
         if !matches!(template.scheme.as_str(), "http" | "https") {
             return Err(error(
                 "template.scheme",
@@ -345,6 +354,7 @@ impl DiscoverySpec {
                 &[("job", &self.name), ("instance", "127.0.0.1:9100")],
             ),
             retention: None,
+            org_id: template.org_id.clone(),
         };
         sample
             .validate(registry)

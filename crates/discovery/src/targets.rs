@@ -169,6 +169,7 @@ impl Discovery {
                         schedule_ms: template.schedule_ms,
                         config: with_target(&template.config, &endpoint, &pairs),
                         retention: None,
+                        org_id: template.org_id.clone(),
                     };
                     if let Err(e) = spec.validate(registry) {
                         out.invalid.push(InvalidTarget {

@@ -10,11 +10,11 @@ use tokio_postgres::{Client, GenericClient, Row};
 use crate::{backend, is_unique_violation, relaxed_transaction};
 
 const SELECT: &str = "SELECT id, name, type, target_database, target_table, schedule_ms, config, origin, \
-     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention FROM connectord.connectors";
+     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention, org_id FROM connectord.connectors";
 
 const INSERT: &str = "INSERT INTO connectord.connectors (id, name, type, target_database, target_table, \
-     schedule_ms, config, origin, state, created_at_ms, updated_at_ms, retention) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'enabled', $9, $9, $10)";
+     schedule_ms, config, origin, state, created_at_ms, updated_at_ms, retention, org_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'enabled', $9, $9, $10, $11)";
 
 fn read_row(row: &Row) -> Result<ConnectorRecord, StoreError> {
     ConnectorRow {
@@ -33,6 +33,7 @@ fn read_row(row: &Row) -> Result<ConnectorRecord, StoreError> {
         updated_at_ms: row.get(12),
         last_tick: row.get(13),
         retention: row.get(14),
+        org_id: row.get(15),
     }
     .into_record()
 }
@@ -74,13 +75,15 @@ pub(crate) async fn page(
         .query(
             &format!(
                 "{SELECT} WHERE ($1::text IS NULL OR id COLLATE \"C\" > $1) AND ($2::text IS NULL OR state = $2) \
-                 AND ($3::text IS NULL OR type = $3) ORDER BY id COLLATE \"C\" LIMIT $4"
+                 AND ($3::text IS NULL OR type = $3) AND ($5::text IS NULL OR org_id = $5) \
+                 ORDER BY id COLLATE \"C\" LIMIT $4"
             ),
             &[
                 &query.after,
                 &query.state.map(ConnectorState::as_str),
                 &query.connector_type,
                 &i64::try_from(query.limit).unwrap_or(i64::MAX),
+                &query.org_id,
             ],
         )
         .await
@@ -90,7 +93,7 @@ pub(crate) async fn page(
         .collect()
 }
 
-fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + Sync); 10] {
+fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + Sync); 11] {
     [
         id,
         &v.name,
@@ -102,6 +105,7 @@ fn bind<'a>(id: &'a (dyn ToSql + Sync), v: &'a SpecValues) -> [&'a (dyn ToSql + 
         &v.origin,
         &v.now_ms,
         &v.retention,
+        &v.org_id,
     ]
 }
 
@@ -130,7 +134,7 @@ pub(crate) async fn write_spec(
     let changed = client
         .execute(
             "UPDATE connectord.connectors SET name = $2, type = $3, target_database = $4, target_table = $5, \
-             schedule_ms = $6, config = $7, origin = $8, updated_at_ms = $9, retention = $10, \
+             schedule_ms = $6, config = $7, origin = $8, updated_at_ms = $9, retention = $10, org_id = $11, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, disabled_reason = NULL WHERE id = $1",
             &bind(&id, &SpecValues::new(spec, origin)),
         )

@@ -202,6 +202,12 @@ CREATE TABLE connectord.discoveries (
         description: "the runners sharing the database, so they split the connectors instead of all claiming every bucket",
         sql: include_str!("sql/runners.sql"),
     },
+    Migration {
+        version: 9,
+        description: "the org that owns each connector; existing connectors belong to `default`",
+        sql: "ALTER TABLE connectord.connectors ADD COLUMN org_id text NOT NULL DEFAULT 'default';
+CREATE INDEX connectors_by_org ON connectord.connectors (org_id, id COLLATE \"C\");",
+    },
 ];
 
 /// The column every target table gets for destinations: the row's position, unique

@@ -18,6 +18,7 @@ fn spec(name: &str) -> ConnectorSpec {
         schedule_ms: 1000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:1/metrics"}),
         retention: None,
+        org_id: connector_runner::DEFAULT_ORG.into(),
     }
 }
 
@@ -48,14 +49,13 @@ async fn an_older_schema_is_migrated_forward_keeping_its_connectors() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
-    let last = store
-        .get_connector("c-1")
-        .await
-        .unwrap()
-        .unwrap()
-        .last_tick
-        .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let record = store.get_connector("c-1").await.unwrap().unwrap();
+    assert_eq!(
+        record.spec.org_id, "default",
+        "a connector from before orgs"
+    );
+    let last = record.last_tick.unwrap();
     assert_eq!((last.scheduled_for_ms, last.rows), (2000, 3));
 }
 
@@ -74,7 +74,7 @@ async fn a_schema_from_a_newer_connectord_is_refused() {
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
     assert_eq!(
         err.to_string(),
-        "the `connectord` schema is at schema version 99, newer than this connectord knows (version 8); run the newer connectord that migrated it"
+        "the `connectord` schema is at schema version 99, newer than this connectord knows (version 9); run the newer connectord that migrated it"
     );
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::backend;
 
 const SELECT: &str = "SELECT id, name, type, target_database, target_table, schedule_ms, config, origin, \
-     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention FROM connectors";
+     state, disabled_reason, last_error, created_at_ms, updated_at_ms, last_tick, retention, org_id FROM connectors";
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     Ok(ConnectorRow {
@@ -28,6 +28,7 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
         updated_at_ms: row.get(12)?,
         last_tick: row.get(13)?,
         retention: row.get(14)?,
+        org_id: row.get(15)?,
     })
 }
 
@@ -69,7 +70,7 @@ pub(crate) fn page(
     let mut stmt = conn
         .prepare_cached(&format!(
             "{SELECT} WHERE (?1 IS NULL OR id > ?1) AND (?2 IS NULL OR state = ?2) \
-             AND (?3 IS NULL OR type = ?3) ORDER BY id LIMIT ?4"
+             AND (?3 IS NULL OR type = ?3) AND (?5 IS NULL OR org_id = ?5) ORDER BY id LIMIT ?4"
         ))
         .map_err(backend("cannot list connectors"))?;
     let rows = stmt
@@ -78,7 +79,8 @@ pub(crate) fn page(
                 query.after,
                 query.state.map(ConnectorState::as_str),
                 query.connector_type,
-                i64::try_from(query.limit).unwrap_or(i64::MAX)
+                i64::try_from(query.limit).unwrap_or(i64::MAX),
+                query.org_id
             ],
             read_row,
         )
@@ -105,7 +107,7 @@ fn write_error<'a>(
     }
 }
 
-fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite::ToSql; 10] {
+fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite::ToSql; 11] {
     [
         id,
         &v.name,
@@ -117,6 +119,7 @@ fn bind<'a>(id: &'a dyn rusqlite::ToSql, v: &'a SpecValues) -> [&'a dyn rusqlite
         &v.origin,
         &v.now_ms,
         &v.retention,
+        &v.org_id,
     ]
 }
 
@@ -137,7 +140,8 @@ pub(crate) fn insert_with_id(
     let id = id.to_owned();
     conn.execute(
         "INSERT INTO connectors (id, name, type, target_database, target_table, schedule_ms, config, \
-         origin, state, created_at_ms, updated_at_ms, retention) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9, ?10)",
+         origin, state, created_at_ms, updated_at_ms, retention, org_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'enabled', ?9, ?9, ?10, ?11)",
         bind(&id, &SpecValues::new(spec, origin)),
     )
     .map_err(write_error("cannot create the connector", spec))?;
@@ -155,7 +159,7 @@ pub(crate) fn write_spec(
     let changed = conn
         .execute(
             "UPDATE connectors SET name = ?2, type = ?3, target_database = ?4, target_table = ?5, schedule_ms = ?6, \
-             config = ?7, origin = ?8, updated_at_ms = ?9, retention = ?10, \
+             config = ?7, origin = ?8, updated_at_ms = ?9, retention = ?10, org_id = ?11, \
              state = CASE state WHEN 'disabled' THEN 'enabled' ELSE state END, \
              disabled_reason = NULL WHERE id = ?1",
             bind(&id, &SpecValues::new(spec, origin)),

@@ -154,6 +154,12 @@ CREATE TABLE discoveries (
         description: "the runners sharing the data folder, so they split the connectors instead of all claiming every bucket",
         sql: "CREATE TABLE runners (runner_id TEXT PRIMARY KEY, seen_at_ms INTEGER NOT NULL);",
     },
+    Migration {
+        version: 7,
+        description: "the org that owns each connector; existing connectors belong to `default`",
+        sql: "ALTER TABLE connectors ADD COLUMN org_id TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX connectors_by_org ON connectors (org_id, id);",
+    },
 ];
 
 /// The ledger every target file carries. `first_row..=last_row` are the rowids of

@@ -15,6 +15,7 @@ fn spec(name: &str) -> ConnectorSpec {
         schedule_ms: 1000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:1/metrics"}),
         retention: None,
+        org_id: connector_runner::DEFAULT_ORG.into(),
     }
 }
 
@@ -51,15 +52,19 @@ async fn an_older_state_database_is_migrated_forward_keeping_its_connectors() {
         }
     }
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6, 7]);
     let record = store.get_connector("c-1").await.unwrap().unwrap();
     assert_eq!(record.spec.name, "old");
+    assert_eq!(
+        record.spec.org_id, "default",
+        "a connector from before orgs"
+    );
     let last = record.last_tick.unwrap();
     assert_eq!((last.scheduled_for_ms, last.rows), (2000, 3));
     drop(store);
     // Opening again changes nothing.
     SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(dir.path()), [1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[tokio::test]
@@ -78,7 +83,7 @@ async fn a_state_database_from_a_newer_connectord_is_refused() {
     assert_eq!(err.kind(), StoreErrorKind::Invalid);
     let text = err.to_string();
     assert!(
-        text.contains("is at schema version 99, newer than this connectord knows (version 6)"),
+        text.contains("is at schema version 99, newer than this connectord knows (version 7)"),
         "{text}"
     );
 }

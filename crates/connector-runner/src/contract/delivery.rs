@@ -481,6 +481,7 @@ async fn delivery_setup<S: ContractStore>(o: &Opened<S>, script: Vec<Reply>) -> 
         schedule_ms: 100,
         config: serde_json::Value::Null,
         retention: None,
+        org_id: crate::DEFAULT_ORG.into(),
     };
     let source_id = o
         .store

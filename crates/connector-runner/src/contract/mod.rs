@@ -80,6 +80,7 @@ pub fn spec(name: &str, database: &str) -> ConnectorSpec {
         schedule_ms: 1000,
         config: serde_json::json!({"endpoint": "http://127.0.0.1:1/metrics"}),
         retention: None,
+        org_id: crate::DEFAULT_ORG.into(),
     }
 }
 

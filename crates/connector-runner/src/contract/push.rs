@@ -372,6 +372,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         schedule_ms: 500,
         config: serde_json::Value::Null,
         retention: None,
+        org_id: crate::DEFAULT_ORG.into(),
     };
     let record = store.create_connector(&spec, Origin::Api).await.unwrap();
     let mut registry = Registry::new();
@@ -401,13 +402,13 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
             body: body.as_bytes().to_vec(),
         };
         // The first refresh publishes the connector.
-        let mut first = ingestor.ingest(&name, request("lines", "a\n")).await;
+        let mut first = ingestor.ingest(&name, None, request("lines", "a\n")).await;
         for _ in 0..100 {
             if first.is_ok() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            first = ingestor.ingest(&name, request("lines", "a\n")).await;
+            first = ingestor.ingest(&name, None, request("lines", "a\n")).await;
         }
         assert_eq!(first.unwrap().status, 200);
         let mut requests = tokio::task::JoinSet::new();
@@ -416,7 +417,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
             requests.spawn(async move {
                 tokio::time::sleep(Duration::from_millis(i * 15)).await;
                 ingestor
-                    .ingest(&name, request("lines", "x\ny\n"))
+                    .ingest(&name, None, request("lines", "x\ny\n"))
                     .await
                     .unwrap()
                     .status
@@ -427,7 +428,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
         }
         for _ in 0..2 {
             let retried = ingestor
-                .ingest(&name, request("lines", "#retry\nz\n"))
+                .ingest(&name, None, request("lines", "#retry\nz\n"))
                 .await;
             assert_eq!(
                 retried.unwrap().status,
@@ -436,7 +437,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
             );
         }
         let err = ingestor
-            .ingest(&name, request("nope", ""))
+            .ingest(&name, None, request("nope", ""))
             .await
             .unwrap_err();
         assert_eq!(err.status(), 404);

@@ -109,6 +109,7 @@ async fn setup<S: ContractStore>(o: &Opened<S>, script: Vec<Step>) -> Setup<S> {
         schedule_ms: 100,
         config: serde_json::Value::Null,
         retention: None,
+        org_id: crate::DEFAULT_ORG.into(),
     };
     let id = o
         .store

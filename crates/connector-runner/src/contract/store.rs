@@ -469,17 +469,26 @@ pub async fn create_update_delete_and_state_changes<S: ContractStore>(o: Opened<
 }
 
 /// Pages come in id order, each after the last id of the one before, filtered by
-/// state and type, in one query each.
+/// state, type and org, in one query each.
 pub async fn connectors_page_in_id_order_with_filters<S: ContractStore>(o: Opened<S>) {
     let store = &o.store;
     let db = unique("d");
+    let org = unique("org").to_ascii_lowercase();
     let mut ids = Vec::new();
+    let mut in_org = Vec::new();
     for i in 0..7 {
         let mut s = spec(&unique("p"), &db);
         if i % 3 == 0 {
             s.connector_type = "other".into();
         }
+        if i >= 5 {
+            s.org_id.clone_from(&org);
+        }
         let record = store.create_connector(&s, Origin::Api).await.unwrap();
+        assert_eq!(record.spec.org_id, s.org_id, "the org is stored");
+        if i >= 5 {
+            in_org.push(record.id.clone());
+        }
         if i % 2 == 0 {
             store
                 .set_state(&record.id, ConnectorState::Paused)
@@ -541,6 +550,20 @@ pub async fn connectors_page_in_id_order_with_filters<S: ContractStore>(o: Opene
         mine(other).len(),
         1,
         "i = 3 only: of type other and not paused"
+    );
+    let of_org = store
+        .list_page(&ListQuery {
+            org_id: Some(org.clone()),
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    in_org.sort();
+    assert_eq!(
+        of_org.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        in_org,
+        "exactly the org's connectors, in id order"
     );
 }
 

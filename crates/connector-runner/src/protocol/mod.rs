@@ -131,6 +131,8 @@ pub struct SpecValues {
     pub now_ms: i64,
     /// `retention`, as written.
     pub retention: Option<String>,
+    /// `org_id`.
+    pub org_id: String,
 }
 
 impl SpecValues {
@@ -146,6 +148,7 @@ impl SpecValues {
             origin: origin.as_str(),
             now_ms: wall_clock_ms(),
             retention: spec.retention.clone(),
+            org_id: spec.org_id.clone(),
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct ConnectorRow {
     pub last_tick: Option<String>,
     /// `retention`, as written.
     pub retention: Option<String>,
+    /// `org_id`.
+    pub org_id: String,
 }
 
 /// A stored value that does not parse: an error naming the connector and the column,
@@ -233,6 +238,7 @@ impl ConnectorRow {
                 schedule_ms,
                 config,
                 retention: self.retention,
+                org_id: self.org_id,
             },
             origin,
             state,
@@ -405,6 +411,7 @@ mod tests {
             updated_at_ms: 0,
             last_tick: None,
             retention: None,
+            org_id: "default".into(),
         };
         let record = good.clone().into_record().unwrap();
         assert_eq!(

@@ -159,12 +159,18 @@ impl Ingestor {
         self.limits
     }
 
-    /// The enabled push connector called `name`, with its validated config.
-    fn connector(&self, name: &str) -> Result<(ConnectorRecord, ValidatedConfig), IngestError> {
+    /// The enabled push connector called `name`, with its validated config; one of
+    /// an org other than `org` (when given) is not found.
+    fn connector(
+        &self,
+        name: &str,
+        org: Option<&str>,
+    ) -> Result<(ConnectorRecord, ValidatedConfig), IngestError> {
         let listing = self.connectors.borrow().clone();
         let record = listing
             .as_ref()
             .and_then(|all| all.get(name))
+            .filter(|record| org.is_none_or(|org| record.spec.org_id == org))
             .cloned()
             .ok_or_else(|| IngestError::NotFound(name.to_owned()))?;
         let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -185,13 +191,15 @@ impl Ingestor {
     }
 
     /// Hands `request` to the push connector called `name` and, for what it accepts,
-    /// returns its response only once the accepted data is staged durably.
+    /// returns its response only once the accepted data is staged durably. With
+    /// `org` (the caller's org), a connector of another org is not found.
     pub async fn ingest(
         &self,
         name: &str,
+        org: Option<&str>,
         request: IngestRequest,
     ) -> Result<IngestResponse, IngestError> {
-        let (record, config) = self.connector(name)?;
+        let (record, config) = self.connector(name, org)?;
         let push = self
             .registry
             .get(&record.spec.connector_type)

@@ -453,6 +453,7 @@ mod tests {
                 schedule_ms: 15_000,
                 config: serde_json::json!({}),
                 retention: None,
+                org_id: crate::DEFAULT_ORG.into(),
             },
             origin: Origin::Api,
             state,

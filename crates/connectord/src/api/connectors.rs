@@ -12,7 +12,7 @@ use connector_runner::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit};
+use super::{ApiBody, ApiError, ApiPath, ApiQuery, ApiState, Caller, history_limit};
 
 pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
@@ -73,6 +73,7 @@ struct ConnectorView<'a> {
     config: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     retention: Option<&'a str>,
+    org_id: &'a str,
     origin: Origin,
     state: ConnectorState,
     disabled_reason: Option<&'a str>,
@@ -112,6 +113,7 @@ impl<'a> ConnectorView<'a> {
             schedule_ms: record.spec.schedule_ms,
             config: &record.spec.config,
             retention: record.spec.retention.as_deref(),
+            org_id: &record.spec.org_id,
             origin: record.origin,
             state: record.state,
             disabled_reason: record.disabled_reason.as_deref(),
@@ -148,12 +150,19 @@ pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
         .map_err(|_| ApiError::not_found(id))
 }
 
-async fn find(state: &ApiState, id: &str) -> Result<ConnectorRecord, ApiError> {
+/// The connector `id` if the caller's org may see it; 404 alike for one that does
+/// not exist and one of another org.
+pub(super) async fn find(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<ConnectorRecord, ApiError> {
     check_id(id)?;
     state
         .store
         .get_connector(id)
         .await?
+        .filter(|record| caller.sees(&record.spec.org_id))
         .ok_or_else(|| ApiError::not_found(id))
 }
 
@@ -235,10 +244,12 @@ const DEFAULT_LIST_LIMIT: usize = 1_000;
 /// The most connectors one page may hold.
 const MAX_LIST_LIMIT: usize = 10_000;
 
-/// One page of connectors in id order: `?limit=N&after=<cursor>&state=&type=`.
-/// `next` is the cursor of the following page, or null on the last one.
+/// One page of connectors in id order: `?limit=N&after=<cursor>&state=&type=&org_id=`.
+/// `next` is the cursor of the following page, or null on the last one. An org
+/// token's pages hold only its org's connectors.
 pub(super) async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
     #[derive(serde::Serialize)]
@@ -246,7 +257,7 @@ pub(super) async fn list(
         connectors: Vec<ConnectorView<'a>>,
         next: Option<&'a str>,
     }
-    const PARAMETERS: [&str; 4] = ["limit", "after", "state", "type"];
+    const PARAMETERS: [&str; 5] = ["limit", "after", "state", "type", "org_id"];
     if let Some(unknown) = query.keys().find(|k| !PARAMETERS.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown query parameter `{unknown}`; accepted: {}",
@@ -280,6 +291,7 @@ pub(super) async fn list(
             state: connector_state,
             connector_type: query.get("type").cloned(),
             limit: limit + 1,
+            org_id: list_org(&caller, query.get("org_id"))?,
         })
         .await?;
     let more = records.len() > limit;
@@ -302,10 +314,28 @@ pub(super) async fn list(
     Ok(Json(page).into_response())
 }
 
+/// The org a list is narrowed to: an org token's own (an `org_id` parameter naming
+/// another finds nothing, as another org's connectors do not exist for it), or the
+/// operator's `org_id` parameter.
+fn list_org(caller: &Caller, asked: Option<&String>) -> Result<Option<String>, ApiError> {
+    if let Some(asked) = asked {
+        connector_runner::check_org_id(asked)
+            .map_err(|e| ApiError::bad_request(format!("org_id: {e}")))?;
+    }
+    Ok(match (&caller.org, asked) {
+        (Some(org), Some(asked)) if asked != org => Some(String::new()),
+        (Some(org), _) => Some(org.clone()),
+        (None, asked) => asked.cloned(),
+    })
+}
+
 pub(super) async fn create(
     State(state): State<ApiState>,
-    ApiJson(spec): ApiJson<ConnectorSpec>,
+    caller: Caller,
+    body: ApiBody<ConnectorSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut spec = body.value.clone();
+    spec.org_id = caller.org_for_write(body.given(&["org_id"]).as_deref(), None)?;
     validate(&state, &spec, Origin::Api)?;
     let record = state.store.create_connector(&spec, Origin::Api).await?;
     tracing::info!(connector_id = %record.id, connector = %spec.name, "connector created over the API");
@@ -315,19 +345,26 @@ pub(super) async fn create(
 
 pub(super) async fn show(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     Ok(connector_json(&state, &record))
 }
 
 pub(super) async fn update(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
-    ApiJson(spec): ApiJson<ConnectorSpec>,
+    body: ApiBody<ConnectorSpec>,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_connector(&record, "change")?;
+    let mut spec = body.value.clone();
+    spec.org_id = caller.org_for_write(
+        body.given(&["org_id"]).as_deref(),
+        Some(&record.spec.org_id),
+    )?;
     validate(&state, &spec, Origin::Api)?;
     let record = state.store.update_connector(&id, &spec).await?;
     refresh(&state);
@@ -336,9 +373,10 @@ pub(super) async fn update(
 
 pub(super) async fn remove(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_connector(&record, "remove")?;
     state.store.delete_connector(&id).await?;
     if let Some(runner) = &state.runner {
@@ -351,9 +389,10 @@ pub(super) async fn remove(
 
 pub(super) async fn trigger(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     if record.state != ConnectorState::Enabled {
         return Err(ApiError::conflict(format!(
             "connector `{}` is {}; resume it first",
@@ -374,9 +413,10 @@ pub(super) async fn trigger(
 
 pub(super) async fn pause(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &caller, &id).await?;
     let record = state.store.set_state(&id, ConnectorState::Paused).await?;
     refresh(&state);
     Ok(connector_json(&state, &record))
@@ -384,9 +424,10 @@ pub(super) async fn pause(
 
 pub(super) async fn resume(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     // The spec may have been stored before a connector type tightened its checks.
     validate(&state, &record.spec, record.origin)?;
     let record = state.store.set_state(&id, ConnectorState::Enabled).await?;
@@ -396,10 +437,11 @@ pub(super) async fn resume(
 
 pub(super) async fn ticks(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &caller, &id).await?;
     let limit = history_limit(&query)?;
     let ticks = state.store.ticks(&id, limit).await?;
     let ticks: Vec<TickView<'_>> = ticks.iter().map(TickView::of).collect();

@@ -12,7 +12,7 @@ use connector_runner::{
 use serde_json::{Value, json};
 
 use super::connectors::{check_file_root, check_id, now_ms, refresh};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, history_limit, no_query};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, Caller, history_limit, no_query};
 
 pub(super) async fn types(State(state): State<ApiState>) -> Json<Value> {
     let types: Vec<Value> = state
@@ -129,18 +129,36 @@ async fn lag_of(state: &ApiState, record: &DestinationRecord) -> Result<Option<f
     Ok(lag_seconds(state, &connectors, record).await)
 }
 
-async fn find(state: &ApiState, id: &str) -> Result<DestinationRecord, ApiError> {
+/// Whether `caller` sees a destination: it belongs to its source connector's org, so
+/// an org token sees those whose source is one of its org's connectors.
+fn visible(caller: &Caller, connectors: &[ConnectorRecord], record: &DestinationRecord) -> bool {
+    caller.org.is_none()
+        || connectors
+            .iter()
+            .any(|c| c.spec.name == record.spec.source && caller.sees(&c.spec.org_id))
+}
+
+/// The destination `id` if the caller may see it; 404 alike otherwise.
+async fn find(state: &ApiState, caller: &Caller, id: &str) -> Result<DestinationRecord, ApiError> {
     check_id(id).map_err(|_| not_found(id))?;
-    state
+    let record = state
         .deliveries
         .get_destination(id)
         .await?
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| not_found(id))?;
+    if caller.org.is_some() && !visible(caller, &state.store.list_connectors().await?, &record) {
+        return Err(not_found(id));
+    }
+    Ok(record)
 }
 
 /// Checks a spec: its fields, its config, its source (which must exist and write
 /// rows this destination can send) and, over the API, the files it names.
-async fn validate(state: &ApiState, spec: &DestinationSpec) -> Result<(), ApiError> {
+async fn validate(
+    state: &ApiState,
+    caller: &Caller,
+    spec: &DestinationSpec,
+) -> Result<(), ApiError> {
     let config = spec
         .validate(&state.registry)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -149,7 +167,7 @@ async fn validate(state: &ApiState, spec: &DestinationSpec) -> Result<(), ApiErr
         .list_connectors()
         .await?
         .into_iter()
-        .find(|c| c.spec.name == spec.source)
+        .find(|c| c.spec.name == spec.source && caller.sees(&c.spec.org_id))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "source: no connector named `{}`; create the source connector first",
@@ -180,13 +198,14 @@ fn refuse_file_destination(record: &DestinationRecord, what: &str) -> Result<(),
 
 pub(super) async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
     no_query(&query)?;
     let records = state.deliveries.list_destinations().await?;
     let connectors = state.store.list_connectors().await?;
     let mut views = Vec::with_capacity(records.len());
-    for record in &records {
+    for record in records.iter().filter(|r| visible(&caller, &connectors, r)) {
         let lag = lag_seconds(&state, &connectors, record).await;
         views.push(DestinationView::of(record, lag));
     }
@@ -195,9 +214,10 @@ pub(super) async fn list(
 
 pub(super) async fn create(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(spec): ApiJson<DestinationSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate(&state, &spec).await?;
+    validate(&state, &caller, &spec).await?;
     let start_ms = crate::run::start_ms(spec.start, &*state.store)
         .await
         .map_err(|e| {
@@ -219,21 +239,23 @@ pub(super) async fn create(
 
 pub(super) async fn show(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     let lag = lag_of(&state, &record).await?;
     Ok(Json(DestinationView::of(&record, lag)).into_response())
 }
 
 pub(super) async fn update(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     ApiJson(spec): ApiJson<DestinationSpec>,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_destination(&record, "change")?;
-    validate(&state, &spec).await?;
+    validate(&state, &caller, &spec).await?;
     let record = state.deliveries.update_destination(&id, &spec).await?;
     refresh(&state);
     let lag = lag_of(&state, &record).await?;
@@ -242,9 +264,10 @@ pub(super) async fn update(
 
 pub(super) async fn remove(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_destination(&record, "remove")?;
     state.deliveries.delete_destination(&id).await?;
     if let Some(runner) = &state.runner {
@@ -257,9 +280,10 @@ pub(super) async fn remove(
 
 pub(super) async fn pause(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &caller, &id).await?;
     let record = state
         .deliveries
         .set_destination_state(&id, ConnectorState::Paused)
@@ -272,9 +296,10 @@ pub(super) async fn pause(
 /// it stopped at again.
 pub(super) async fn resume(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     record
         .spec
         .validate(&state.registry)
@@ -289,10 +314,11 @@ pub(super) async fn resume(
 
 pub(super) async fn deliveries(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &caller, &id).await?;
     let limit = history_limit(&query)?;
     let records = state.deliveries.deliveries(&id, limit).await?;
     let views: Vec<DeliveryView<'_>> = records.iter().map(DeliveryView::of).collect();
@@ -301,10 +327,11 @@ pub(super) async fn deliveries(
 
 pub(super) async fn dead_letters(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     ApiQuery(query): ApiQuery,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &id).await?;
+    find(&state, &caller, &id).await?;
     let limit = history_limit(&query)?;
     let letters: Vec<DeadLetter> = state.deliveries.dead_letters(&id, limit).await?;
     let views: Vec<Value> = letters

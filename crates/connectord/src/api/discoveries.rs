@@ -11,7 +11,7 @@ use discovery::{DiscoverySpec, SdType};
 use serde_json::{Value, json};
 
 use super::connectors::{check_file_root, check_id, refresh};
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, no_query};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState, Caller, no_query};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
@@ -66,19 +66,43 @@ fn view(record: &DiscoveryRecord, full: bool) -> Value {
     Value::Object(out)
 }
 
-async fn find(state: &ApiState, id: &str) -> Result<DiscoveryRecord, ApiError> {
+/// A discovery belongs to the org its template puts every target's connector in.
+fn org_of(record: &DiscoveryRecord) -> &str {
+    record
+        .spec
+        .pointer("/template/org_id")
+        .and_then(Value::as_str)
+        .unwrap_or(connector_runner::DEFAULT_ORG)
+}
+
+/// The discovery `id` if the caller's org may see it; 404 alike otherwise.
+async fn find(state: &ApiState, caller: &Caller, id: &str) -> Result<DiscoveryRecord, ApiError> {
     check_id(id).map_err(|_| not_found(id))?;
     state
         .discoveries
         .get_discovery(id)
         .await?
+        .filter(|record| caller.sees(org_of(record)))
         .ok_or_else(|| not_found(id))
 }
 
-/// Reads and checks a spec from a request body; over the API, the files it names
-/// (file_sd patterns, CA and client certificates) must lie under the allowed roots.
-fn validate(state: &ApiState, raw: &Value) -> Result<DiscoverySpec, ApiError> {
-    let spec = DiscoverySpec::from_json(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+/// Reads and checks a spec from a request body, its template's `org_id` settled by
+/// the caller's token (`current`: the org of the discovery being changed); over the
+/// API, the files it names (file_sd patterns, CA and client certificates) must lie
+/// under the allowed roots.
+fn validate(
+    state: &ApiState,
+    caller: &Caller,
+    raw: &Value,
+    current: Option<&str>,
+) -> Result<DiscoverySpec, ApiError> {
+    let given = raw.pointer("/template/org_id").and_then(Value::as_str);
+    let org = caller.org_for_write(given, current)?;
+    let mut raw = raw.clone();
+    if let Some(template) = raw.get_mut("template").and_then(Value::as_object_mut) {
+        template.insert("org_id".into(), org.into());
+    }
+    let spec = DiscoverySpec::from_json(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     spec.validate(&state.registry)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut files: Vec<ConfigFile> = Vec::new();
@@ -118,19 +142,25 @@ fn poke(state: &ApiState) {
 
 pub(super) async fn list(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
     no_query(&query)?;
     let records = state.discoveries.list_discoveries().await?;
-    let views: Vec<Value> = records.iter().map(|r| view(r, false)).collect();
+    let views: Vec<Value> = records
+        .iter()
+        .filter(|r| caller.sees(org_of(r)))
+        .map(|r| view(r, false))
+        .collect();
     Ok(Json(json!({ "discoveries": views })).into_response())
 }
 
 pub(super) async fn create(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiJson(raw): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let spec = validate(&state, &raw)?;
+    let spec = validate(&state, &caller, &raw, None)?;
     let stored = serde_json::to_value(&spec).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let record = state
         .discoveries
@@ -143,20 +173,22 @@ pub(super) async fn create(
 
 pub(super) async fn show(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     Ok(Json(view(&record, true)).into_response())
 }
 
 pub(super) async fn update(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     ApiJson(raw): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_discovery(&record, "change")?;
-    let spec = validate(&state, &raw)?;
+    let spec = validate(&state, &caller, &raw, Some(org_of(&record)))?;
     if spec.name != record.name {
         return Err(ApiError::bad_request(format!(
             "name: a discovery cannot be renamed (its connectors are named after it); delete `{}` and create `{}`",
@@ -171,9 +203,10 @@ pub(super) async fn update(
 
 pub(super) async fn remove(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<StatusCode, ApiError> {
-    let record = find(&state, &id).await?;
+    let record = find(&state, &caller, &id).await?;
     refuse_file_discovery(&record, "remove")?;
     state.discoveries.delete_discovery(&id).await?;
     tracing::info!(discovery_id = %id, discovery = %record.name, "discovery and its connectors deleted over the API");

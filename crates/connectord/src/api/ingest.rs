@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use connector_core::{IngestRequest, IngestResponse};
 use connector_runner::{IngestError, Target};
 
-use super::{ApiError, ApiPath, ApiState};
+use super::{ApiError, ApiPath, ApiState, Caller};
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
@@ -71,6 +71,7 @@ fn ingest_error(e: &IngestError) -> Response {
 /// `POST /v1/ingest/{name}/{*path}`.
 pub(super) async fn ingest(
     State(state): State<ApiState>,
+    caller: Caller,
     Path((name, path)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -115,25 +116,23 @@ pub(super) async fn ingest(
         headers,
         body,
     };
-    Ok(match ingestor.ingest(&name, request).await {
-        Ok(response) => into_response(response),
-        Err(e) => ingest_error(&e),
-    })
+    Ok(
+        match ingestor.ingest(&name, caller.org.as_deref(), request).await {
+            Ok(response) => into_response(response),
+            Err(e) => ingest_error(&e),
+        },
+    )
 }
 
 /// `GET /v1/connectors/{id}/metrics`: the push connector's committed state, as the
 /// connector serves it (for `spanmetrics`, a scrape page).
 pub(super) async fn connector_metrics(
     State(state): State<ApiState>,
+    caller: Caller,
     ApiPath(id): ApiPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    super::connectors::check_id(&id)?;
-    let record = state
-        .store
-        .get_connector(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let record = super::connectors::find(&state, &caller, &id).await?;
     let connector = state
         .registry
         .get(&record.spec.connector_type)

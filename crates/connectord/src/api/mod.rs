@@ -64,6 +64,8 @@ pub struct Token {
     pub name: String,
     pub secret: connector_core::Secret,
     pub scopes: Vec<Scope>,
+    /// The org it belongs to; `None` for an operator token.
+    pub org_id: Option<String>,
 }
 
 impl std::fmt::Debug for Token {
@@ -71,7 +73,69 @@ impl std::fmt::Debug for Token {
         f.debug_struct("Token")
             .field("name", &self.name)
             .field("scopes", &self.scopes)
+            .field("org_id", &self.org_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// Who sent a request, as the authentication layer found out: the token's name and
+/// org. An operator (a token without `org_id`, or any caller of a server without
+/// tokens) sees every org.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The token's name; `None` on a server without tokens.
+    pub token: Option<String>,
+    /// The token's org; `None` for an operator.
+    pub org: Option<String>,
+}
+
+impl Caller {
+    /// Whether this caller may see a resource of `org_id`. What it may not see
+    /// answers 404, as if it did not exist, so ids of other orgs cannot be probed.
+    pub fn sees(&self, org_id: &str) -> bool {
+        self.org.as_deref().is_none_or(|org| org == org_id)
+    }
+
+    /// The org a resource written by this caller goes into: an org token's own org
+    /// (refusing a body that names another), or for an operator the org the body
+    /// names, else `current` (the resource's org on an update), else `default`.
+    pub fn org_for_write(
+        &self,
+        given: Option<&str>,
+        current: Option<&str>,
+    ) -> Result<String, ApiError> {
+        match (&self.org, given) {
+            (Some(org), Some(given)) if given != org => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token `{}` belongs to org `{org}` and writes only there; leave org_id out or set it to `{org}`",
+                    self.token.as_deref().unwrap_or_default()
+                ),
+            )),
+            (Some(org), _) => Ok(org.clone()),
+            (None, Some(given)) => Ok(given.to_owned()),
+            (None, None) => Ok(current.unwrap_or(connector_runner::DEFAULT_ORG).to_owned()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // The authentication layer puts it on every request it lets through; a
+        // route without it would be a wiring mistake, and must not fall open.
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request passed no authentication layer",
+            )
+        })
     }
 }
 
@@ -205,6 +269,39 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
             )),
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
+    }
+}
+
+/// A JSON body parsed into `T`, also kept as text so a handler can tell whether a
+/// key was given at all (an omitted `org_id` keeps the connector's org; a default
+/// value could not say so).
+pub struct ApiBody<T> {
+    pub value: T,
+    pub raw: Box<serde_json::value::RawValue>,
+}
+
+impl<T> ApiBody<T> {
+    /// The string at `path` (`["template", "org_id"]`) if the body gives one.
+    pub fn given(&self, path: &[&str]) -> Option<String> {
+        let mut value: &serde_json::Value = &serde_json::from_str(self.raw.get()).ok()?;
+        for key in path {
+            value = value.get(key)?;
+        }
+        value.as_str().map(str::to_owned)
+    }
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiJson(raw) =
+            ApiJson::<Box<serde_json::value::RawValue>>::from_request(req, state).await?;
+        // The text already parsed as JSON, so only the shape can be wrong here.
+        let value =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+        Ok(ApiBody { value, raw })
     }
 }
 
@@ -358,13 +455,14 @@ fn presented_token(req: &Request) -> Option<String> {
 
 async fn authenticate(
     State(state): State<ApiState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let Some(scope) = required_scope(req.method(), req.uri().path()) else {
         return Ok(next.run(req).await);
     };
     if state.tokens.is_empty() {
+        req.extensions_mut().insert(Caller::default());
         return Ok(next.run(req).await);
     }
     let unauthorized = || {
@@ -395,6 +493,10 @@ async fn authenticate(
             ),
         ));
     }
+    req.extensions_mut().insert(Caller {
+        token: Some(token.name.clone()),
+        org: token.org_id.clone(),
+    });
     Ok(next.run(req).await)
 }
 
