@@ -80,7 +80,14 @@ async fn refresh(
             return;
         }
     };
-    shared.telemetry.set_destinations(&destinations);
+    let listing = shared.connectors.borrow().clone();
+    shared.telemetry.set_destinations(&destinations, |d| {
+        listing
+            .as_ref()
+            .and_then(|all| all.get(&d.spec.source))
+            .map_or(crate::DEFAULT_ORG, |c| c.spec.org_id.as_str())
+            .to_owned()
+    });
     let mut seen = std::collections::HashSet::new();
     for destination in destinations {
         if destination.state != ConnectorState::Enabled {

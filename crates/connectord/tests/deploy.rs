@@ -10,17 +10,24 @@ use std::time::Duration;
 use connector_http::testing::{Reply, TestServer};
 use support::{Daemon, Declared, connector, ledger, wait_for, write_config};
 
-/// Every `connectord_*` identifier in a text.
+/// Every identifier in a text that starts like one of connectord's metric names:
+/// `connectord_*` and the two the platform's monitoring guide names.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("connectord_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.insert(tail[..end].to_owned());
-        rest = &tail[end..];
+    for prefix in [
+        "connectord_",
+        "total_contribution_bytes",
+        "destination_connector_egress_bytes",
+    ] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
     }
     names
 }
@@ -37,7 +44,9 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         .iter()
         .map(|v| v["name"].as_str().unwrap())
         .collect();
-    assert!(variables.contains(&"connector_id") && variables.contains(&"connector_type_id"));
+    for variable in ["org_id", "connector_id", "connector_type_id"] {
+        assert!(variables.contains(&variable), "{variables:?}");
+    }
 
     let server = TestServer::start(|_| Reply::ok("up 1\n")).await;
     let receiver = TestServer::start(|_| Reply::status(204)).await;
@@ -99,6 +108,8 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         let metrics = d.get("/metrics");
         (metrics.contains("connectord_connector_state{")
             && metrics.contains("connectord_destination_deliveries_total{")
+            && metrics.contains("destination_connector_egress_bytes_count{")
+            && metrics.contains("total_contribution_bytes_count{")
             && metrics.contains("connectord_ingest_requests_total{")
             && metrics.contains("connectord_discovery_refreshes_total{"))
         .then_some(metrics)
@@ -106,17 +117,30 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
     .await;
     d.stop();
 
+    // Sample names, and family names as `# TYPE` gives them (a panel's description
+    // names the histogram, its queries the `_sum` series).
     let exported_names: BTreeSet<String> = exported
         .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(family) => family.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
         .map(str::to_owned)
         .collect();
     let used: BTreeSet<String> = metric_names(&dashboard)
         .union(&metric_names(&alerts))
         .cloned()
         .collect();
-    assert!(used.len() >= 14, "{used:?}");
+    assert!(used.len() >= 16, "{used:?}");
+    // Every series is an org's, so an org token's /metrics and Grafana's org_id
+    // variable can select it.
+    let (_, body) = exported.split_once("\r\n\r\n").unwrap();
+    let unowned: Vec<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains("org_id=\"default\""))
+        .collect();
+    assert!(unowned.is_empty(), "series without org_id: {unowned:?}");
     let missing: Vec<_> = used.difference(&exported_names).collect();
     assert!(
         missing.is_empty(),

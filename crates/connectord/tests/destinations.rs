@@ -87,7 +87,7 @@ async fn every_committed_bucket_reaches_the_receiver_once_in_order() {
         .unwrap();
     assert!(
         rows_line.contains(&format!(
-            "connector_id=\"{dest_id}\",connector_type_id=\"influx\""
+            "connector_id=\"{dest_id}\",connector_type_id=\"influx\",org_id=\"default\""
         )),
         "{rows_line}"
     );
@@ -182,7 +182,7 @@ async fn a_refused_bucket_halts_the_destination_and_a_resume_delivers_it() {
     let metrics = daemon.get("/metrics");
     assert!(
         metrics.contains(&format!(
-            "connectord_destination_state{{connector_id=\"{id}\",connector_type_id=\"influx\",state=\"disabled\"}} 1"
+            "connectord_destination_state{{connector_id=\"{id}\",connector_type_id=\"influx\",org_id=\"default\",state=\"disabled\"}} 1"
         )),
         "{metrics}"
     );

@@ -335,6 +335,26 @@ async fn org_tokens_see_and_manage_only_their_org() {
     let r = as_token(&d, GLOBEX, "GET", "/v1/discoveries", None);
     assert_eq!(names(&r.json(), "discoveries"), Vec::<String>::new());
 
+    // /metrics: an org token gets its org's series only; operators get all.
+    let metrics = |token: &str| as_token(&d, token, "GET", "/metrics", None).body;
+    let everything = wait_for("the runner's refresh", Duration::from_secs(10), || {
+        let text = metrics(OPERATOR);
+        (text.contains(&format!("connector_id=\"{b}\""))
+            && text.contains(&format!("connector_id=\"{a}\"")))
+        .then_some(text)
+    })
+    .await;
+    assert!(everything.contains("org_id=\"globex\"") && everything.contains("org_id=\"acme\""));
+    let acme_only = metrics(ACME);
+    assert!(acme_only.contains(&format!(
+        "connector_id=\"{a}\",connector_type_id=\"prometheus\",org_id=\"acme\""
+    )));
+    let samples: Vec<&str> = acme_only.lines().filter(|l| l.contains('{')).collect();
+    assert!(!samples.is_empty());
+    for sample in samples {
+        assert!(sample.contains("org_id=\"acme\""), "{sample}");
+    }
+
     // Delete: only within the org; then it is gone for everyone.
     let r = as_token(&d, ACME, "DELETE", &format!("/v1/connectors/{a}"), None);
     assert_eq!(r.status, 204, "{}", r.body);
@@ -367,9 +387,11 @@ async fn pushes_reach_only_the_token_orgs_connectors() {
     };
     // The runner picks the new connector up at its next refresh: until the owner's
     // push is taken, a 404 would prove nothing.
-    wait_for("the connector to take pushes", Duration::from_secs(10), || {
-        (post(GLOBEX, "checkout").status == 200).then_some(())
-    })
+    wait_for(
+        "the connector to take pushes",
+        Duration::from_secs(10),
+        || (post(GLOBEX, "checkout").status == 200).then_some(()),
+    )
     .await;
     let theirs = post(ACME, "checkout");
     let missing = post(ACME, "nobody");

@@ -300,7 +300,8 @@ async fn metrics_carry_connector_labels_for_every_series() {
     .await;
     let metrics = daemon.get("/metrics");
     daemon.stop();
-    let labels = format!("connector_id=\"{id}\",connector_type_id=\"prometheus\"");
+    let labels =
+        format!("connector_id=\"{id}\",connector_type_id=\"prometheus\",org_id=\"default\"");
     for series in [
         "connectord_ticks_total{",
         "connectord_tick_duration_seconds_bucket{",

@@ -247,9 +247,12 @@ impl Manager {
                 duration_seconds: started.elapsed().as_secs_f64(),
                 at_seconds: now as f64 / 1000.0,
             };
-            runner
-                .telemetry()
-                .record_discovery(id, &discovery.spec.name, &sample);
+            runner.telemetry().record_discovery(
+                id,
+                &discovery.spec.name,
+                &discovery.spec.template.org_id,
+                &sample,
+            );
         }
         self.record_status(id, status).await;
         if let Some(lease) = lease

@@ -193,7 +193,10 @@ async fn build_and_commit(
         table: record.spec.target_table.clone(),
     };
     let committed = store.commit_staged(&target, lease, schema, build).await;
-    if committed.is_ok() {
+    if let Ok(report) = &committed {
+        shared
+            .telemetry
+            .record_contribution(&record.id, report.bytes);
         let figures = *figures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);

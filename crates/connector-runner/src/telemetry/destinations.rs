@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
 
-use super::{Telemetry, family, line};
+use super::{Telemetry, bytes::ByteHistogram, family, line, owner_labels};
 use crate::destination::{DeliveryOutcome, DestinationRecord};
 use crate::spec::ConnectorState;
 
@@ -33,6 +33,12 @@ pub struct DeliverySample {
 #[derive(Debug)]
 pub(super) struct DestinationSeries {
     type_id: String,
+    /// The org of the destination's source connector.
+    org_id: String,
+    /// `connector_id` (the destination's id), `connector_type_id`, `org_id`.
+    labels: String,
+    /// Request bytes of each delivery attempt that sent any.
+    egress: ByteHistogram,
     state: ConnectorState,
     deliveries: [u64; OUTCOMES.len()],
     rows: u64,
@@ -46,9 +52,12 @@ pub(super) struct DestinationSeries {
 }
 
 impl DestinationSeries {
-    fn new(record: &DestinationRecord) -> Self {
+    fn new(record: &DestinationRecord, org_id: String) -> Self {
         DestinationSeries {
             type_id: record.spec.destination_type.clone(),
+            labels: owner_labels(&record.id, &record.spec.destination_type, &org_id),
+            org_id,
+            egress: ByteHistogram::default(),
             state: record.state,
             deliveries: [0; OUTCOMES.len()],
             rows: 0,
@@ -71,17 +80,27 @@ impl Telemetry {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes the destination series match the store's destinations.
-    pub fn set_destinations(&self, records: &[DestinationRecord]) {
+    /// Makes the destination series match the store's destinations; `org_of` tells
+    /// each one's org (its source connector's).
+    pub fn set_destinations(
+        &self,
+        records: &[DestinationRecord],
+        org_of: impl Fn(&DestinationRecord) -> String,
+    ) {
         let mut series = self.lock_destinations();
         let mut kept = BTreeMap::new();
         for record in records {
+            let org_id = org_of(record);
             let entry = match series.remove(&record.id) {
                 Some(mut s) if s.type_id == record.spec.destination_type => {
                     s.state = record.state;
+                    if s.org_id != org_id {
+                        s.labels = owner_labels(&record.id, &s.type_id, &org_id);
+                        s.org_id = org_id;
+                    }
                     s
                 }
-                _ => DestinationSeries::new(record),
+                _ => DestinationSeries::new(record, org_id),
             };
             kept.insert(record.id.clone(), entry);
         }
@@ -122,10 +141,18 @@ impl Telemetry {
         s.bytes += sample.bytes;
         s.requests += sample.requests;
         s.retries += sample.retries;
+        if sample.bytes > 0 {
+            s.egress.observe(sample.bytes);
+        }
     }
 
-    pub(super) fn render_destinations(&self, out: &mut String) {
+    pub(super) fn render_destinations(&self, out: &mut String, org: Option<&str>) {
         let series = self.lock_destinations();
+        let all = || {
+            series
+                .values()
+                .filter(move |s| org.is_none_or(|o| s.org_id == o))
+        };
         let state = "connectord_destination_state";
         family(
             out,
@@ -133,21 +160,14 @@ impl Telemetry {
             "gauge",
             "1 for the destination's current state (enabled, paused, disabled: halted or misconfigured), 0 for the others.",
         );
-        for (id, s) in series.iter() {
+        for s in all() {
             for each in [
                 ConnectorState::Enabled,
                 ConnectorState::Paused,
                 ConnectorState::Disabled,
             ] {
                 let value = u8::from(s.state == each);
-                line(
-                    out,
-                    state,
-                    id,
-                    &s.type_id,
-                    Some(("state", each.as_str())),
-                    value,
-                );
+                line(out, state, &s.labels, Some(("state", each.as_str())), value);
             }
         }
         let lag = "connectord_destination_lag_seconds";
@@ -158,12 +178,12 @@ impl Telemetry {
             "Age of the oldest committed bucket of the source not yet delivered, in seconds (0 when caught up).",
         );
         let now_ms = crate::runner::wall_ms();
-        for (id, s) in series.iter() {
+        for s in all() {
             #[allow(clippy::cast_precision_loss)]
             let seconds = s
                 .oldest_undelivered_ms
                 .map_or(0.0, |bucket| (now_ms - bucket).max(0) as f64 / 1000.0);
-            line(out, lag, id, &s.type_id, None, seconds);
+            line(out, lag, &s.labels, None, seconds);
         }
         let deliveries = "connectord_destination_deliveries_total";
         family(
@@ -172,14 +192,13 @@ impl Telemetry {
             "counter",
             "Delivery attempts of a bucket, by outcome (delivered, dead_letter, transient, halted, config, fenced, store_error, cancelled).",
         );
-        for (id, s) in series.iter() {
+        for s in all() {
             for (outcome, count) in OUTCOMES.iter().zip(s.deliveries) {
                 if count > 0 {
                     line(
                         out,
                         deliveries,
-                        id,
-                        &s.type_id,
+                        &s.labels,
                         Some(("outcome", outcome.as_str())),
                         count,
                     );
@@ -215,9 +234,19 @@ impl Telemetry {
         ];
         for (name, help, value) in counters {
             family(out, name, "counter", help);
-            for (id, s) in series.iter() {
-                line(out, name, id, &s.type_id, None, value(s));
+            for s in all() {
+                line(out, name, &s.labels, None, value(s));
             }
+        }
+        let egress = "destination_connector_egress_bytes";
+        family(
+            out,
+            egress,
+            "histogram",
+            "Request bytes each delivery attempt sent to the receiver, as on the wire, retries included.",
+        );
+        for s in all().filter(|s| !s.egress.is_empty()) {
+            s.egress.render(out, egress, &s.labels);
         }
     }
 }

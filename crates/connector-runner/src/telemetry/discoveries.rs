@@ -1,6 +1,7 @@
 //! Per-discovery series: targets by state, refreshes by outcome, the last refresh's
 //! duration and time, and the connectors syncs created, changed and removed. Labels
-//! `discovery_id` and `discovery` (its name, which never changes).
+//! `discovery_id`, `discovery` (its name, which never changes) and `org_id` (its
+//! template's).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,9 +33,10 @@ pub struct DiscoveryRefresh {
     pub at_seconds: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct DiscoverySeries {
     name: String,
+    org_id: String,
     last: DiscoveryRefresh,
     refreshes_ok: u64,
     refreshes_failed: u64,
@@ -56,6 +58,8 @@ fn write_line(
     escape_into(out, id);
     out.push_str("\",discovery=\"");
     escape_into(out, &s.name);
+    out.push_str("\",org_id=\"");
+    escape_into(out, &s.org_id);
     out.push('"');
     if let Some((label, v)) = extra {
         let _ = write!(out, ",{label}=\"{v}\"");
@@ -70,11 +74,12 @@ impl Telemetry {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a refresh of the discovery `id` called `name`.
-    pub fn record_discovery(&self, id: &str, name: &str, refresh: &DiscoveryRefresh) {
+    /// Records a refresh of the discovery `id` called `name`, of the org `org_id`.
+    pub fn record_discovery(&self, id: &str, name: &str, org_id: &str, refresh: &DiscoveryRefresh) {
         let mut all = self.discoveries();
         let s = all.entry(id.to_owned()).or_default();
         s.name = name.to_owned();
+        org_id.clone_into(&mut s.org_id);
         if refresh.ok {
             s.refreshes_ok += 1;
         } else {
@@ -91,8 +96,9 @@ impl Telemetry {
         self.discoveries().retain(|id, _| ids.contains(id));
     }
 
-    pub(super) fn render_discoveries(&self, out: &mut String) {
-        let all = self.discoveries();
+    pub(super) fn render_discoveries(&self, out: &mut String, org: Option<&str>) {
+        let mut all = self.discoveries().clone();
+        all.retain(|_, s| org.is_none_or(|o| s.org_id == o));
         if all.is_empty() {
             return;
         }

@@ -5,6 +5,7 @@
 //! must go when the connector goes: a recorder only ever adds series, so a deleted
 //! connector kept `state="enabled"` forever and the series count only grew.
 
+mod bytes;
 mod destinations;
 mod discoveries;
 mod push;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
+pub use bytes::BYTE_BUCKETS;
 pub use destinations::DeliverySample;
 pub use discoveries::DiscoveryRefresh;
 
@@ -48,6 +50,9 @@ pub struct TickSample {
 #[derive(Debug)]
 struct Series {
     type_id: String,
+    org_id: String,
+    /// `connector_id`, `connector_type_id` and `org_id`, rendered once.
+    labels: String,
     state: ConnectorState,
     schedule_seconds: f64,
     ticks: [u64; OUTCOMES.len()],
@@ -61,6 +66,8 @@ struct Series {
     last_success: Option<f64>,
     claims_won: u64,
     claims_lost: u64,
+    /// Sink bytes of each tick that committed.
+    contribution: bytes::ByteHistogram,
     /// The newest tick the state store could not record, shown by the API until the
     /// store records one again.
     unrecorded: Option<TickRecord>,
@@ -72,6 +79,8 @@ impl Series {
     fn new(record: &ConnectorRecord) -> Self {
         Series {
             type_id: record.spec.connector_type.clone(),
+            org_id: record.spec.org_id.clone(),
+            labels: owner_labels(&record.id, &record.spec.connector_type, &record.spec.org_id),
             state: record.state,
             #[allow(clippy::cast_precision_loss)]
             schedule_seconds: record.spec.schedule_ms as f64 / 1000.0,
@@ -86,6 +95,7 @@ impl Series {
             last_success: None,
             claims_won: 0,
             claims_lost: 0,
+            contribution: bytes::ByteHistogram::default(),
             unrecorded: None,
             push: None,
         }
@@ -125,6 +135,10 @@ impl Telemetry {
             let entry = match series.remove(&record.id) {
                 Some(mut s) if s.type_id == record.spec.connector_type => {
                     s.state = record.state;
+                    if s.org_id != record.spec.org_id {
+                        s.org_id.clone_from(&record.spec.org_id);
+                        s.labels = owner_labels(&record.id, &s.type_id, &s.org_id);
+                    }
                     #[allow(clippy::cast_precision_loss)]
                     {
                         s.schedule_seconds = record.spec.schedule_ms as f64 / 1000.0;
@@ -183,6 +197,15 @@ impl Telemetry {
         s.sink_bytes += tick.sink_bytes;
         if tick.outcome == TickOutcome::Ok {
             s.last_success = Some(tick.finished_at_seconds);
+            s.contribution.observe(tick.sink_bytes);
+        }
+    }
+
+    /// Counts what a push connector's bucket committed: push sources have no tick,
+    /// but their contributions count like any source's.
+    pub fn record_contribution(&self, connector_id: &str, bytes: u64) {
+        if let Some(s) = self.lock().get_mut(connector_id) {
+            s.contribution.observe(bytes);
         }
     }
 
@@ -201,17 +224,23 @@ impl Telemetry {
             .and_then(|s| s.unrecorded.clone())
     }
 
-    /// Every series in the Prometheus text format (version 0.0.4).
-    pub fn render(&self) -> String {
+    /// Every series in the Prometheus text format (version 0.0.4); with `org`, only
+    /// the series of that org's connectors, destinations and discoveries.
+    pub fn render(&self, org: Option<&str>) -> String {
         let series = self.lock();
         let mut out = String::with_capacity(256 + series.len() * 1024);
+        let all = || {
+            series
+                .iter()
+                .filter(move |(_, s)| org.is_none_or(|o| s.org_id == o))
+        };
         family(
             &mut out,
             "connectord_connector_state",
             "gauge",
             "1 for the connector's current state (enabled, paused, disabled), 0 for the others.",
         );
-        for (id, s) in series.iter() {
+        for (_, s) in all() {
             for state in [
                 ConnectorState::Enabled,
                 ConnectorState::Paused,
@@ -221,8 +250,7 @@ impl Telemetry {
                 line(
                     &mut out,
                     "connectord_connector_state",
-                    id,
-                    &s.type_id,
+                    &s.labels,
                     Some(("state", state.as_str())),
                     value,
                 );
@@ -234,31 +262,29 @@ impl Telemetry {
             "gauge",
             "The connector's schedule_ms, in seconds.",
         );
-        for (id, s) in series.iter() {
+        for (_, s) in all() {
             line(
                 &mut out,
                 "connectord_connector_schedule_seconds",
-                id,
-                &s.type_id,
+                &s.labels,
                 None,
                 s.schedule_seconds,
             );
         }
-        let ticked = || series.iter().filter(|(_, s)| s.tick_count() > 0);
+        let ticked = || all().filter(|(_, s)| s.tick_count() > 0);
         family(
             &mut out,
             "connectord_ticks_total",
             "counter",
             "Ticks run, by outcome (ok, transient, permanent, config, timeout, panic, fenced, sink_error, store_error, cancelled).",
         );
-        for (id, s) in ticked() {
+        for (_, s) in ticked() {
             for (outcome, count) in OUTCOMES.iter().zip(s.ticks) {
                 if count > 0 {
                     line(
                         &mut out,
                         "connectord_ticks_total",
-                        id,
-                        &s.type_id,
+                        &s.labels,
                         Some(("outcome", outcome.as_str())),
                         count,
                     );
@@ -271,7 +297,7 @@ impl Telemetry {
             "histogram",
             "Wall time of a tick, from claim to commit.",
         );
-        for (id, s) in ticked() {
+        for (_, s) in ticked() {
             let mut le = String::new();
             for (bound, count) in TICK_DURATION_BUCKETS.iter().zip(s.duration_buckets) {
                 le.clear();
@@ -279,8 +305,7 @@ impl Telemetry {
                 line(
                     &mut out,
                     "connectord_tick_duration_seconds_bucket",
-                    id,
-                    &s.type_id,
+                    &s.labels,
                     Some(("le", &le)),
                     count,
                 );
@@ -288,24 +313,21 @@ impl Telemetry {
             line(
                 &mut out,
                 "connectord_tick_duration_seconds_bucket",
-                id,
-                &s.type_id,
+                &s.labels,
                 Some(("le", "+Inf")),
                 s.tick_count(),
             );
             line(
                 &mut out,
                 "connectord_tick_duration_seconds_sum",
-                id,
-                &s.type_id,
+                &s.labels,
                 None,
                 s.duration_sum,
             );
             line(
                 &mut out,
                 "connectord_tick_duration_seconds_count",
-                id,
-                &s.type_id,
+                &s.labels,
                 None,
                 s.tick_count(),
             );
@@ -339,8 +361,8 @@ impl Telemetry {
         ];
         for (name, help, value) in counters {
             family(&mut out, name, "counter", help);
-            for (id, s) in ticked() {
-                line(&mut out, name, id, &s.type_id, None, value(s));
+            for (_, s) in ticked() {
+                line(&mut out, name, &s.labels, None, value(s));
             }
         }
         let claims = "connectord_lease_claims_total";
@@ -350,21 +372,19 @@ impl Telemetry {
             "counter",
             "Bucket lease claims, by result (won, lost).",
         );
-        for (id, s) in series.iter() {
+        for (_, s) in all() {
             if s.claims_won + s.claims_lost > 0 {
                 line(
                     &mut out,
                     claims,
-                    id,
-                    &s.type_id,
+                    &s.labels,
                     Some(("result", "won")),
                     s.claims_won,
                 );
                 line(
                     &mut out,
                     claims,
-                    id,
-                    &s.type_id,
+                    &s.labels,
                     Some(("result", "lost")),
                     s.claims_lost,
                 );
@@ -376,22 +396,31 @@ impl Telemetry {
             "gauge",
             "Unix time of the last tick that committed.",
         );
-        for (id, s) in series.iter() {
+        for (_, s) in all() {
             if let Some(at) = s.last_success {
                 line(
                     &mut out,
                     "connectord_last_success_timestamp_seconds",
-                    id,
-                    &s.type_id,
+                    &s.labels,
                     None,
                     at,
                 );
             }
         }
+        let contribution = "total_contribution_bytes";
+        family(
+            &mut out,
+            contribution,
+            "histogram",
+            "Bytes each source tick committed (the rows' payload as written to the sink).",
+        );
+        for (_, s) in all().filter(|(_, s)| !s.contribution.is_empty()) {
+            s.contribution.render(&mut out, contribution, &s.labels);
+        }
         drop(series);
-        self.render_push(&mut out);
-        self.render_destinations(&mut out);
-        self.render_discoveries(&mut out);
+        self.render_push(&mut out, org);
+        self.render_destinations(&mut out, org);
+        self.render_discoveries(&mut out, org);
         out
     }
 }
@@ -403,20 +432,29 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// The labels every series of one connector or destination starts with.
+fn owner_labels(id: &str, type_id: &str, org_id: &str) -> String {
+    let mut out = String::from("connector_id=\"");
+    escape_into(&mut out, id);
+    out.push_str("\",connector_type_id=\"");
+    escape_into(&mut out, type_id);
+    out.push_str("\",org_id=\"");
+    escape_into(&mut out, org_id);
+    out.push('"');
+    out
+}
+
+/// One sample: `labels` as [`owner_labels`] renders them, then `extra`.
 fn line(
     out: &mut String,
     name: &str,
-    id: &str,
-    type_id: &str,
+    labels: &str,
     extra: Option<(&str, &str)>,
     value: impl std::fmt::Display,
 ) {
     out.push_str(name);
-    out.push_str("{connector_id=\"");
-    escape_into(out, id);
-    out.push_str("\",connector_type_id=\"");
-    escape_into(out, type_id);
-    out.push('"');
+    out.push('{');
+    out.push_str(labels);
     if let Some((label, v)) = extra {
         let _ = write!(out, ",{label}=\"");
         escape_into(out, v);
@@ -478,6 +516,43 @@ mod tests {
     }
 
     #[test]
+    fn an_org_sees_only_its_series_and_contributions_are_a_byte_histogram() {
+        let telemetry = Telemetry::new();
+        let mut theirs = record("b", "prometheus", ConnectorState::Enabled);
+        theirs.spec.org_id = "globex".into();
+        telemetry.set_connectors(&[record("a", "prometheus", ConnectorState::Enabled), theirs]);
+        for id in ["a", "b"] {
+            telemetry.record_tick(id, &tick(TickOutcome::Ok, 0.2));
+        }
+        telemetry.record_tick("a", &tick(TickOutcome::Transient, 0.2));
+        let all = telemetry.render(None);
+        assert!(all.contains("connector_id=\"a\"") && all.contains("connector_id=\"b\""));
+        let default_only = telemetry.render(Some("default"));
+        let globex_only = telemetry.render(Some("globex"));
+        assert!(!default_only.contains("globex") && default_only.contains("connector_id=\"a\""));
+        assert!(!globex_only.contains("connector_id=\"a\""), "{globex_only}");
+        assert!(
+            globex_only.contains(
+                "total_contribution_bytes_bucket{connector_id=\"b\",connector_type_id=\"prometheus\",org_id=\"globex\",le=\"1024\"} 1"
+            ),
+            "{globex_only}"
+        );
+        // Only committed ticks contribute: a's transient tick is not observed.
+        assert!(
+            default_only.contains(
+                "total_contribution_bytes_count{connector_id=\"a\",connector_type_id=\"prometheus\",org_id=\"default\"} 1"
+            ),
+            "{default_only}"
+        );
+        assert!(
+            telemetry
+                .render(Some("initech"))
+                .lines()
+                .all(|l| l.starts_with('#'))
+        );
+    }
+
+    #[test]
     fn a_deleted_connector_loses_every_series() {
         let telemetry = Telemetry::new();
         telemetry.set_connectors(&[
@@ -486,16 +561,16 @@ mod tests {
         ]);
         telemetry.record_claim("a", true);
         telemetry.record_tick("a", &tick(TickOutcome::Ok, 0.2));
-        assert!(telemetry.render().contains("connector_id=\"a\""));
+        assert!(telemetry.render(None).contains("connector_id=\"a\""));
         telemetry.set_connectors(&[record("b", "prometheus", ConnectorState::Paused)]);
-        let text = telemetry.render();
+        let text = telemetry.render(None);
         assert!(!text.contains("connector_id=\"a\""), "{text}");
         assert!(text.contains(
-            "connectord_connector_state{connector_id=\"b\",connector_type_id=\"prometheus\",state=\"paused\"} 1"
+            "connectord_connector_state{connector_id=\"b\",connector_type_id=\"prometheus\",org_id=\"default\",state=\"paused\"} 1"
         ));
         // A tick that finishes after its connector went adds nothing back.
         telemetry.record_tick("a", &tick(TickOutcome::Ok, 0.2));
-        assert!(!telemetry.render().contains("connector_id=\"a\""));
+        assert!(!telemetry.render(None).contains("connector_id=\"a\""));
     }
 
     #[test]
@@ -504,16 +579,16 @@ mod tests {
         telemetry.set_connectors(&[record("a", "x", ConnectorState::Enabled)]);
         telemetry.record_tick("a", &tick(TickOutcome::Ok, 0.2));
         telemetry.record_tick("a", &tick(TickOutcome::Transient, 100.0));
-        let text = telemetry.render();
+        let text = telemetry.render(None);
         for expected in [
-            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",le=\"0.1\"} 0",
-            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",le=\"0.25\"} 1",
-            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",le=\"60\"} 1",
-            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",le=\"+Inf\"} 2",
-            "connectord_tick_duration_seconds_count{connector_id=\"a\",connector_type_id=\"x\"} 2",
-            "connectord_ticks_total{connector_id=\"a\",connector_type_id=\"x\",outcome=\"transient\"} 1",
-            "connectord_rows_emitted_total{connector_id=\"a\",connector_type_id=\"x\"} 14",
-            "connectord_last_success_timestamp_seconds{connector_id=\"a\",connector_type_id=\"x\"} 1700000000.5",
+            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\",le=\"0.1\"} 0",
+            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\",le=\"0.25\"} 1",
+            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\",le=\"60\"} 1",
+            "connectord_tick_duration_seconds_bucket{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\",le=\"+Inf\"} 2",
+            "connectord_tick_duration_seconds_count{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\"} 2",
+            "connectord_ticks_total{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\",outcome=\"transient\"} 1",
+            "connectord_rows_emitted_total{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\"} 14",
+            "connectord_last_success_timestamp_seconds{connector_id=\"a\",connector_type_id=\"x\",org_id=\"default\"} 1700000000.5",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
@@ -526,7 +601,7 @@ mod tests {
         telemetry.set_connectors(&[record("a", "old", ConnectorState::Enabled)]);
         telemetry.record_tick("a", &tick(TickOutcome::Ok, 0.2));
         telemetry.set_connectors(&[record("a", "ne\"w\\", ConnectorState::Enabled)]);
-        let text = telemetry.render();
+        let text = telemetry.render(None);
         assert!(!text.contains("\"old\""), "{text}");
         assert!(text.contains("connector_type_id=\"ne\\\"w\\\\\""), "{text}");
         assert!(!text.contains("connectord_ticks_total{"), "{text}");

@@ -58,12 +58,13 @@ impl Telemetry {
         }
     }
 
-    pub(super) fn render_push(&self, out: &mut String) {
+    pub(super) fn render_push(&self, out: &mut String, org: Option<&str>) {
         let series = self.lock();
         let pushed = || {
             series
-                .iter()
-                .filter_map(|(id, s)| s.push.as_ref().map(|p| (id, s.type_id.as_str(), p)))
+                .values()
+                .filter(move |s| org.is_none_or(|o| s.org_id == o))
+                .filter_map(|s| s.push.as_ref().map(|p| (s.labels.as_str(), p)))
         };
         family(
             out,
@@ -71,13 +72,12 @@ impl Telemetry {
             "counter",
             "Requests pushed to a push connector, by the HTTP status they got.",
         );
-        for (id, type_id, p) in pushed() {
+        for (labels, p) in pushed() {
             for (status, count) in &p.requests {
                 line(
                     out,
                     "connectord_ingest_requests_total",
-                    id,
-                    type_id,
+                    labels,
                     Some(("code", &status.to_string())),
                     count,
                 );
@@ -89,7 +89,7 @@ impl Telemetry {
             "counter",
             "Items (spans, points) in acknowledged requests: accepted, refused by the connector, or duplicate (a request sent again, counted once).",
         );
-        for (id, type_id, p) in pushed() {
+        for (labels, p) in pushed() {
             for (result, count) in [
                 ("accepted", p.accepted),
                 ("refused", p.refused),
@@ -98,8 +98,7 @@ impl Telemetry {
                 line(
                     out,
                     "connectord_ingest_items_total",
-                    id,
-                    type_id,
+                    labels,
                     Some(("result", result)),
                     count,
                 );
@@ -111,12 +110,11 @@ impl Telemetry {
             "gauge",
             "Bytes staged durably for buckets not yet committed.",
         );
-        for (id, type_id, p) in pushed() {
+        for (labels, p) in pushed() {
             line(
                 out,
                 "connectord_ingest_staged_bytes",
-                id,
-                type_id,
+                labels,
                 None,
                 p.staged_bytes,
             );
@@ -127,9 +125,9 @@ impl Telemetry {
             "gauge",
             "Series (label sets) a push connector's state holds, as of its newest commit.",
         );
-        for (id, type_id, p) in pushed() {
+        for (labels, p) in pushed() {
             if let Some((series, _)) = p.series {
-                line(out, "connectord_ingest_series", id, type_id, None, series);
+                line(out, "connectord_ingest_series", labels, None, series);
             }
         }
         family(
@@ -138,13 +136,12 @@ impl Telemetry {
             "counter",
             "Items folded into the overflow series because the connector's series had reached their limit.",
         );
-        for (id, type_id, p) in pushed() {
+        for (labels, p) in pushed() {
             if let Some((_, overflowed)) = p.series {
                 line(
                     out,
                     "connectord_ingest_overflow_items_total",
-                    id,
-                    type_id,
+                    labels,
                     None,
                     overflowed,
                 );

@@ -500,11 +500,13 @@ async fn authenticate(
     Ok(next.run(req).await)
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+/// An org token gets its org's series only; operators and the backend's scrape
+/// (an operator token) get every series.
+async fn metrics(State(state): State<ApiState>, caller: Caller) -> impl IntoResponse {
     let text = state
         .runner
         .as_ref()
-        .map(|runner| runner.telemetry().render())
+        .map(|runner| runner.telemetry().render(caller.org.as_deref()))
         .unwrap_or_default();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
