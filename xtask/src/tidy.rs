@@ -42,6 +42,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "connectord",
         &[
             "connector-core",
+            "connector-http",
             "connector-prometheus",
             "connector-runner",
             "connector-spanmetrics",

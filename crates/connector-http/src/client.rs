@@ -126,6 +126,7 @@ impl HttpClient {
             action: None,
             limit_key: None,
             retry_too_many_requests: true,
+            any_status: false,
         }
     }
 }
@@ -148,9 +149,18 @@ pub struct RequestBuilder<'a> {
     action: Option<&'a str>,
     limit_key: Option<&'a str>,
     retry_too_many_requests: bool,
+    any_status: bool,
 }
 
 impl<'a> RequestBuilder<'a> {
+    /// Returns every answer but a redirect as a [`Response`], 4xx and 5xx included
+    /// and none retried, for a caller that passes the server's answer on as it is
+    /// (connectord's query API in front of Prometheus).
+    pub fn any_status(mut self) -> Self {
+        self.any_status = true;
+        self
+    }
+
     /// Whether a 429 is retried (the default) or fails at once as `Permanent`, as a
     /// remote-write sender does with `retry_on_http_429 = false`.
     pub fn retry_too_many_requests(mut self, retry: bool) -> Self {
@@ -363,7 +373,9 @@ impl<'a> RequestBuilder<'a> {
         })?;
         let status = response.status();
         let too_many = status == StatusCode::TOO_MANY_REQUESTS;
-        if (too_many && self.retry_too_many_requests) || status.is_server_error() {
+        if !self.any_status
+            && ((too_many && self.retry_too_many_requests) || status.is_server_error())
+        {
             let retry_after = retry_after(response.headers(), SystemTime::now());
             let said = error_text(response.into_body()).await;
             return Err(Attempt::Retry {
@@ -385,7 +397,7 @@ impl<'a> RequestBuilder<'a> {
                 .with_status(status),
             ));
         }
-        if !status.is_success() {
+        if !status.is_success() && !self.any_status {
             let said = error_text(response.into_body()).await;
             return Err(Attempt::Fail(
                 HttpError::permanent(format!("HTTP {status}{said}")).with_status(status),
@@ -518,7 +530,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// The status (always 2xx).
+    /// The status: 2xx, or any but a redirect after [`RequestBuilder::any_status`].
     pub fn status(&self) -> StatusCode {
         self.status
     }

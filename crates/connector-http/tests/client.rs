@@ -77,6 +77,33 @@ async fn statuses_map_to_kinds_and_retries_are_counted() {
 }
 
 #[tokio::test]
+async fn any_status_hands_back_every_answer_once() {
+    for status in [200, 400, 422, 429, 503] {
+        let server = TestServer::start(move |_| Reply::status(status)).await;
+        let response = HttpClient::new()
+            .get(&server.url("/x"))
+            .any_status()
+            .send(&ctx())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(server.count(), 1, "{status}: not retried");
+    }
+    let server = TestServer::start(|_| Reply::status(302)).await;
+    let err = HttpClient::new()
+        .get(&server.url("/x"))
+        .any_status()
+        .send(&ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Permanent,
+        "a redirect is still refused"
+    );
+}
+
+#[tokio::test]
 async fn retry_after_is_honoured_and_capped() {
     let server = TestServer::start(|n| match n {
         0 => Reply::status(503).header("retry-after", "1"),

@@ -28,6 +28,9 @@ pub struct FileConfig {
     /// `[[discovery]]`: targets found by service discovery, each a managed connector.
     #[serde(default)]
     pub discovery: Vec<discovery::DiscoverySpec>,
+    /// `[query]`: the backend that answers `/metrics/api/v1/`.
+    #[serde(default)]
+    pub query: Option<crate::query::QueryConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,6 +326,11 @@ pub fn load(path: &Path, registry: &Registry) -> Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let config: FileConfig = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+    if let Some(query) = &config.query {
+        query
+            .check()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
     in_range(
         path,
         "runner.tick_timeout_ms",

@@ -38,6 +38,7 @@ mod cli;
 mod config;
 mod listener;
 mod parse;
+pub mod query;
 mod rows;
 mod run;
 

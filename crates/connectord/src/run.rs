@@ -190,6 +190,10 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
         max_ingest_body: usize::try_from(config.ingest.max_body_bytes).unwrap_or(usize::MAX),
         tokens: Arc::new(tokens),
         file_roots: Arc::new(config.server.api_file_roots.clone()),
+        query: config
+            .query
+            .clone()
+            .map(|q| Arc::new(crate::query::proxy::QueryBackend::new(q))),
     });
     let limits = listener::Limits {
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),

@@ -404,3 +404,53 @@ async fn pushes_reach_only_the_token_orgs_connectors() {
     assert_eq!(operator.status, 200, "{}", operator.body);
     d.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_api_without_a_backend_says_what_to_configure() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(dir.path());
+    let r = as_token(&d, ACME, "GET", "/metrics/api/v1/query?query=up", None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    let body = r.json();
+    assert_eq!(
+        (body["status"].clone(), body["errorType"].clone()),
+        (json!("error"), json!("unavailable"))
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("[query] url = "),
+        "{body}"
+    );
+    // The query API takes metrics:read like /metrics, and a token at all.
+    let r = request(d.addr, "GET", "/metrics/api/v1/query?query=up", &[], None);
+    assert_eq!(r.status, 401);
+    d.stop();
+}
+
+#[test]
+fn the_query_example_validates_and_a_bad_query_url_stops_the_start() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let validate = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connectord"))
+            .args(["validate", "--config"])
+            .arg(config)
+            .current_dir(&root)
+            .output()
+            .unwrap()
+    };
+    let out = validate(std::path::Path::new("examples/connectord-query.toml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[query]\nurl = \"127.0.0.1:8428\"\n").unwrap();
+    let out = validate(&bad);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("query.url: `127.0.0.1:8428` is not an http(s) URL"),
+        "{err}"
+    );
+}

@@ -64,15 +64,28 @@ fn args(receiver: &Receiver, dir: &Path) -> Result<Vec<String>> {
         // -influxSkipSingleField makes a line whose one field is `value` the series
         // `name`, as Grafana Cloud does; deduplication at 1 ms keeps one sample per
         // series and timestamp, so a bucket delivered twice is stored once.
-        "victoria-metrics" => vec![
-            format!("-storageDataPath={}", data.display()),
-            format!("-httpListenAddr={listen}"),
-            "-influxSkipSingleField".to_owned(),
-            "-dedup.minScrapeInterval=1ms".to_owned(),
-            "-search.latencyOffset=0s".to_owned(),
-            "-search.disableCache".to_owned(),
-            "-loggerLevel=WARN".to_owned(),
-        ],
+        "victoria-metrics" => {
+            // It also scrapes the local connectord (examples/connectord-query.toml
+            // listens there and sends its query API here), so Grafana pointed at
+            // http://127.0.0.1:8080/metrics has data; while nothing listens, the
+            // scrape only records `up 0`.
+            let scrape = dir.join("scrape.yml");
+            std::fs::write(
+                &scrape,
+                "scrape_configs:\n  - job_name: connectord\n    scrape_interval: 15s\n    \
+                 static_configs:\n      - targets: [\"127.0.0.1:8080\"]\n",
+            )?;
+            vec![
+                format!("-promscrape.config={}", scrape.display()),
+                format!("-storageDataPath={}", data.display()),
+                format!("-httpListenAddr={listen}"),
+                "-influxSkipSingleField".to_owned(),
+                "-dedup.minScrapeInterval=1ms".to_owned(),
+                "-search.latencyOffset=0s".to_owned(),
+                "-search.disableCache".to_owned(),
+                "-loggerLevel=WARN".to_owned(),
+            ]
+        }
         "influxdb" => {
             let config = dir.join("influxdb.conf");
             std::fs::write(

@@ -160,6 +160,8 @@ pub struct ApiState {
     pub tokens: Arc<Vec<Token>>,
     /// `[server] api_file_roots`: where connectors created over the API may name files.
     pub file_roots: Arc<Vec<std::path::PathBuf>>,
+    /// `[query]`: the backend behind `/metrics/api/v1/`; `None` answers 503.
+    pub query: Option<Arc<crate::query::proxy::QueryBackend>>,
 }
 
 /// The one error shape: `{"error":{"code":"...","message":"..."}}`.
@@ -344,6 +346,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route(
+            "/metrics/api/v1/{*path}",
+            get(crate::query::proxy::forward).post(crate::query::proxy::forward),
+        )
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/connector-types", get(connectors::types))
         .route(
@@ -423,6 +429,7 @@ fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/v1/openapi.json" => None,
         "/metrics" => Some(Scope::MetricsRead),
+        _ if path.starts_with("/metrics/") => Some(Scope::MetricsRead),
         _ if path.starts_with("/v1/ingest/") => Some(Scope::IngestWrite),
         _ if path.starts_with("/v1/connectors/") && path.ends_with("/metrics") => {
             Some(Scope::MetricsRead)
