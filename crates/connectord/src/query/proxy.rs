@@ -21,6 +21,7 @@ use crate::api::{ApiState, Caller, MAX_BODY_BYTES};
 pub struct QueryBackend {
     config: QueryConfig,
     client: HttpClient,
+    rewrites: rewrite::RewriteCache,
 }
 
 impl QueryBackend {
@@ -29,9 +30,13 @@ impl QueryBackend {
         QueryBackend {
             config,
             client: HttpClient::new(),
+            rewrites: rewrite::RewriteCache::new(REWRITE_CACHE_ENTRIES),
         }
     }
 }
+
+/// Rewrites kept: a few hundred dashboards' queries per org, a few MiB at most.
+const REWRITE_CACHE_ENTRIES: usize = 10_000;
 
 /// The endpoints of the Prometheus HTTP API that Grafana uses, and how each is
 /// held to an org.
@@ -182,6 +187,7 @@ impl Params {
 /// The parameters to send for `endpoint`: only those it takes, each held to
 /// `org` where it selects series.
 fn forwarded(
+    rewrites: &rewrite::RewriteCache,
     endpoint: &Endpoint,
     params: &Params,
     org: Option<&str>,
@@ -194,7 +200,8 @@ fn forwarded(
             continue;
         };
         let value = match (name, org) {
-            ("query", Some(org)) => rewrite::confine_query(value, org)
+            ("query", Some(org)) => rewrites
+                .query(value, org)
                 .map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))?,
             _ => value.to_owned(),
         };
@@ -216,7 +223,8 @@ fn forwarded(
             }
             Some(org) => {
                 for selector in selectors {
-                    let confined = rewrite::confine_selector(selector, org)
+                    let confined = rewrites
+                        .selector(selector, org)
                         .map_err(|e| bad_data(format!("invalid parameter \"match[]\": {e}")))?;
                     out.push(("match[]".to_owned(), confined));
                 }
@@ -307,6 +315,7 @@ async fn answer(
         ));
     }
     let sent = forwarded(
+        &backend.rewrites,
         &endpoint,
         &params,
         caller.org.as_deref(),
@@ -373,6 +382,10 @@ async fn send(
 mod tests {
     use super::*;
 
+    fn cache() -> rewrite::RewriteCache {
+        rewrite::RewriteCache::new(16)
+    }
+
     fn params(pairs: &[(&str, &str)]) -> Params {
         Params(
             pairs
@@ -385,6 +398,7 @@ mod tests {
     #[test]
     fn an_org_request_sends_only_rewritten_parameters() {
         let sent = forwarded(
+            &cache(),
             &Endpoint::Query,
             &params(&[
                 ("query", "up{org_id=\"b\"}"),
@@ -404,6 +418,7 @@ mod tests {
             ]
         );
         let labels = forwarded(
+            &cache(),
             &Endpoint::Labels,
             &params(&[]),
             Some("a"),
@@ -412,6 +427,7 @@ mod tests {
         .unwrap();
         assert_eq!(labels, [("match[]".into(), "{org_id=\"a\"}".into())]);
         let operator = forwarded(
+            &cache(),
             &Endpoint::Series,
             &params(&[("match[]", "up"), ("match[]", "{org_id=\"b\"}")]),
             None,
@@ -436,6 +452,7 @@ mod tests {
             (Endpoint::Series, vec![("match[]", "sum(up)")]),
         ] {
             let refused = forwarded(
+                &cache(),
                 &endpoint,
                 &params(&pairs),
                 Some("a"),
