@@ -173,10 +173,14 @@ async fn three_processes_share_one_database_and_commit_each_bucket_once() {
     let buckets = assert_exactly_once(&id, &schema).await;
     assert!(buckets >= 20);
     // They split the connector's buckets rather than race for each: claims are lost
-    // only while the three meet (a refresh each, at most five 200 ms buckets).
+    // only while the three meet, until each has heard of the others (up to two
+    // one-second refreshes of five 200 ms buckets for each latecomer). Racing for
+    // every bucket loses two claims per bucket.
+    #[allow(clippy::cast_precision_loss)]
+    let raced = 2.0 * buckets as f64;
     assert!(
-        lost <= 10.0,
-        "{lost} claims lost: the runners raced for every bucket"
+        lost <= 20.0 && lost < raced,
+        "{lost} claims lost over {buckets} buckets: the runners raced for every bucket"
     );
 
     // `connectord rows` reads the table back from PostgreSQL, typed as SQLite's are.
@@ -286,8 +290,21 @@ async fn three_processes_deliver_each_bucket_once_between_them() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut lost = 0;
+    let mut logs = String::new();
     for d in daemons {
-        assert!(d.stop().0.success());
+        let (status, log) = d.stop();
+        assert!(status.success(), "{log}");
+        logs.push_str(&log);
+        // A delivery whose lease ran out (another runner took the bucket) or that a
+        // stop cancelled may have reached the receiver already: at least once there,
+        // never twice in the ledger.
+        lost += log
+            .lines()
+            .filter(|l| {
+                l.contains("delivery failed") && (l.contains("fenced") || l.contains("cancelled"))
+            })
+            .count();
     }
     let delivered: Vec<i64> = db
         .query(
@@ -301,9 +318,25 @@ async fn three_processes_deliver_each_bucket_once_between_them() {
         .collect();
     let mut received = buckets_received(&receiver);
     received.sort_unstable();
+    let sent = received.len();
+    let twice: Vec<String> = received
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].to_string())
+        .collect();
+    received.dedup();
     assert_eq!(
         received, delivered,
-        "every delivered bucket reached the receiver once, whichever process sent it"
+        "every delivered bucket reached the receiver, whichever process sent it"
+    );
+    assert!(
+        sent - received.len() <= lost,
+        "{} buckets reached the receiver twice, but only {lost} deliveries lost their lease or were cancelled:\n{}",
+        sent - received.len(),
+        logs.lines()
+            .filter(|l| twice.iter().any(|b| l.contains(b.as_str())))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let runners: i64 = db
         .query_one(
