@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Daemon, call, wait_for, write_config_with};
+use support::{Daemon, call, free_port, wait_for, write_config_with};
 
 /// Target groups on loopback addresses only: Prometheus may scrape them.
 fn targets() -> Value {
@@ -140,14 +140,6 @@ fn cases() -> Vec<Case> {
             json!([{"source_labels": ["__address__"], "regex": "(127\\.[^:]+|localhost):.*", "target_label": "__address__"}]),
         ),
     ]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The Prometheus job of a case: `params` as lists, as Prometheus writes them.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use connector_http::testing::{Reply, TestServer};
 use serde_json::{Value, json};
-use support::{Daemon, Response, request, wait_for};
+use support::{Daemon, Response, free_port, request, wait_for};
 
 const OPERATOR: &str = "operator-token-0123456789";
 const ORG_A: &str = "org-a-token-0123456789";
@@ -49,14 +49,6 @@ const ENV: [(&str, &str); 3] = [
     ("ORG_A_TOKEN", ORG_A),
     ("ORG_B_TOKEN", ORG_B),
 ];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the backend when the test ends, however it ends.
 struct Backend(Child);

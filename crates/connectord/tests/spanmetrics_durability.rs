@@ -9,17 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::otel::{have_sdk, plan, sdk_export, totals};
-use support::{Daemon, wait_for};
+use support::{Daemon, free_port, wait_for};
 
 const TOKEN: &str = "ingest-token-kill-9-4b1e";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_config(dir: &Path, listen: &str, storage: &str) -> std::path::PathBuf {
     let path = dir.join("connectord.toml");

@@ -46,6 +46,16 @@ pub fn write_config_with(dir: &Path, server_extra: &str, connectors: &[Declared<
     path
 }
 
+/// A port nothing listens on now, for a program that must be told its port
+/// (Prometheus, VictoriaMetrics, a connectord restarted on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `connectord run`.
 pub struct Daemon {
     pub child: Child,
