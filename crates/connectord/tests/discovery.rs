@@ -226,7 +226,7 @@ async fn http_sd_targets_become_labeled_connectors_that_follow_the_list() {
     // /metrics counts targets and refreshes per discovery.
     let metrics = daemon.get("/metrics");
     let discovery_id = view["id"].as_str().unwrap().to_owned();
-    let labels = format!("discovery_id=\"{discovery_id}\",discovery=\"nodes\"");
+    let labels = format!("discovery_id=\"{discovery_id}\",discovery=\"nodes\",org_id=\"default\"");
     for line in [
         format!("connectord_discovery_targets{{{labels},state=\"active\"}} 2"),
         format!("connectord_discovery_targets{{{labels},state=\"dropped\"}} 1"),
