@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use connector_core::TickContext;
 use connector_http::HttpClient;
 use connector_http::testing::{Reply, TestServer};
-use connectord::query::rewrite::{RewriteCache, confine_query};
 use criterion::{Criterion, criterion_group, criterion_main};
+use promql_org::{RewriteCache, confine_query};
 
 /// Twenty selectors, with the matchers, ranges, subqueries and modifiers Grafana
 /// dashboards use.

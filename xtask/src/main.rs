@@ -353,12 +353,13 @@ fn fixtures() -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 5] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "parse_prometheus",
     "parse_openmetrics",
     "parse_prometheus_strict",
     "parse_openmetrics_strict",
     "otlp_traces",
+    "promql_confine",
 ];
 
 fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
@@ -389,6 +390,11 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
                     benches::otlp_traces(spans, seed),
                 )?;
             }
+        } else if target == "promql_confine" {
+            // The hostile queries of the live test and the dashboard's queries.
+            for (i, query) in promql_seeds()?.iter().enumerate() {
+                std::fs::write(corpus.join(format!("seed-{i}")), query)?;
+            }
         } else {
             seed_exposition(target, &corpus)?;
         }
@@ -405,6 +411,41 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
         run(cmd)?;
     }
     Ok(())
+}
+
+/// PromQL to seed the rewrite's fuzzing with: every `expr` of the Grafana dashboard
+/// and the alert rules, and a few hostile shapes.
+fn promql_seeds() -> Result<Vec<String>> {
+    let mut seeds: Vec<String> = [
+        "{__name__=~\".+\",org_id=\"b\"}",
+        "label_replace(up, \"org_id\", \"b\", \"\", \"\")",
+        "a * on() group_left(org_id) b or c unless d",
+        "max_over_time(x{org_id=~\"a|b\"}[1m:1s] offset 1m) @ end()",
+        "x{a=\"1\" or b=\"2\"}",
+        "count_values(\"org_id\", x) > bool 1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        root().join("deploy/grafana/connectord.json"),
+    )?)?;
+    fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v.as_str()) {
+                        ("expr", Some(expr)) => out.push(expr.to_owned()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    exprs(&dashboard, &mut seeds);
+    Ok(seeds)
 }
 
 /// Seeds an exposition target's corpus with the fixtures and, for OpenMetrics

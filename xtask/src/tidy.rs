@@ -50,10 +50,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "discovery",
             "destination-remote-write",
             "mapped-file",
+            "promql-org",
             "store-postgres",
             "store-sqlite",
         ],
     ),
+    ("promql-org", &[]),
     ("mapped-file", &[]),
     ("metric-rows", &["connector-core"]),
     (

@@ -38,7 +38,7 @@ mod cli;
 mod config;
 mod listener;
 mod parse;
-pub mod query;
+mod query;
 mod rows;
 mod run;
 

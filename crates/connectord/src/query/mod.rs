@@ -1,10 +1,9 @@
 //! The Prometheus query API at `/metrics/api/v1/`: connectord holds no series of
 //! its own, so it forwards each request to the backend that scrapes it (`[query]`),
-//! with an org token's request held to its org (`rewrite`), and hands the backend's
-//! answer back as it came (`proxy`).
+//! with an org token's request held to its org (crate `promql-org`), and hands the
+//! backend's answer back as it came (`proxy`).
 
 pub(crate) mod proxy;
-pub mod rewrite;
 
 use serde::Deserialize;
 

@@ -12,16 +12,16 @@ use connector_core::TickContext;
 use connector_http::HttpClient;
 use serde_json::json;
 
-use super::rewrite::{self, ORG_LABEL};
 use super::{BackendKind, QueryConfig};
 use crate::api::{ApiState, Caller, MAX_BODY_BYTES};
+use promql_org::{ORG_LABEL, RewriteCache};
 
 /// The backend and the client that reaches it, shared by every request.
 #[derive(Debug)]
 pub struct QueryBackend {
     config: QueryConfig,
     client: HttpClient,
-    rewrites: rewrite::RewriteCache,
+    rewrites: RewriteCache,
 }
 
 impl QueryBackend {
@@ -30,7 +30,7 @@ impl QueryBackend {
         QueryBackend {
             config,
             client: HttpClient::new(),
-            rewrites: rewrite::RewriteCache::new(REWRITE_CACHE_ENTRIES),
+            rewrites: RewriteCache::new(REWRITE_CACHE_ENTRIES),
         }
     }
 }
@@ -187,7 +187,7 @@ impl Params {
 /// The parameters to send for `endpoint`: only those it takes, each held to
 /// `org` where it selects series.
 fn forwarded(
-    rewrites: &rewrite::RewriteCache,
+    rewrites: &RewriteCache,
     endpoint: &Endpoint,
     params: &Params,
     org: Option<&str>,
@@ -219,7 +219,7 @@ fn forwarded(
                 if *endpoint == Endpoint::Series {
                     return Err(bad_data("no match[] parameter provided"));
                 }
-                out.push(("match[]".to_owned(), rewrite::org_selector(org)));
+                out.push(("match[]".to_owned(), promql_org::org_selector(org)));
             }
             Some(org) => {
                 for selector in selectors {
@@ -382,8 +382,8 @@ async fn send(
 mod tests {
     use super::*;
 
-    fn cache() -> rewrite::RewriteCache {
-        rewrite::RewriteCache::new(16)
+    fn cache() -> RewriteCache {
+        RewriteCache::new(16)
     }
 
     fn params(pairs: &[(&str, &str)]) -> Params {

@@ -1,4 +1,4 @@
-//! Confining PromQL to one org, the way prom-label-proxy does: every vector and
+//! Holds PromQL to one org, the way prom-label-proxy does: every vector and
 //! matrix selector of a parsed query gets `org_id="<org>"`, replacing any `org_id`
 //! matcher the caller wrote, and the tree is printed back. Functions that write
 //! `org_id` on their output (`label_replace`, `count_values`) only relabel series
@@ -33,7 +33,7 @@ impl RewriteError {
 
 /// `query` with every selector held to `org`, printed back.
 pub fn confine_query(query: &str, org: &str) -> Result<String, RewriteError> {
-    let mut expr = parser::parse(query).map_err(RewriteError::new)?;
+    let mut expr = parse(query)?;
     confine_expr(&mut expr, org)?;
     let printed = expr.to_string();
     verify(&printed, org, false)?;
@@ -43,7 +43,7 @@ pub fn confine_query(query: &str, org: &str) -> Result<String, RewriteError> {
 /// A series selector (`match[]`), held to `org`: it must be a plain selector, as
 /// Prometheus requires there.
 pub fn confine_selector(selector: &str, org: &str) -> Result<String, RewriteError> {
-    let mut expr = parser::parse(selector).map_err(RewriteError::new)?;
+    let mut expr = parse(selector)?;
     match &mut expr {
         Expr::VectorSelector(vs) => confine_selector_in(vs, org),
         _ => {
@@ -125,6 +125,14 @@ pub fn org_selector(org: &str) -> String {
     format!("{{{ORG_LABEL}=\"{org}\"}}")
 }
 
+/// Parses `text`; a panic inside the parser is an error like any other, so no query
+/// an API user sends can take down the task serving it.
+fn parse(text: &str) -> Result<Expr, RewriteError> {
+    std::panic::catch_unwind(|| parser::parse(text))
+        .unwrap_or_else(|_| Err("the PromQL parser failed on this query".to_owned()))
+        .map_err(RewriteError::new)
+}
+
 fn confine_expr(expr: &mut Expr, org: &str) -> Result<(), RewriteError> {
     match expr {
         Expr::VectorSelector(vs) => confine_selector_in(vs, org),
@@ -182,7 +190,7 @@ fn confine_selector_in(vs: &mut VectorSelector, org: &str) {
 /// Parses the printed query again: every selector must hold exactly the org's
 /// matcher (in each `or` group), or the query is refused.
 fn verify(printed: &str, org: &str, selector_only: bool) -> Result<(), RewriteError> {
-    let expr = parser::parse(printed).map_err(|e| {
+    let expr = parse(printed).map_err(|e| {
         RewriteError::new(format!(
             "the query could not be held to org `{org}`: its rewritten form `{printed}` does not parse ({e})"
         ))

@@ -1,0 +1,18 @@
+#![no_main]
+
+//! Holding PromQL to an org never panics, and whatever it returns parses again with
+//! every selector held to the org (the rewrite checks that itself; a bug there
+//! would surface here as an `Ok` that fails the second check).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(query) = promql_org::confine_query(text, "a") {
+        let again = promql_org::confine_query(&query, "a").expect("a rewritten query rewrites again");
+        assert_eq!(again, query, "the rewrite is idempotent");
+    }
+    if let Ok(selector) = promql_org::confine_selector(text, "a") {
+        promql_org::confine_selector(&selector, "a").expect("a rewritten selector rewrites again");
+    }
+});
