@@ -523,6 +523,34 @@ async fn org_tokens_query_only_their_org_through_prometheus_and_victoria_metrics
     assert_eq!(promtool(&["labels", "org_id"], &d).trim(), "[\"a\"]");
 
     grafana_sequence(&d, prometheus_port).await;
+
+    // The query API counts what it answered, per org, endpoint and status.
+    let metrics = |token: &str| {
+        let auth = format!("Bearer {token}");
+        request(d.addr, "GET", "/metrics", &[("Authorization", &auth)], None).body
+    };
+    let counted = |text: &str, labels: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("connectord_query_requests_total{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let all = metrics(OPERATOR);
+    assert!(
+        counted(&all, "org_id=\"a\",endpoint=\"query\",code=\"200\"") >= 44,
+        "{all}"
+    );
+    assert!(counted(&all, "org_id=\"a\",endpoint=\"query\",code=\"400\"") >= 1);
+    assert!(counted(&all, "org_id=\"a\",endpoint=\"label_values\",code=\"200\"") >= 3);
+    assert!(
+        counted(&all, "endpoint=\"query\",code=\"200\"") >= 1,
+        "operators' own"
+    );
+    let theirs = metrics(ORG_B);
+    assert!(
+        !theirs.contains("connectord_query_requests_total{org_id=\"a\""),
+        "{theirs}"
+    );
     vm_front.stop();
     d.stop();
 }

@@ -510,11 +510,14 @@ async fn authenticate(
 /// An org token gets its org's series only; operators and the backend's scrape
 /// (an operator token) get every series.
 async fn metrics(State(state): State<ApiState>, caller: Caller) -> impl IntoResponse {
-    let text = state
+    let mut text = state
         .runner
         .as_ref()
         .map(|runner| runner.telemetry().render(caller.org.as_deref()))
         .unwrap_or_default();
+    if let Some(query) = &state.query {
+        query.render(caller.org.as_deref(), &mut text);
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

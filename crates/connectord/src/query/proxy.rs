@@ -22,7 +22,12 @@ pub struct QueryBackend {
     config: QueryConfig,
     client: HttpClient,
     rewrites: RewriteCache,
+    /// Requests answered, by org (`None`: operators), endpoint and status.
+    answered: std::sync::Mutex<std::collections::BTreeMap<Answered, u64>>,
 }
+
+/// The labels of one `connectord_query_requests_total` series: org, endpoint, status.
+type Answered = (Option<String>, String, u16);
 
 impl QueryBackend {
     /// A backend for `config`, checked already.
@@ -31,6 +36,45 @@ impl QueryBackend {
             config,
             client: HttpClient::new(),
             rewrites: RewriteCache::new(REWRITE_CACHE_ENTRIES),
+            answered: std::sync::Mutex::default(),
+        }
+    }
+
+    fn count(&self, org: Option<&str>, endpoint: &str, status: StatusCode) {
+        let mut answered = self
+            .answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *answered
+            .entry((org.map(str::to_owned), endpoint.to_owned(), status.as_u16()))
+            .or_default() += 1;
+    }
+
+    /// `connectord_query_requests_total` in the text format: with `org`, only that
+    /// org's requests.
+    pub fn render(&self, org: Option<&str>, out: &mut String) {
+        use std::fmt::Write as _;
+        let answered = self
+            .answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = "connectord_query_requests_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests to the query API at /metrics/api/v1/, by org (none for operator tokens), endpoint and the status answered (the backend's, or connectord's own for a refused or unforwarded request).\n# TYPE {name} counter"
+        );
+        for ((by, endpoint, code), count) in answered.iter() {
+            if org.is_some() && by.as_deref() != org {
+                continue;
+            }
+            let by = by
+                .as_deref()
+                .map(|o| format!("org_id=\"{o}\","))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{name}{{{by}endpoint=\"{endpoint}\",code=\"{code}\"}} {count}"
+            );
         }
     }
 }
@@ -277,15 +321,28 @@ pub(crate) async fn forward(
     Path(path): Path<String>,
     request: Request,
 ) -> Response {
-    match answer(state, caller, &path, request).await {
+    let backend = state.query.clone();
+    let response = match answer(state, &caller, &path, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    };
+    if let Some(backend) = backend {
+        // Unknown paths count under one name, so a scanner cannot grow the series.
+        let endpoint = Endpoint::parse(&path).map_or_else(
+            || "other".to_owned(),
+            |e| match e {
+                Endpoint::LabelValues(_) => "label_values".to_owned(),
+                e => e.path(),
+            },
+        );
+        backend.count(caller.org.as_deref(), &endpoint, response.status());
     }
+    response
 }
 
 async fn answer(
     state: ApiState,
-    caller: Caller,
+    caller: &Caller,
     path: &str,
     request: Request,
 ) -> Result<Response, QueryError> {
