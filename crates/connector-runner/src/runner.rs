@@ -313,7 +313,14 @@ impl Runner {
                         }
                     }
                     for id in std::mem::take(&mut waiting_triggers) {
-                        if !slots.trigger(&id) {
+                        if slots.trigger(&id) {
+                            continue;
+                        }
+                        // This refresh may have begun before the connector was
+                        // created; the one asked for since brings it.
+                        if refresh_again {
+                            waiting_triggers.push(id);
+                        } else {
                             tracing::warn!(connector_id = %id, "trigger ignored: the connector is not enabled on this runner");
                         }
                     }

@@ -157,6 +157,7 @@ macro_rules! store_contract_tests {
             runner_a_tick_past_the_timeout_commits_nothing,
             runner_stopping_waits_for_the_tick_in_flight,
             runner_trigger_runs_a_tick_now,
+            runner_a_trigger_right_after_a_create_is_not_lost,
             runner_a_tick_longer_than_its_lease_commits_because_it_renews,
             destinations_are_kept_like_connectors,
             committed_buckets_read_back_whole_oldest_first,

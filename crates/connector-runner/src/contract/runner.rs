@@ -323,6 +323,50 @@ pub async fn runner_trigger_runs_a_tick_now<S: ContractStore>(o: Opened<S>) {
     );
 }
 
+/// A trigger sent right after a create ticks the new connector even when a refresh
+/// that began before the create was still running: that refresh ends without the
+/// connector, and the trigger waits for the one the create asked for.
+pub async fn runner_a_trigger_right_after_a_create_is_not_lost<S: ContractStore>(o: Opened<S>) {
+    let s = setup(&o, Vec::new()).await;
+    let base = s.store.get_connector(&s.id).await.unwrap().unwrap().spec;
+    // Back-to-back refreshes, so one is nearly always under way.
+    let runner = s.runner(RunnerConfig {
+        refresh_interval: Duration::from_millis(1),
+        ..config(Duration::from_secs(5))
+    });
+    let handle = runner.handle();
+    let store = Arc::clone(&s.store);
+    let stop = async move {
+        let mut created = Vec::new();
+        for _ in 0..20 {
+            let spec = ConnectorSpec {
+                name: unique("late"),
+                schedule_ms: 3_600_000,
+                ..base.clone()
+            };
+            let id = store.upsert_connector(&spec, Origin::Api).await.unwrap().id;
+            handle.refresh();
+            handle.trigger(&id);
+            created.push(id);
+        }
+        loop {
+            let mut untriggered = 0;
+            for id in &created {
+                if store.ticks(id, 1).await.unwrap().is_empty() {
+                    untriggered += 1;
+                }
+            }
+            if untriggered == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), runner.run(stop))
+        .await
+        .expect("every connector triggered right after its create ticked");
+}
+
 /// A tick longer than its lease still commits, because the runner renews the lease.
 pub async fn runner_a_tick_longer_than_its_lease_commits_because_it_renews<S: ContractStore>(
     o: Opened<S>,
