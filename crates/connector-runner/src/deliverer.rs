@@ -85,8 +85,7 @@ async fn refresh(
         listing
             .as_ref()
             .and_then(|all| all.get(&d.spec.source))
-            .map_or(crate::DEFAULT_ORG, |c| c.spec.org_id.as_str())
-            .to_owned()
+            .map(|c| c.spec.org_id.clone())
     });
     let mut seen = std::collections::HashSet::new();
     for destination in destinations {

@@ -81,11 +81,14 @@ impl Telemetry {
     }
 
     /// Makes the destination series match the store's destinations; `org_of` tells
-    /// each one's org (its source connector's).
+    /// each one's org (its source connector's), or `None` while the source is not
+    /// known (before the first connector listing, or a source deleted meanwhile).
+    /// Then a series keeps the org it had, and a new one has none (`org_id=""`),
+    /// which only operators see: no org is shown a destination it may not own.
     pub fn set_destinations(
         &self,
         records: &[DestinationRecord],
-        org_of: impl Fn(&DestinationRecord) -> String,
+        org_of: impl Fn(&DestinationRecord) -> Option<String>,
     ) {
         let mut series = self.lock_destinations();
         let mut kept = BTreeMap::new();
@@ -94,13 +97,15 @@ impl Telemetry {
             let entry = match series.remove(&record.id) {
                 Some(mut s) if s.type_id == record.spec.destination_type => {
                     s.state = record.state;
-                    if s.org_id != org_id {
+                    if let Some(org_id) = org_id
+                        && s.org_id != org_id
+                    {
                         s.labels = owner_labels(&record.id, &s.type_id, &org_id);
                         s.org_id = org_id;
                     }
                     s
                 }
-                _ => DestinationSeries::new(record, org_id),
+                _ => DestinationSeries::new(record, org_id.unwrap_or_default()),
             };
             kept.insert(record.id.clone(), entry);
         }
@@ -248,5 +253,56 @@ impl Telemetry {
         for s in all().filter(|s| !s.egress.is_empty()) {
             s.egress.render(out, egress, &s.labels);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::{DestinationSpec, OnPermanent, Start};
+    use crate::spec::Origin;
+
+    fn destination(id: &str) -> DestinationRecord {
+        DestinationRecord {
+            id: id.into(),
+            spec: DestinationSpec {
+                name: id.into(),
+                destination_type: "remote_write".into(),
+                source: "source".into(),
+                start: Start::Earliest,
+                on_permanent: OnPermanent::Halt,
+                config: serde_json::Value::Null,
+            },
+            origin: Origin::Api,
+            state: ConnectorState::Enabled,
+            disabled_reason: None,
+            last_error: None,
+            start_ms: 0,
+            delivered_through_ms: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            last_delivery: None,
+        }
+    }
+
+    fn visible(telemetry: &Telemetry, org: Option<&str>, id: &str) -> bool {
+        telemetry
+            .render(org)
+            .contains(&format!("connector_id=\"{id}\""))
+    }
+
+    #[test]
+    fn a_destination_whose_source_is_unknown_is_shown_to_no_org() {
+        let telemetry = Telemetry::new();
+        let records = [destination("d")];
+        telemetry.set_destinations(&records, |_| None);
+        assert!(visible(&telemetry, None, "d"), "operators see it");
+        assert!(!visible(&telemetry, Some(crate::DEFAULT_ORG), "d"));
+        telemetry.set_destinations(&records, |_| Some("acme".into()));
+        assert!(visible(&telemetry, Some("acme"), "d"));
+        // A source gone from the listing does not move the series out of its org.
+        telemetry.set_destinations(&records, |_| None);
+        assert!(visible(&telemetry, Some("acme"), "d"));
+        assert!(!visible(&telemetry, Some(crate::DEFAULT_ORG), "d"));
     }
 }
