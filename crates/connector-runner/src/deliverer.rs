@@ -40,7 +40,13 @@ pub(crate) async fn run(
     deliveries: Arc<dyn DeliveryStore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sources: Sources = shared.connectors.subscribe();
+    let mut sources: Sources = shared.connectors.subscribe();
+    // A destination's series carry its source's org, known from the runner's first
+    // listing of connectors: begin with it, so no series starts without its org.
+    tokio::select! {
+        _ = stop.wait_for(|stopping| *stopping) => return,
+        _ = sources.wait_for(Option::is_some) => {}
+    }
     let mut followers: HashMap<String, Follower> = HashMap::new();
     let mut tasks = JoinSet::new();
     loop {
