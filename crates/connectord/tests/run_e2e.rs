@@ -420,8 +420,18 @@ async fn kill_9_mid_tick_then_restart_leaves_no_bucket_twice_or_partial() {
     for (round, alive_ms) in [430u64, 610, 290, 770, 520, 350].into_iter().enumerate() {
         let daemon = Daemon::start(&config, &[]);
         tokio::time::sleep(Duration::from_millis(alive_ms)).await;
+        // Kill while a fetch is in flight (the source answers 80 ms after a request
+        // arrives), so every round cuts a tick short rather than by luck.
+        let seen = server.count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.count() == seen {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no fetch began within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         daemon.kill9();
-        assert!(round < 10);
     }
     let daemon = Daemon::start(&config, &[]);
     let (id, ..) = connector(dir.path(), "victim").unwrap();
