@@ -148,9 +148,17 @@ fn cargo(args: &[&str]) -> Command {
 
 fn run(mut cmd: Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
+    let began = std::time::Instant::now();
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {cmd:?}"))?;
+    // CI has 30 minutes; each step's time shows where a slower run spent it.
+    eprintln!(
+        "xtask: {:?} {:?} took {} s",
+        cmd.get_program(),
+        cmd.get_args().next().unwrap_or_default(),
+        began.elapsed().as_secs()
+    );
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
