@@ -51,6 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "destination-remote-write",
             "mapped-file",
             "promql-org",
+            "relabel",
             "store-postgres",
             "store-sqlite",
         ],

@@ -86,7 +86,7 @@ async fn refresh(
             return;
         }
     };
-    let listing = shared.connectors.borrow().clone();
+    let listing = sources.borrow().clone();
     shared.telemetry.set_destinations(&destinations, |d| {
         listing
             .as_ref()

@@ -640,8 +640,10 @@ fn is_plain_alternation(quoted: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'|'))
 }
 
+/// An identifier token (which never starts with a digit) is a label name unless
+/// it holds a colon, which only metric names may.
 fn is_label_name(name: &str) -> bool {
-    !name.contains(':') && !name.starts_with(|c: char| c.is_ascii_digit())
+    !name.contains(':')
 }
 
 fn is_binary_op(op: &str) -> bool {

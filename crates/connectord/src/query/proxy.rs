@@ -108,17 +108,27 @@ impl Endpoint {
             "status/buildinfo" => Endpoint::BuildInfo,
             _ => {
                 let name = path.strip_prefix("label/")?.strip_suffix("/values")?;
-                let mut chars = name.chars();
-                let valid = chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
+                if !relabel::is_valid_label_name(name) {
                     return None;
                 }
                 Endpoint::LabelValues(name.to_owned())
             }
         })
+    }
+
+    /// Its `endpoint` label in `connectord_query_requests_total`: one value for
+    /// every label name, so callers cannot grow the series.
+    fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Query => "query",
+            Endpoint::QueryRange => "query_range",
+            Endpoint::QueryExemplars => "query_exemplars",
+            Endpoint::Series => "series",
+            Endpoint::Labels => "labels",
+            Endpoint::LabelValues(_) => "label_values",
+            Endpoint::Metadata => "metadata",
+            Endpoint::BuildInfo => "status/buildinfo",
+        }
     }
 
     /// The backend path.
@@ -321,32 +331,27 @@ pub(crate) async fn forward(
     Path(path): Path<String>,
     request: Request,
 ) -> Response {
-    let backend = state.query.clone();
-    let response = match answer(state, &caller, &path, request).await {
+    let endpoint = Endpoint::parse(&path);
+    let response = match answer(&state, &caller, &path, endpoint.as_ref(), request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
-    if let Some(backend) = backend {
+    if let Some(backend) = &state.query {
         // Unknown paths count under one name, so a scanner cannot grow the series.
-        let endpoint = Endpoint::parse(&path).map_or_else(
-            || "other".to_owned(),
-            |e| match e {
-                Endpoint::LabelValues(_) => "label_values".to_owned(),
-                e => e.path(),
-            },
-        );
-        backend.count(caller.org.as_deref(), &endpoint, response.status());
+        let label = endpoint.as_ref().map_or("other", Endpoint::label);
+        backend.count(caller.org.as_deref(), label, response.status());
     }
     response
 }
 
 async fn answer(
-    state: ApiState,
+    state: &ApiState,
     caller: &Caller,
     path: &str,
+    endpoint: Option<&Endpoint>,
     request: Request,
 ) -> Result<Response, QueryError> {
-    let Some(backend) = state.query.clone() else {
+    let Some(backend) = &state.query else {
         return Err(prometheus_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -354,7 +359,7 @@ async fn answer(
              name one in the config file: [query] url = \"http://127.0.0.1:8428\" (kind = \"victoriametrics\" or \"prometheus\")",
         ));
     };
-    let Some(endpoint) = Endpoint::parse(path) else {
+    let Some(endpoint) = endpoint else {
         return Err(prometheus_error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -373,12 +378,12 @@ async fn answer(
     }
     let sent = forwarded(
         &backend.rewrites,
-        &endpoint,
+        endpoint,
         &params,
         caller.org.as_deref(),
         backend.config.kind,
     )?;
-    send(&backend, &endpoint, &sent).await
+    send(backend, endpoint, &sent).await
 }
 
 /// Sends the rewritten parameters (a form POST, or a GET where Prometheus takes
