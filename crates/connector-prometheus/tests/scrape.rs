@@ -454,3 +454,50 @@ async fn target_labels_join_every_row_and_clashes_are_exported() {
     let batch = tick(json!({"endpoint": endpoint})).await.unwrap();
     assert_eq!(rows(&batch), expected(body, Format::Prometheus));
 }
+
+/// Each per-sample label limit fails the whole scrape with the sample and the limit
+/// named, with and without target labels (the two ways a row's labels are written),
+/// and a value is measured decoded: `escaped`'s ten `\"` are 20 bytes raw, 10 decoded.
+#[tokio::test]
+async fn label_limits_fail_the_scrape_naming_the_sample_and_the_limit() {
+    const PASSING: &str = "ok{a=\"1\",b=\"2\"} 1\n\
+        escaped{abcdefghij=\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\"} 1\n";
+    let cases = [
+        (
+            "wide{a=\"1\",b=\"2\",c=\"3\"} 1",
+            "sample `wide`: 3 labels, more than label_limit (2)",
+        ),
+        (
+            "long_name{abcdefghijk=\"1\"} 1",
+            "sample `long_name`: a label name of 11 bytes, longer than label_name_length_limit (10)",
+        ),
+        (
+            "long_value{a=\"12345678901\"} 1",
+            "sample `long_value`: label `a` has a value of 11 bytes, longer than label_value_length_limit (10)",
+        ),
+        (
+            "repeated{a=\"1\",a=\"3\"} 1",
+            "sample `repeated`: label name \"a\" is not unique: invalid sample",
+        ),
+    ];
+    let limits =
+        json!({"label_limit": 2, "label_name_length_limit": 10, "label_value_length_limit": 10});
+    for target_labels in [json!({}), json!({"job": "node"})] {
+        let with = |server: &TestServer| {
+            let mut config = limits.clone();
+            config["endpoint"] = json!(server.url("/metrics"));
+            config["labels"] = target_labels.clone();
+            config
+        };
+        for (line, expected) in cases {
+            let body = format!("{PASSING}{line}\n");
+            let server = TestServer::start(move |_| Reply::ok(body.clone())).await;
+            let err = tick(with(&server)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+            assert!(err.to_string().contains(expected), "{line}: {err}");
+        }
+        let server = TestServer::start(|_| Reply::ok(PASSING)).await;
+        let batch = tick(with(&server)).await.unwrap();
+        assert_eq!(batch.len(), 2);
+    }
+}
