@@ -22,6 +22,7 @@
 
 mod buckets;
 mod connectors;
+mod copy;
 mod destinations;
 mod discoveries;
 mod history;

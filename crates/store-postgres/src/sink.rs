@@ -15,6 +15,7 @@ use connector_runner::{
 use postgres_types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient};
 
+use crate::copy::{COPY_FROM_ROWS, write_samples_by_copy};
 use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
@@ -33,7 +34,7 @@ fn pg_type(ty: ColumnType) -> (Type, &'static str, &'static str) {
 
 /// One value on its way into a commit's column array.
 #[derive(Debug)]
-enum Cell<'a> {
+pub(crate) enum Cell<'a> {
     Null,
     Time(SystemTime),
     Text(&'a str),
@@ -83,7 +84,7 @@ impl ToSql for Cell<'_> {
     postgres_types::to_sql_checked!();
 }
 
-fn cell(value: Value<'_>) -> Cell<'_> {
+pub(crate) fn cell(value: Value<'_>) -> Cell<'_> {
     match value {
         Value::Null => Cell::Null,
         Value::Timestamp(ms) => {
@@ -211,6 +212,10 @@ impl Sink for PgStore {
             .await?;
         let series = self.series_ids(&client, layout, target, &batch).await?;
         let first_row = reserve_positions(&client, batch.len()).await?;
+        if let Some(series) = series.as_deref().filter(|s| s.len() >= COPY_FROM_ROWS) {
+            return write_samples_by_copy(&mut client, target, lease, &batch, first_row, series)
+                .await;
+        }
         // One statement is one transaction, committed synchronously.
         write_bucket(
             &*client,
@@ -459,13 +464,7 @@ pub(crate) async fn write_bucket(
         .collect();
     let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
     let sql = format!(
-        "WITH ledger AS ( \
-           INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, \
-             token, rows, first_row, last_row) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $7 + $6 - 1 FROM connectord.leases \
-           WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $5 \
-             AND (extract(epoch FROM now()) * 1000)::bigint < $8 \
-           RETURNING 1), \
+        "WITH ledger AS ({LEDGER_INSERT}), \
          written AS ( \
            INSERT INTO {table} ({names}, {ROW_POSITION}) \
            SELECT {aliases}, $7 + n - 1 FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) \
@@ -475,16 +474,7 @@ pub(crate) async fn write_bucket(
         aliases = aliases.join(", "),
         arrays = arrays.join(", "),
     );
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-        (&target.connector_id, Type::TEXT),
-        (&lease.scheduled_for_ms, Type::INT8),
-        (&target.database, Type::TEXT),
-        (&target.table, Type::TEXT),
-        (&lease.token, Type::INT8),
-        (&rows, Type::INT8),
-        (&first_row, Type::INT8),
-        (&lease.expires_at_ms, Type::INT8),
-    ];
+    let mut params = ledger_params(target, lease, &rows, &first_row);
     params.extend(
         columns
             .iter()
@@ -510,9 +500,39 @@ pub(crate) async fn write_bucket(
     })
 }
 
+/// The bucket's ledger row, inserted only from the lease row with the caller's token
+/// whose (margin-reduced) end is still ahead on the database's clock; `RETURNING 1`
+/// says it went in. Parameters: [`ledger_params`]. Every commit path writes its
+/// ledger row with this statement.
+pub(crate) const LEDGER_INSERT: &str = "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, \
+       token, rows, first_row, last_row) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $7 + $6 - 1 FROM connectord.leases \
+     WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $5 \
+       AND (extract(epoch FROM now()) * 1000)::bigint < $8 \
+     RETURNING 1";
+
+/// The parameters `$1` to `$8` of [`LEDGER_INSERT`].
+pub(crate) fn ledger_params<'a>(
+    target: &'a Target,
+    lease: &'a Lease,
+    rows: &'a i64,
+    first_row: &'a i64,
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    vec![
+        (&target.connector_id, Type::TEXT),
+        (&lease.scheduled_for_ms, Type::INT8),
+        (&target.database, Type::TEXT),
+        (&target.table, Type::TEXT),
+        (&lease.token, Type::INT8),
+        (rows, Type::INT8),
+        (first_row, Type::INT8),
+        (&lease.expires_at_ms, Type::INT8),
+    ]
+}
+
 /// Why the lease could not commit: its token is no longer the bucket's, or its end
 /// has come. Read after the refusal, on the failure path only.
-async fn refusal(client: &impl GenericClient, lease: &Lease) -> StoreError {
+pub(crate) async fn refusal(client: &impl GenericClient, lease: &Lease) -> StoreError {
     let read = client
         .query_typed_one(
             "SELECT (SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2), \

@@ -289,3 +289,76 @@ pub async fn a_failed_commit_with_new_series_leaves_later_commits_right<S: Contr
         }
     );
 }
+
+/// Rows in [`a_large_metric_batch_commits_whole_once_or_not_at_all`]: more than any
+/// store's bulk path takes (PostgreSQL copies batches from 1,000 rows on).
+const LARGE: usize = 2_500;
+
+pub async fn a_large_metric_batch_commits_whole_once_or_not_at_all<S: ContractStore>(o: Opened<S>) {
+    let store = &*o.store;
+    let (a, db) = (unique("a"), unique("d"));
+    let t = target(&a, &db);
+
+    // A lease whose end has come commits nothing.
+    let ended = store
+        .claim_task(&a, 1000, "runner-a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = store
+        .commit(&t, &ended, batch(0..LARGE, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+
+    // Nor does one whose bucket another runner has taken since.
+    let fresh = store
+        .claim_task(&a, 1000, "runner-b", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = store
+        .commit(&t, &ended, batch(0..LARGE, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+    assert_eq!(store.table_stats(&db, "metrics").await.unwrap().rows, 0);
+
+    // The current lease commits every row, once.
+    store
+        .commit(&t, &fresh, batch(0..LARGE, 1000))
+        .await
+        .unwrap();
+    let err = store
+        .commit(&t, &fresh, batch(0..LARGE, 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::AlreadyCommitted, "{err}");
+    store.finish_task(&fresh).await.unwrap();
+    assert_eq!(
+        store.table_stats(&db, "metrics").await.unwrap(),
+        TableStats {
+            rows: LARGE as u64,
+            series: Some(LARGE as u64)
+        }
+    );
+    assert_eq!(rows(store, &db).await, expected(0..LARGE, 1000));
+
+    // A destination reads the bucket back whole, in commit order, to its last row.
+    let pending = store.next_bucket("dest", &t, 0).await.unwrap().unwrap();
+    assert_eq!(
+        (pending.scheduled_for_ms, pending.rows),
+        (1000, LARGE as u64)
+    );
+    let tail = store
+        .read_bucket(&t, metric_schema(), &pending, pending.last_row - 2, 10)
+        .await
+        .unwrap();
+    assert_eq!(tail.rows.len(), 2);
+    let last = tail.rows.rows().last().unwrap();
+    assert_eq!(
+        last.at(2),
+        connector_core::Value::Real((LARGE - 1) as f64 + 0.5)
+    );
+}

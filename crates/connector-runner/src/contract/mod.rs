@@ -175,6 +175,7 @@ macro_rules! store_contract_tests {
             prune_removes_old_buckets_of_one_connector_a_batch_at_a_time,
             metric_rows_store_each_series_once_and_read_back_unchanged,
             a_failed_commit_with_new_series_leaves_later_commits_right,
+            a_large_metric_batch_commits_whole_once_or_not_at_all,
             dead_letters_keep_the_newest,
             prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
             a_commit_past_the_lease_end_is_fenced,
