@@ -164,6 +164,15 @@ struct TextColumn {
 }
 
 impl TextColumn {
+    /// Room for `rows` rows' boundaries; the text grows as it comes, its size unknown.
+    fn with_capacity(rows: usize) -> Self {
+        TextColumn {
+            text: String::new(),
+            ends: Vec::with_capacity(rows),
+            nulls: Vec::with_capacity(rows),
+        }
+    }
+
     fn get(&self, row: usize) -> Option<&str> {
         if self.nulls[row] {
             return None;
@@ -199,9 +208,9 @@ impl ColumnData {
     fn new(ty: ColumnType, rows: usize) -> Self {
         match ty {
             ColumnType::Timestamp => ColumnData::Timestamp(Vec::with_capacity(rows)),
-            ColumnType::String => ColumnData::String(TextColumn::default()),
+            ColumnType::String => ColumnData::String(TextColumn::with_capacity(rows)),
             ColumnType::Real => ColumnData::Real(Vec::with_capacity(rows)),
-            ColumnType::Dynamic => ColumnData::Dynamic(TextColumn::default()),
+            ColumnType::Dynamic => ColumnData::Dynamic(TextColumn::with_capacity(rows)),
             ColumnType::Integer => ColumnData::Integer(Vec::with_capacity(rows)),
             ColumnType::Boolean => ColumnData::Boolean(Vec::with_capacity(rows)),
         }
