@@ -65,7 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "destination-remote-write",
-        &["connector-core", "connector-http", "metric-rows"],
+        &["connector-core", "connector-http", "metric-rows", "relabel"],
     ),
     ("airq-connector", &["connector-core", "connector-http"]),
     ("custom-connectord", &["airq-connector", "connectord"]),

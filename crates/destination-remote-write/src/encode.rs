@@ -189,7 +189,7 @@ fn series_key(metric: &MetricRow<'_, '_>, key: &mut Vec<u8>) -> Result<(), SkipR
     push_part(key, metric.name);
     let mut previous: Option<&str> = None;
     for (name, value) in metric.labels {
-        if !is_label_name(name) {
+        if !relabel::is_valid_label_name(name) {
             return Err(SkipReason::InvalidLabelName);
         }
         if name == "__name__" || previous == Some(name.as_ref()) {
@@ -295,13 +295,4 @@ fn is_metric_name(name: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`, as Prometheus 2.42 checks label names.
-fn is_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
