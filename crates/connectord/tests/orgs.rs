@@ -315,6 +315,18 @@ async fn org_tokens_see_and_manage_only_their_org() {
         );
         assert_eq!(r.status, 404, "{method} {suffix}: {}", r.body);
     }
+    let path = format!("/v1/destinations/{da}");
+    let r = as_token(&d, GLOBEX, "PUT", &path, Some(destination("a1")));
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = as_token(&d, ACME, "PUT", &path, Some(destination("a1")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = as_token(&d, ACME, "GET", &path, None);
+    assert_eq!(
+        (r.status, &r.json()["name"]),
+        (200, &json!("to-a1")),
+        "{}",
+        r.body
+    );
 
     // Discoveries: the template's org, settled by the token like a connector's.
     let discovery = json!({

@@ -1,6 +1,8 @@
 //! Destination routes: create, list, show (with status, lag and last delivery),
 //! update, delete, pause, resume, delivery history, dead letters and destination types.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -103,50 +105,71 @@ impl<'a> DestinationView<'a> {
     }
 }
 
-/// The age of the oldest bucket the destination has yet to deliver, from the store;
-/// `connectors` is every connector, read once per request.
-async fn lag_seconds(
-    state: &ApiState,
-    connectors: &[ConnectorRecord],
-    record: &DestinationRecord,
-) -> Option<f64> {
-    let source = connectors
-        .iter()
-        .find(|c| c.spec.name == record.spec.source)?;
-    let from = record.search_from_ms();
-    let bucket = state
-        .deliveries
-        .next_bucket(&record.id, &source_target(source), from)
-        .await
-        .ok()??;
-    #[allow(clippy::cast_precision_loss)]
-    Some((now_ms() - bucket.scheduled_for_ms).max(0) as f64 / 1000.0)
+/// Every connector by name, read once per request: the routes that show lag, check
+/// visibility or validate a source look them up here.
+struct Connectors(HashMap<String, ConnectorRecord>);
+
+impl Connectors {
+    async fn read(state: &ApiState) -> Result<Connectors, ApiError> {
+        let listed = state.store.list_connectors().await?;
+        Ok(Connectors(
+            listed
+                .into_iter()
+                .map(|c| (c.spec.name.clone(), c))
+                .collect(),
+        ))
+    }
+
+    /// The connector named `name` if `caller` sees it.
+    fn seen_by(&self, caller: &Caller, name: &str) -> Option<&ConnectorRecord> {
+        self.0.get(name).filter(|c| caller.sees(&c.spec.org_id))
+    }
+
+    /// Whether `caller` sees a destination: it belongs to its source connector's org,
+    /// so an org token sees those whose source is one of its org's connectors.
+    fn show(&self, caller: &Caller, record: &DestinationRecord) -> bool {
+        caller.org.is_none() || self.seen_by(caller, &record.spec.source).is_some()
+    }
+
+    /// The age of the oldest bucket the destination has yet to deliver, from the
+    /// store.
+    async fn lag_seconds(&self, state: &ApiState, record: &DestinationRecord) -> Option<f64> {
+        let source = self.0.get(&record.spec.source)?;
+        let from = record.search_from_ms();
+        let bucket = state
+            .deliveries
+            .next_bucket(&record.id, &source_target(source), from)
+            .await
+            .ok()??;
+        #[allow(clippy::cast_precision_loss)]
+        Some((now_ms() - bucket.scheduled_for_ms).max(0) as f64 / 1000.0)
+    }
 }
 
-/// One destination's lag, for the routes that show one.
-async fn lag_of(state: &ApiState, record: &DestinationRecord) -> Result<Option<f64>, ApiError> {
-    let connectors = state.store.list_connectors().await?;
-    Ok(lag_seconds(state, &connectors, record).await)
-}
-
-/// Whether `caller` sees a destination: it belongs to its source connector's org, so
-/// an org token sees those whose source is one of its org's connectors.
-fn visible(caller: &Caller, connectors: &[ConnectorRecord], record: &DestinationRecord) -> bool {
-    caller.org.is_none()
-        || connectors
-            .iter()
-            .any(|c| c.spec.name == record.spec.source && caller.sees(&c.spec.org_id))
-}
-
-/// The destination `id` if the caller may see it; 404 alike otherwise.
+/// The destination `id` if the caller may see it; 404 alike otherwise. Reads the
+/// connectors only for an org token, which needs them to see.
 async fn find(state: &ApiState, caller: &Caller, id: &str) -> Result<DestinationRecord, ApiError> {
+    let connectors = match caller.org {
+        Some(_) => Some(Connectors::read(state).await?),
+        None => None,
+    };
+    find_among(state, caller, id, connectors.as_ref()).await
+}
+
+/// [`find`] with the connectors already read, for the routes that need them anyway.
+async fn find_among(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    connectors: Option<&Connectors>,
+) -> Result<DestinationRecord, ApiError> {
     check_id(id).map_err(|_| not_found(id))?;
     let record = state
         .deliveries
         .get_destination(id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    if caller.org.is_some() && !visible(caller, &state.store.list_connectors().await?, &record) {
+    if connectors.is_some_and(|c| !c.show(caller, &record)) {
         return Err(not_found(id));
     }
     Ok(record)
@@ -154,26 +177,21 @@ async fn find(state: &ApiState, caller: &Caller, id: &str) -> Result<Destination
 
 /// Checks a spec: its fields, its config, its source (which must exist and write
 /// rows this destination can send) and, over the API, the files it names.
-async fn validate(
+fn validate(
     state: &ApiState,
     caller: &Caller,
+    connectors: &Connectors,
     spec: &DestinationSpec,
 ) -> Result<(), ApiError> {
     let config = spec
         .validate(&state.registry)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let source = state
-        .store
-        .list_connectors()
-        .await?
-        .into_iter()
-        .find(|c| c.spec.name == spec.source && caller.sees(&c.spec.org_id))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "source: no connector named `{}`; create the source connector first",
-                spec.source
-            ))
-        })?;
+    let source = connectors.seen_by(caller, &spec.source).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "source: no connector named `{}`; create the source connector first",
+            spec.source
+        ))
+    })?;
     if let Some(connector) = state.registry.get(&source.spec.connector_type) {
         spec.check_source_schema(&state.registry, &connector.schema())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -203,10 +221,10 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     no_query(&query)?;
     let records = state.deliveries.list_destinations().await?;
-    let connectors = state.store.list_connectors().await?;
+    let connectors = Connectors::read(&state).await?;
     let mut views = Vec::with_capacity(records.len());
-    for record in records.iter().filter(|r| visible(&caller, &connectors, r)) {
-        let lag = lag_seconds(&state, &connectors, record).await;
+    for record in records.iter().filter(|r| connectors.show(&caller, r)) {
+        let lag = connectors.lag_seconds(&state, record).await;
         views.push(DestinationView::of(record, lag));
     }
     Ok(Json(json!({ "destinations": views })).into_response())
@@ -217,7 +235,7 @@ pub(super) async fn create(
     caller: Caller,
     ApiJson(spec): ApiJson<DestinationSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate(&state, &caller, &spec).await?;
+    validate(&state, &caller, &Connectors::read(&state).await?, &spec)?;
     let start_ms = crate::run::start_ms(spec.start, &*state.store)
         .await
         .map_err(|e| {
@@ -242,8 +260,9 @@ pub(super) async fn show(
     caller: Caller,
     ApiPath(id): ApiPath,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &caller, &id).await?;
-    let lag = lag_of(&state, &record).await?;
+    let connectors = Connectors::read(&state).await?;
+    let record = find_among(&state, &caller, &id, Some(&connectors)).await?;
+    let lag = connectors.lag_seconds(&state, &record).await;
     Ok(Json(DestinationView::of(&record, lag)).into_response())
 }
 
@@ -253,12 +272,13 @@ pub(super) async fn update(
     ApiPath(id): ApiPath,
     ApiJson(spec): ApiJson<DestinationSpec>,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &caller, &id).await?;
+    let connectors = Connectors::read(&state).await?;
+    let record = find_among(&state, &caller, &id, Some(&connectors)).await?;
     refuse_file_destination(&record, "change")?;
-    validate(&state, &caller, &spec).await?;
+    validate(&state, &caller, &connectors, &spec)?;
     let record = state.deliveries.update_destination(&id, &spec).await?;
     refresh(&state);
-    let lag = lag_of(&state, &record).await?;
+    let lag = connectors.lag_seconds(&state, &record).await;
     Ok(Json(DestinationView::of(&record, lag)).into_response())
 }
 
