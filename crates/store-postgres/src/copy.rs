@@ -15,10 +15,10 @@ use postgres_types::Type;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 
+use crate::backend;
 use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
-use crate::sink::{Cell, LEDGER_INSERT, cell, ledger_params, refusal};
-use crate::{backend, is_unique_violation};
+use crate::sink::{Cell, LEDGER_INSERT, cell, ledger_failure, ledger_params, refusal};
 
 /// Metric batches with at least this many rows go in through COPY.
 pub(crate) const COPY_FROM_ROWS: usize = 1_000;
@@ -46,13 +46,7 @@ pub(crate) async fn write_samples_by_copy(
             &ledger_params(target, lease, &rows, &first_row),
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::already_committed(lease)
-            } else {
-                StoreError::backend("cannot write the ledger row", e)
-            }
-        })?;
+        .map_err(ledger_failure(lease, "cannot write the ledger row"))?;
     if ledger.is_empty() {
         tx.rollback()
             .await

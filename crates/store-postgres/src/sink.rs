@@ -483,13 +483,7 @@ pub(crate) async fn write_bucket(
     let written = client
         .query_typed_one(&sql, &params)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::already_committed(lease)
-            } else {
-                StoreError::backend("cannot write the bucket", e)
-            }
-        })?
+        .map_err(ledger_failure(lease, "cannot write the bucket"))?
         .get::<_, i64>(0);
     if written == 0 {
         return Err(refusal(client, lease).await);
@@ -510,6 +504,21 @@ pub(crate) const LEDGER_INSERT: &str = "INSERT INTO connectord.ledger (connector
      WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $5 \
        AND (extract(epoch FROM now()) * 1000)::bigint < $8 \
      RETURNING 1";
+
+/// The error of a statement that inserts the ledger row: its primary key refuses a
+/// bucket committed before.
+pub(crate) fn ledger_failure<'a>(
+    lease: &'a Lease,
+    what: &'static str,
+) -> impl FnOnce(tokio_postgres::Error) -> StoreError + 'a {
+    move |e| {
+        if is_unique_violation(&e) {
+            StoreError::already_committed(lease)
+        } else {
+            StoreError::backend(what, e)
+        }
+    }
+}
 
 /// The parameters `$1` to `$8` of [`LEDGER_INSERT`].
 pub(crate) fn ledger_params<'a>(
