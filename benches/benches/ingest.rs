@@ -1,10 +1,12 @@
-//! Ingest throughput in samples per second, on one core (a current-thread runtime),
-//! for two bodies: `label_heavy` (2 MB generated kube-state-metrics-like text, 8 to 11
+//! Ingest throughput in samples per second, on a runtime shaped like the daemon's
+//! here (two workers for two cores), for two bodies: `label_heavy` (2 MB generated kube-state-metrics-like text, 8 to 11
 //! labels a sample) and `node_exporter` (the upstream fixture, about 3,000 samples):
 //!
-//! - `http_to_sqlite`: the real path of one tick: claim a lease, HTTP GET from a server
-//!   on 127.0.0.1, parse, build the batch, and commit it with its ledger row to SQLite
-//!   (WAL, synchronous=NORMAL) in one transaction.
+//! - `http_to_sqlite`: the real path of one connector's ticks, one after the other:
+//!   claim a lease, HTTP GET from a server on 127.0.0.1, parse and build the batch,
+//!   handing rows over to the store as they are built (`PartCommit`, as the runner
+//!   does), and commit them with their ledger row to SQLite (WAL,
+//!   synchronous=NORMAL) in one transaction.
 //! - `http_to_postgres`: the same into PostgreSQL (one statement: ledger row and rows
 //!   as arrays through `unnest`), when `DATABASE_URL` is set.
 //! - `http_to_sqlite_2_connectors`, `http_to_postgres_2_connectors`: two connectors'
@@ -34,7 +36,7 @@ use connector_core::{Batch, Connector as _, TickContext, Value};
 use connector_http::testing::{Reply, TestServer};
 use connector_prometheus::PrometheusConnector;
 use connector_prometheus::exposition::{Format, parse};
-use connector_runner::{Sink, StateStore, Target};
+use connector_runner::{PartCommit, Sink, StateStore, Target};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use store_sqlite::SqliteStore;
 
@@ -79,8 +81,9 @@ async fn two_connectors<S: StateStore + Sink + Clone + 'static>(
     start.elapsed()
 }
 
-/// One tick the way the runner does it: claim, scrape and parse, commit.
-async fn one_tick<S: StateStore + Sink>(
+/// One tick the way the runner does it: claim, scrape and parse with the rows handed
+/// to the store as they are built, commit.
+async fn one_tick<S: StateStore + Sink + Clone + 'static>(
     store: &S,
     target: &Target,
     connector: &PrometheusConnector,
@@ -99,20 +102,24 @@ async fn one_tick<S: StateStore + Sink>(
         .await
         .expect("claim")
         .expect("a free bucket");
-    let ctx = TickContext::new(target.connector_id.clone(), scheduled_for);
+    let sink: Arc<dyn Sink> = Arc::new(store.clone());
+    let parts = PartCommit::start(sink, target.clone(), lease.clone());
+    let ctx =
+        TickContext::new(target.connector_id.clone(), scheduled_for).with_part_taker(parts.taker());
     let batch = connector
         .tick(&ctx, config)
         .await
         .expect("the tick succeeds");
-    let report = store
-        .commit(target, &lease, batch)
+    let report = parts
+        .finish(batch, lease)
         .await
         .expect("the commit succeeds");
     assert_eq!(report.rows as usize, samples);
 }
 
 fn ingest(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("a runtime");

@@ -146,6 +146,9 @@ pub enum BatchError {
         /// serde_json's words, with the position.
         reason: String,
     },
+    /// [`Batch::append`] was given a batch of another schema.
+    #[error("cannot append a batch of another schema")]
+    SchemaMismatch,
 }
 
 impl From<BatchError> for crate::ConnectorError {
@@ -186,6 +189,13 @@ impl TextColumn {
         self.nulls.push(null);
     }
 
+    fn append(&mut self, other: TextColumn) {
+        let offset = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.iter().map(|end| end + offset));
+        self.nulls.extend(other.nulls);
+    }
+
     fn truncate(&mut self, rows: usize) {
         let end = if rows == 0 { 0 } else { self.ends[rows - 1] };
         self.text.truncate(end);
@@ -214,6 +224,20 @@ impl ColumnData {
             ColumnType::Integer => ColumnData::Integer(Vec::with_capacity(rows)),
             ColumnType::Boolean => ColumnData::Boolean(Vec::with_capacity(rows)),
         }
+    }
+
+    /// Appends `other`'s values; false, with nothing appended, when its type differs.
+    fn append(&mut self, other: ColumnData) -> bool {
+        match (self, other) {
+            (ColumnData::Timestamp(a), ColumnData::Timestamp(b))
+            | (ColumnData::Integer(a), ColumnData::Integer(b)) => a.extend(b),
+            (ColumnData::Real(a), ColumnData::Real(b)) => a.extend(b),
+            (ColumnData::Boolean(a), ColumnData::Boolean(b)) => a.extend(b),
+            (ColumnData::String(a), ColumnData::String(b))
+            | (ColumnData::Dynamic(a), ColumnData::Dynamic(b)) => a.append(b),
+            _ => return false,
+        }
+        true
     }
 
     fn truncate(&mut self, rows: usize) {
@@ -317,6 +341,29 @@ impl Batch {
             columns,
             rows: 0,
         }
+    }
+
+    /// Appends the rows of `other`, which must follow the same schema (the same
+    /// `Arc`, or an equal one); nothing is appended otherwise.
+    pub fn append(&mut self, other: Batch) -> Result<(), BatchError> {
+        if !Arc::ptr_eq(&self.schema, &other.schema) && *self.schema != *other.schema {
+            return Err(BatchError::SchemaMismatch);
+        }
+        let rows = other.rows;
+        for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
+            if !mine.append(theirs) {
+                return Err(BatchError::SchemaMismatch);
+            }
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Moves the rows out into a batch of their own, leaving this one empty with
+    /// room for as many rows again.
+    pub fn take(&mut self) -> Batch {
+        let empty = Batch::with_capacity(Arc::clone(&self.schema), self.rows);
+        std::mem::replace(self, empty)
     }
 
     /// The schema the rows follow.
@@ -603,6 +650,47 @@ mod tests {
             ("value", ColumnType::Real),
             ("labels", ColumnType::Dynamic),
         ]))
+    }
+
+    #[test]
+    fn append_and_take_keep_every_row_in_order() {
+        let row = |b: &mut Batch, i: i64| {
+            let w = b.row().timestamp(i).string(&format!("n{i}"));
+            let w = if i == 1 { w.null() } else { w.real(i as f64) };
+            w.map([("k", format!("v{i}"))]).finish().unwrap();
+        };
+        let mut first = Batch::new(schema());
+        row(&mut first, 0);
+        row(&mut first, 1);
+        let mut taken = first.take();
+        assert!(first.is_empty());
+        row(&mut first, 2);
+        taken.append(first).unwrap();
+        let read: Vec<(Value<'_>, Value<'_>, Value<'_>)> =
+            taken.rows().map(|r| (r.at(1), r.at(2), r.at(3))).collect();
+        assert_eq!(
+            read,
+            [
+                (
+                    Value::String("n0"),
+                    Value::Real(0.0),
+                    Value::Dynamic(r#"{"k":"v0"}"#)
+                ),
+                (
+                    Value::String("n1"),
+                    Value::Null,
+                    Value::Dynamic(r#"{"k":"v1"}"#)
+                ),
+                (
+                    Value::String("n2"),
+                    Value::Real(2.0),
+                    Value::Dynamic(r#"{"k":"v2"}"#)
+                ),
+            ]
+        );
+        let other = Batch::new(Arc::new(Schema::new([("n", ColumnType::Integer)])));
+        assert_eq!(taken.append(other), Err(BatchError::SchemaMismatch));
+        assert_eq!(taken.len(), 3);
     }
 
     #[test]

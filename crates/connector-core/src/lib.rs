@@ -53,6 +53,18 @@ pub struct TickContext {
     sent_bytes: Arc<AtomicU64>,
     resolved: Arc<Mutex<Vec<Secret>>>,
     stop: Arc<stop::StopSignal>,
+    parts: Option<PartTaker>,
+}
+
+/// Where [`TickContext::hand_over`] sends rows: set by a runner that commits rows
+/// as they come.
+#[derive(Clone)]
+struct PartTaker(Arc<dyn Fn(Batch) + Send + Sync>);
+
+impl std::fmt::Debug for PartTaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartTaker")
+    }
 }
 
 impl TickContext {
@@ -68,6 +80,50 @@ impl TickContext {
             sent_bytes: Arc::new(AtomicU64::new(0)),
             resolved: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(stop::StopSignal::default()),
+            parts: None,
+        }
+    }
+
+    /// For runners: rows a connector hands over with [`TickContext::hand_over`] go to
+    /// `take` as they come, to be written while the tick goes on. The runner then
+    /// commits them with the batch the tick returns, in one transaction, or none of
+    /// them if the tick fails.
+    pub fn with_part_taker(mut self, take: impl Fn(Batch) + Send + Sync + 'static) -> Self {
+        self.parts = Some(PartTaker(Arc::new(take)));
+        self
+    }
+
+    /// Hands the rows of `batch` over before the tick ends, leaving `batch` empty,
+    /// so the runner can write them while the connector builds the rest: a connector
+    /// that emits many rows calls it every few thousand rows. The rows are committed
+    /// with the batch `tick` returns, in one transaction, or not at all when the tick
+    /// fails: handing over never commits anything by itself. Where nobody takes parts
+    /// (tests, `connectord parse`), the rows stay in `batch`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use connector_core::{Batch, ColumnType, Schema, TickContext};
+    ///
+    /// let schema = Arc::new(Schema::new([("n", ColumnType::Integer)]));
+    /// let mut batch = Batch::new(Arc::clone(&schema));
+    /// batch.row().integer(1).finish().unwrap();
+    ///
+    /// // Nobody takes parts: the rows stay.
+    /// TickContext::new("c", 0).hand_over(&mut batch);
+    /// assert_eq!(batch.len(), 1);
+    ///
+    /// let taken = Arc::new(Mutex::new(0));
+    /// let counter = Arc::clone(&taken);
+    /// let ctx = TickContext::new("c", 0)
+    ///     .with_part_taker(move |part| *counter.lock().unwrap() += part.len());
+    /// ctx.hand_over(&mut batch);
+    /// assert_eq!((batch.len(), *taken.lock().unwrap()), (0, 1));
+    /// ```
+    pub fn hand_over(&self, batch: &mut Batch) {
+        if let Some(PartTaker(take)) = &self.parts
+            && !batch.is_empty()
+        {
+            take(batch.take());
         }
     }
 

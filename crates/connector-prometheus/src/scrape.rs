@@ -81,6 +81,10 @@ async fn fetch(
     Ok(response)
 }
 
+/// Rows handed over to the store at a time while the body is parsed, so the store
+/// writes them while the parse goes on (`TickContext::hand_over`).
+const PART_ROWS: usize = 1024;
+
 fn to_batch(
     fetched: &Response,
     ctx: &TickContext,
@@ -101,11 +105,12 @@ fn to_batch(
     let scheduled_for = ctx.scheduled_for_ms();
     let mut merged = Merged::new();
     let mut names = Vec::with_capacity(16);
+    let mut handed_over = 0;
     for sample in Parser::new(text, format).strict(config.strict) {
         let sample = sample.map_err(parse_failed)?;
         if config
             .sample_limit
-            .is_some_and(|limit| batch.len() as u64 >= limit)
+            .is_some_and(|limit| (handed_over + batch.len()) as u64 >= limit)
         {
             return Err(ConnectorError::permanent(format!(
                 "scrape {}: more than sample_limit ({}) samples",
@@ -147,6 +152,11 @@ fn to_batch(
         }
         if let Some(what) = failure {
             return Err(label_failure(&sample, config, what));
+        }
+        if batch.len() == PART_ROWS {
+            // Where nobody takes parts, the rows stay and the batch grows on.
+            ctx.hand_over(&mut batch);
+            handed_over += PART_ROWS - batch.len();
         }
     }
     Ok(batch)

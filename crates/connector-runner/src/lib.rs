@@ -9,6 +9,8 @@ pub mod contract;
 mod deliverer;
 mod destination;
 mod discovery;
+mod parts;
+pub use parts::{Part, PartCommit, Parts, aborted};
 pub mod protocol;
 mod pruner;
 pub use pruner::{PRUNE_BATCH_BUCKETS, PRUNE_BATCH_ROWS, PRUNE_PAUSE};

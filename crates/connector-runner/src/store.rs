@@ -8,6 +8,7 @@ use std::sync::Arc;
 use connector_core::{Batch, Schema};
 use serde::{Deserialize, Serialize};
 
+use crate::parts::Parts;
 use crate::spec::{ConnectorRecord, ConnectorSpec, ConnectorState, Origin};
 
 /// What went wrong in a state store or sink.
@@ -489,6 +490,26 @@ pub trait Sink: Send + Sync + fmt::Debug {
         lease: &Lease,
         batch: Batch,
     ) -> Result<CommitReport, StoreError>;
+
+    /// [`Sink::commit`] of a tick's rows as they come ([`Parts`]): rows the connector
+    /// hands over during the tick, then the batch it returns with the lease as it is
+    /// then. The same checks and the same single transaction; a tick that ends in
+    /// [`Part::Abort`](crate::Part::Abort) writes nothing. `lease` is the lease as the tick began (its end
+    /// less the margin). A store may write parts as they arrive, holding its write
+    /// lock until the tick ends; by default the parts are collected and committed in
+    /// one piece.
+    async fn commit_parts(
+        &self,
+        target: &Target,
+        lease: &Lease,
+        parts: Parts,
+    ) -> Result<CommitReport, StoreError> {
+        let _ = lease;
+        match parts.collect().await {
+            Some((batch, last)) => self.commit(target, &last, batch).await,
+            None => Err(crate::parts::aborted()),
+        }
+    }
 
     /// Retention: deletes the rows and ledger rows of the connector's oldest
     /// committed buckets older than `before_ms`, in one short transaction, so commits

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use connector_core::{ErrorKind, TickContext, ValidatedConfig};
 use tracing::Instrument as _;
 
+use crate::parts::PartCommit;
 use crate::runner::{Shared, wall_ms};
 use crate::spec::ConnectorRecord;
 use crate::store::{
@@ -156,13 +157,20 @@ async fn claim_and_run(
     };
 
     shared.lock_running().start(id, ctx);
+    let parts = PartCommit::start(
+        Arc::clone(&shared.sink),
+        target_of(record),
+        trusted(shared, &lease),
+    );
     let tick = {
         let registry = Arc::clone(&shared.registry);
-        let ctx = ctx.clone();
+        let ctx = ctx.clone().with_part_taker(parts.taker());
         let config = config.clone();
         // A task of its own, so a panicking connector fails this tick only.
         tokio::spawn(async move { registry.tick(&ctx, &config).await })
     };
+    // Every way out but the commit below drops `parts`, which rolls back the rows
+    // handed over so far.
     let ran = drive_tick(shared, tick, &mut lease).await;
     shared.lock_running().contexts.remove(id);
     Some(match ran {
@@ -206,7 +214,7 @@ async fn claim_and_run(
                 _ => Ended::failed(TickOutcome::Permanent, message),
             }
         }
-        Ran::Done(Ok(Ok(batch))) => commit(shared, record, &lease, batch).await,
+        Ran::Done(Ok(Ok(batch))) => commit(shared, parts, &lease, batch).await,
     })
 }
 
@@ -286,26 +294,35 @@ fn store_failure(e: &StoreError, otherwise: TickOutcome) -> TickOutcome {
     }
 }
 
-/// Commits a batch under the lease. The store refuses it once the lease can no
-/// longer be trusted: the lease's end less the safety margin, on the store's clock,
-/// checked inside the commit's transaction rather than by a round trip before it.
-async fn commit(
-    shared: &Shared,
-    record: &ConnectorRecord,
-    lease: &crate::store::Lease,
-    batch: connector_core::Batch,
-) -> Ended {
+/// The lease as the store checks it: its end less the safety margin, so a commit
+/// never lands after another runner could have taken the bucket over.
+fn trusted(shared: &Shared, lease: &crate::store::Lease) -> crate::store::Lease {
     let margin = i64::try_from(shared.config.lease_margin.as_millis()).unwrap_or(i64::MAX);
-    let trusted = crate::store::Lease {
+    crate::store::Lease {
         expires_at_ms: lease.expires_at_ms.saturating_sub(margin),
         ..lease.clone()
-    };
-    let target = Target {
+    }
+}
+
+fn target_of(record: &ConnectorRecord) -> Target {
+    Target {
         connector_id: record.id.clone(),
         database: record.spec.target_database.clone(),
         table: record.spec.target_table.clone(),
-    };
-    let committed = shared.sink.commit(&target, &trusted, batch).await;
+    }
+}
+
+/// Commits the tick's batch, after the rows it handed over, under the lease. The
+/// store refuses it once the lease can no longer be trusted: the lease's end less the
+/// safety margin, on the store's clock, checked inside the commit's transaction
+/// rather than by a round trip before it.
+async fn commit(
+    shared: &Shared,
+    parts: PartCommit,
+    lease: &crate::store::Lease,
+    batch: connector_core::Batch,
+) -> Ended {
+    let committed = parts.finish(batch, trusted(shared, lease)).await;
     let mut ended = Ended::from_commit(committed);
     if ended.outcome == TickOutcome::Ok {
         ended.done = Some(lease.clone());

@@ -24,6 +24,7 @@ mod discoveries;
 mod history;
 mod layout;
 mod leases;
+mod parts;
 mod prune;
 mod push;
 mod schema;

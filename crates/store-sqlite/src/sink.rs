@@ -207,10 +207,30 @@ pub(crate) fn write_bucket(
     lease: &Lease,
     batch: &Batch,
 ) -> Result<CommitReport, StoreError> {
+    let rows = to_i64(batch.len() as u64);
+    let first_row = begin_bucket(tx, layout, target, lease, rows)?;
+    check_lease_time(lease, wall_clock_ms())?;
+    write_rows(tx, series, layout, &target.table, batch)?;
+    check_consecutive(tx, &target.table, first_row, rows)?;
+    Ok(CommitReport {
+        rows: batch.len() as u64,
+        bytes: batch.payload_bytes() as u64,
+    })
+}
+
+/// Inserts the ledger row of the bucket, for `rows` rows, and checks the lease's
+/// token: the first write of a commit. Returns the rowid the bucket's first row gets.
+/// The caller checks the lease's end against the freshest lease it has.
+pub(crate) fn begin_bucket(
+    tx: &rusqlite::Transaction<'_>,
+    layout: Layout,
+    target: &Target,
+    lease: &Lease,
+    rows: i64,
+) -> Result<i64, StoreError> {
     // The ledger row first: it takes this file's write lock, and a second commit of the
     // bucket stops here on the primary key. Under that lock nobody else inserts into
     // the table, so the rows get the rowids after the current largest, in order.
-    let rows = to_i64(batch.len() as u64);
     let inserted = tx.query_row(
         &format!(
             "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms, first_row, last_row) \
@@ -229,6 +249,17 @@ pub(crate) fn write_bucket(
         }
         Err(e) => return Err(StoreError::backend("cannot write the ledger row", e)),
     };
+    check_token(tx, target, lease)?;
+    Ok(first_row)
+}
+
+/// The fencing check against the attached state file: a runner whose lease was taken
+/// over stops here.
+pub(crate) fn check_token(
+    tx: &rusqlite::Transaction<'_>,
+    target: &Target,
+    lease: &Lease,
+) -> Result<(), StoreError> {
     let current: Option<i64> = tx
         .query_row(
             "SELECT token FROM state.leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
@@ -237,26 +268,41 @@ pub(crate) fn write_bucket(
         )
         .optional()
         .map_err(backend("cannot read the fencing token"))?;
-    check_fencing(lease, current)?;
-    check_lease_time(lease, wall_clock_ms())?;
+    check_fencing(lease, current)
+}
+
+/// Inserts a batch's rows into `table` as its layout keeps them.
+pub(crate) fn write_rows(
+    tx: &rusqlite::Transaction<'_>,
+    series: &mut SeriesCache,
+    layout: Layout,
+    table: &str,
+    batch: &Batch,
+) -> Result<(), StoreError> {
     match layout {
-        Layout::Rows => insert_rows(tx, &target.table, batch)?,
-        Layout::Metric => crate::series::insert_samples(tx, series, &target.table, batch)?,
+        Layout::Rows => insert_rows(tx, table, batch),
+        Layout::Metric => crate::series::insert_samples(tx, series, table, batch),
     }
+}
+
+/// Checks that the bucket's `rows` rows got the rowids from `first_row` on, as the
+/// ledger row says and destinations read them back.
+pub(crate) fn check_consecutive(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    first_row: i64,
+    rows: i64,
+) -> Result<(), StoreError> {
     if rows > 0 && tx.last_insert_rowid() != first_row + rows - 1 {
         // Only a table whose rowids reached 2^63 makes SQLite pick them at random.
         return Err(StoreError::new(
             StoreErrorKind::Invalid,
             format!(
-                "table `{}`: the rows did not get consecutive rowids, so destinations could not read the bucket back",
-                target.table
+                "table `{table}`: the rows did not get consecutive rowids, so destinations could not read the bucket back"
             ),
         ));
     }
-    Ok(CommitReport {
-        rows: batch.len() as u64,
-        bytes: batch.payload_bytes() as u64,
-    })
+    Ok(())
 }
 
 /// One stored value as JSON, typed by the connector's schema where SQLite's own
@@ -435,6 +481,15 @@ impl Sink for SqliteStore {
         })
         .await
         .map_err(|e| StoreError::backend("sink task failed", e))?
+    }
+
+    async fn commit_parts(
+        &self,
+        target: &Target,
+        lease: &Lease,
+        parts: connector_runner::Parts,
+    ) -> Result<CommitReport, StoreError> {
+        self.commit_in_parts(target, lease, parts).await
     }
 
     async fn prune(

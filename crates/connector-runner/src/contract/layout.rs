@@ -14,7 +14,7 @@ use crate::{StoreErrorKind, TableStats, Target};
 
 const LEASE: Duration = Duration::from_secs(30);
 
-fn target(connector: &str, database: &str) -> Target {
+pub(super) fn target(connector: &str, database: &str) -> Target {
     Target {
         connector_id: connector.into(),
         database: database.into(),
@@ -35,7 +35,7 @@ fn labels(i: usize) -> Vec<(String, String)> {
 }
 
 /// `series` rows at `ts`, one per series; series 3's value is null (NaN).
-fn batch(series: std::ops::Range<usize>, ts: i64) -> Batch {
+pub(super) fn batch(series: std::ops::Range<usize>, ts: i64) -> Batch {
     let mut b = Batch::new(metric_schema());
     for i in series {
         let row = b
@@ -53,7 +53,7 @@ fn batch(series: std::ops::Range<usize>, ts: i64) -> Batch {
 }
 
 /// The rows `batch(series, ts)` reads back as, newest first as `read_rows` gives.
-fn expected(series: std::ops::Range<usize>, ts: i64) -> Vec<Vec<Value>> {
+pub(super) fn expected(series: std::ops::Range<usize>, ts: i64) -> Vec<Vec<Value>> {
     series
         .rev()
         .map(|i| {
@@ -92,7 +92,7 @@ async fn commit<S: ContractStore>(store: &S, connector: &str, database: &str, b:
 
 /// Every row, newest bucket first and in commit order within it reversed, with
 /// labels as JSON objects whatever the store keeps them as.
-async fn rows<S: ContractStore>(store: &S, database: &str) -> Vec<Vec<Value>> {
+pub(super) async fn rows<S: ContractStore>(store: &S, database: &str) -> Vec<Vec<Value>> {
     read_all(store, database, "metrics", Some(metric_schema()))
         .await
         .into_iter()

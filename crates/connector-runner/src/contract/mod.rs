@@ -16,6 +16,7 @@
 mod delivery;
 mod discovery;
 mod layout;
+mod parts;
 mod push;
 mod retention;
 mod runner;
@@ -30,6 +31,7 @@ use connector_core::{Batch, ColumnType, Schema};
 pub use delivery::*;
 pub use discovery::*;
 pub use layout::*;
+pub use parts::*;
 pub use push::*;
 pub use retention::*;
 pub use runner::*;
@@ -176,6 +178,8 @@ macro_rules! store_contract_tests {
             metric_rows_store_each_series_once_and_read_back_unchanged,
             a_failed_commit_with_new_series_leaves_later_commits_right,
             a_large_metric_batch_commits_whole_once_or_not_at_all,
+            a_commit_in_parts_lands_whole_once_or_not_at_all,
+            a_commit_in_parts_under_a_lost_lease_writes_nothing,
             dead_letters_keep_the_newest,
             prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
             a_commit_past_the_lease_end_is_fenced,

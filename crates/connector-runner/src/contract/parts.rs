@@ -1,0 +1,157 @@
+//! Commits in parts ([`PartCommit`]), as every store keeps them: rows handed over
+//! during a tick and the batch it returns land whole, once, in order, in one
+//! transaction with the ledger row; a tick that ends otherwise, a fenced lease or one
+//! that ended during the tick leaves nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::layout::{batch, expected, rows, target};
+use super::{ContractStore, Opened, metric_schema, unique};
+use crate::{PartCommit, Sink, StoreErrorKind, TableStats};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn sink<S: ContractStore>(o: &Opened<S>) -> Arc<dyn Sink> {
+    Arc::clone(&o.store) as Arc<dyn Sink>
+}
+
+pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(o: Opened<S>) {
+    let store = &*o.store;
+    let (a, db) = (unique("a"), unique("d"));
+    let t = target(&a, &db);
+    let lease = store
+        .claim_task(&a, 1000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A tick that hands rows over (new series among them) and then fails: nothing.
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let take = parts.taker();
+    take(batch(0..700, 1000));
+    take(batch(700..1400, 1000));
+    drop(parts);
+
+    // The same bucket then commits in parts: every row once, in the order handed over.
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let take = parts.taker();
+    take(batch(0..700, 1000));
+    take(batch(700..1400, 1000));
+    let report = parts
+        .finish(batch(1400..1500, 1000), lease.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.rows, 1500);
+    store.finish_task(&lease).await.unwrap();
+    assert_eq!(
+        store.table_stats(&db, "metrics").await.unwrap(),
+        TableStats {
+            rows: 1500,
+            series: Some(1500)
+        }
+    );
+    assert_eq!(rows(store, &db).await, expected(0..1500, 1000));
+    let pending = store.next_bucket("dest", &t, 0).await.unwrap().unwrap();
+    assert_eq!((pending.scheduled_for_ms, pending.rows), (1000, 1500));
+    let tail = store
+        .read_bucket(&t, metric_schema(), &pending, pending.last_row - 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.rows.rows().next().unwrap().at(2),
+        connector_core::Value::Real(1499.5)
+    );
+
+    // A tick without parts commits through the same path.
+    let lease = store
+        .claim_task(&a, 2000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    parts
+        .finish(batch(0..3, 2000), lease.clone())
+        .await
+        .unwrap();
+    let again = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let err = again
+        .finish(batch(0..3, 2000), lease.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::AlreadyCommitted, "{err}");
+    store.finish_task(&lease).await.unwrap();
+    assert_eq!(store.table_stats(&db, "metrics").await.unwrap().rows, 1503);
+
+    // A tick longer than its first lease: the runner renewed it, and the commit
+    // holds to the lease as it is at the end, not as it was at the start.
+    let lease = store
+        .claim_task(&a, 3000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut first = lease.clone();
+    first.expires_at_ms = 0;
+    let parts = PartCommit::start(sink(&o), t.clone(), first.clone());
+    parts.taker()(batch(0..1200, 3000));
+    parts.finish(batch(1200..1210, 3000), lease).await.unwrap();
+    // The same without parts.
+    let lease = store
+        .claim_task(&a, 4000, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut first = lease.clone();
+    first.expires_at_ms = 0;
+    let parts = PartCommit::start(sink(&o), t.clone(), first);
+    parts.finish(batch(0..2, 4000), lease).await.unwrap();
+    assert_eq!(store.table_stats(&db, "metrics").await.unwrap().rows, 2715);
+}
+
+pub async fn a_commit_in_parts_under_a_lost_lease_writes_nothing<S: ContractStore>(o: Opened<S>) {
+    let store = &*o.store;
+    let (a, db) = (unique("a"), unique("d"));
+    let t = target(&a, &db);
+
+    // Another runner took the bucket over before the first part.
+    let stale = store
+        .claim_task(&a, 1000, "runner-a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fresh = store
+        .claim_task(&a, 1000, "runner-b", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let parts = PartCommit::start(sink(&o), t.clone(), stale.clone());
+    parts.taker()(batch(0..1200, 1000));
+    let err = parts
+        .finish(batch(1200..1300, 1000), stale.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+
+    // The lease held at the first part but its end came before the last: the end is
+    // checked again with the lease as the runner knows it then.
+    let parts = PartCommit::start(sink(&o), t.clone(), fresh.clone());
+    parts.taker()(batch(0..1200, 1000));
+    let mut ended = fresh.clone();
+    ended.expires_at_ms = 0;
+    let err = parts
+        .finish(batch(1200..1300, 1000), ended)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+    assert_eq!(store.table_stats(&db, "metrics").await.unwrap().rows, 0);
+
+    // The current lease still commits the bucket, new series and all.
+    let parts = PartCommit::start(sink(&o), t.clone(), fresh.clone());
+    parts.taker()(batch(0..1200, 1000));
+    parts
+        .finish(batch(1200..1300, 1000), fresh.clone())
+        .await
+        .unwrap();
+    assert_eq!(rows(store, &db).await, expected(0..1300, 1000));
+}

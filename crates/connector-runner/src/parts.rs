@@ -1,0 +1,197 @@
+//! Committing a tick's rows as they come: a connector hands rows over during its
+//! tick ([`TickContext::hand_over`](connector_core::TickContext::hand_over)), the
+//! store writes them into the bucket's open transaction while the connector builds
+//! the rest, and the batch the tick returns ends the transaction. One connector's
+//! parse and its commit then run on two cores instead of one after the other.
+//!
+//! Nothing changes for exactly once: every part goes into the same transaction as
+//! the ledger row, and a tick that fails, times out, loses its lease or is cancelled
+//! sends [`Part::Abort`] (also when [`PartCommit`] is dropped unfinished), so the
+//! store rolls everything back.
+
+use std::sync::{Arc, Mutex};
+
+use connector_core::Batch;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+
+use crate::store::{CommitReport, Lease, Sink, StoreError, StoreErrorKind, Target};
+
+/// What a store receives while a tick runs.
+#[derive(Debug)]
+pub enum Part {
+    /// Rows the connector handed over, in order.
+    Rows(Batch),
+    /// The batch the tick returned, and the lease as it is now (renewed since the
+    /// tick began; its end less the safety margin): write it and commit.
+    Last(Batch, Lease),
+    /// The tick failed, timed out, lost its lease or was cancelled: write nothing.
+    Abort,
+}
+
+/// A store's side: the parts of one tick, in order.
+#[derive(Debug)]
+pub struct Parts(UnboundedReceiver<Part>);
+
+impl Parts {
+    /// The next part, waiting for it; [`Part::Abort`] once the runner's side is gone.
+    pub async fn next(&mut self) -> Part {
+        self.0.recv().await.unwrap_or(Part::Abort)
+    }
+
+    /// [`Parts::next`] for a blocking thread (a blocking database driver).
+    pub fn next_blocking(&mut self) -> Part {
+        self.0.blocking_recv().unwrap_or(Part::Abort)
+    }
+
+    /// Every part in one batch with the last lease, or `None` when the tick ended
+    /// in [`Part::Abort`]: for stores that write a bucket in one piece.
+    pub async fn collect(mut self) -> Option<(Batch, Lease)> {
+        let mut rows: Option<Batch> = None;
+        loop {
+            match self.next().await {
+                Part::Rows(part) => match rows.as_mut() {
+                    Some(rows) => rows.append(part).ok()?,
+                    None => rows = Some(part),
+                },
+                Part::Last(last, lease) => {
+                    return Some(match rows {
+                        Some(mut rows) => {
+                            rows.append(last).ok()?;
+                            (rows, lease)
+                        }
+                        None => (last, lease),
+                    });
+                }
+                Part::Abort => return None,
+            }
+        }
+    }
+}
+
+/// The error a store returns for a tick that ended in [`Part::Abort`]; the runner
+/// never reads it, the tick has its own outcome.
+pub fn aborted() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Invalid,
+        "the tick ended without rows to commit; nothing written",
+    )
+}
+
+/// The runner's side of one tick's commit in parts.
+///
+/// The store's side starts with the first part, as a task of its own: spawned from
+/// the tick (a runtime worker's local queue, from which an idle worker takes it), it
+/// runs beside the connector, which is busy building rows and does not yield. A
+/// task started with the tick and woken by the first part would wait in the tick's
+/// own worker until the tick ended.
+#[derive(Debug)]
+pub struct PartCommit {
+    sender: UnboundedSender<Part>,
+    start: Arc<Mutex<Start>>,
+    finished: bool,
+}
+
+/// The store's side: not started, or its task.
+enum Start {
+    Pending {
+        sink: Arc<dyn Sink>,
+        target: Target,
+        lease: Lease,
+        receiver: UnboundedReceiver<Part>,
+    },
+    Started(JoinHandle<Result<CommitReport, StoreError>>),
+    Taken,
+}
+
+impl std::fmt::Debug for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Start::Pending { .. } => "Pending",
+            Start::Started(_) => "Started",
+            Start::Taken => "Taken",
+        })
+    }
+}
+
+impl Start {
+    /// Starts the store's side if it has not started.
+    fn start(&mut self) {
+        if let Start::Pending { .. } = self
+            && let Start::Pending {
+                sink,
+                target,
+                lease,
+                receiver,
+            } = std::mem::replace(self, Start::Taken)
+        {
+            *self = Start::Started(tokio::spawn(async move {
+                sink.commit_parts(&target, &lease, Parts(receiver)).await
+            }));
+        }
+    }
+}
+
+fn lock_start(start: &Mutex<Start>) -> std::sync::MutexGuard<'_, Start> {
+    start
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PartCommit {
+    /// The commit of (`target`, `lease`'s bucket), whose store side starts with the
+    /// first part.
+    pub fn start(sink: Arc<dyn Sink>, target: Target, lease: Lease) -> Self {
+        let (sender, receiver) = unbounded_channel();
+        PartCommit {
+            sender,
+            start: Arc::new(Mutex::new(Start::Pending {
+                sink,
+                target,
+                lease,
+                receiver,
+            })),
+            finished: false,
+        }
+    }
+
+    /// What [`TickContext::with_part_taker`](connector_core::TickContext::with_part_taker)
+    /// needs: sends each handed-over batch to the store. Call it within the runtime.
+    pub fn taker(&self) -> impl Fn(Batch) + Send + Sync + 'static {
+        let (sender, start) = (self.sender.clone(), Arc::clone(&self.start));
+        move |rows| {
+            // A store that already failed stopped listening; `finish` reports why.
+            let _ = sender.send(Part::Rows(rows));
+            lock_start(&start).start();
+        }
+    }
+
+    /// Sends the tick's batch with the lease as it is now, and waits for the commit.
+    pub async fn finish(mut self, last: Batch, lease: Lease) -> Result<CommitReport, StoreError> {
+        self.finished = true;
+        let _ = self.sender.send(Part::Last(last, lease));
+        let task = {
+            let mut start = lock_start(&self.start);
+            start.start();
+            match std::mem::replace(&mut *start, Start::Taken) {
+                Start::Started(task) => task,
+                Start::Pending { .. } | Start::Taken => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Invalid,
+                        "the commit's task never started; nothing committed",
+                    ));
+                }
+            }
+        };
+        task.await
+            .map_err(|e| StoreError::backend("the commit's task failed", e))?
+    }
+}
+
+impl Drop for PartCommit {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.sender.send(Part::Abort);
+        }
+    }
+}
