@@ -4,9 +4,9 @@
 //!
 //! - `http_to_sqlite`: the real path of one connector's ticks, one after the other:
 //!   claim a lease, HTTP GET from a server on 127.0.0.1, parse and build the batch,
-//!   handing rows over to the store as they are built (`PartCommit`, as the runner
-//!   does), and commit them with their ledger row to SQLite (WAL,
-//!   synchronous=NORMAL) in one transaction.
+//!   handing rows over to a store that writes them as they come (`PartCommit`, as
+//!   the runner does; SQLite does), and commit them with their ledger row to SQLite
+//!   (WAL, synchronous=NORMAL) in one transaction.
 //! - `http_to_postgres`: the same into PostgreSQL (one statement: ledger row and rows
 //!   as arrays through `unnest`), when `DATABASE_URL` is set.
 //! - `http_to_sqlite_2_connectors`, `http_to_postgres_2_connectors`: two connectors'
@@ -104,8 +104,7 @@ async fn one_tick<S: StateStore + Sink + Clone + 'static>(
         .expect("a free bucket");
     let sink: Arc<dyn Sink> = Arc::new(store.clone());
     let parts = PartCommit::start(sink, target.clone(), lease.clone());
-    let ctx =
-        TickContext::new(target.connector_id.clone(), scheduled_for).with_part_taker(parts.taker());
+    let ctx = parts.tick_context(TickContext::new(target.connector_id.clone(), scheduled_for));
     let batch = connector
         .tick(&ctx, config)
         .await

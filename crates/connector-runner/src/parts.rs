@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use connector_core::Batch;
+use connector_core::{Batch, TickContext};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
@@ -90,6 +90,8 @@ pub struct PartCommit {
     sender: UnboundedSender<Part>,
     start: Arc<Mutex<Start>>,
     finished: bool,
+    /// [`Sink::writes_parts`]: whether the tick gets a part taker.
+    takes_parts: bool,
 }
 
 /// The store's side: not started, or its task.
@@ -144,6 +146,7 @@ impl PartCommit {
     pub fn start(sink: Arc<dyn Sink>, target: Target, lease: Lease) -> Self {
         let (sender, receiver) = unbounded_channel();
         PartCommit {
+            takes_parts: sink.writes_parts(),
             sender,
             start: Arc::new(Mutex::new(Start::Pending {
                 sink,
@@ -155,8 +158,19 @@ impl PartCommit {
         }
     }
 
-    /// What [`TickContext::with_part_taker`](connector_core::TickContext::with_part_taker)
-    /// needs: sends each handed-over batch to the store. Call it within the runtime.
+    /// `ctx` for the tick: with a part taker when the store writes parts as they
+    /// come ([`Sink::writes_parts`]), as it is otherwise. Call the tick within the
+    /// runtime.
+    pub fn tick_context(&self, ctx: TickContext) -> TickContext {
+        if self.takes_parts {
+            ctx.with_part_taker(self.taker())
+        } else {
+            ctx
+        }
+    }
+
+    /// What [`TickContext::with_part_taker`] needs: sends each handed-over batch to
+    /// the store.
     pub fn taker(&self) -> impl Fn(Batch) + Send + Sync + 'static {
         let (sender, start) = (self.sender.clone(), Arc::clone(&self.start));
         move |rows| {

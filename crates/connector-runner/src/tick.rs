@@ -164,7 +164,7 @@ async fn claim_and_run(
     );
     let tick = {
         let registry = Arc::clone(&shared.registry);
-        let ctx = ctx.clone().with_part_taker(parts.taker());
+        let ctx = parts.tick_context(ctx.clone());
         let config = config.clone();
         // A task of its own, so a panicking connector fails this tick only.
         tokio::spawn(async move { registry.tick(&ctx, &config).await })

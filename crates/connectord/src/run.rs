@@ -120,16 +120,20 @@ async fn serve(config: FileConfig, registry: Arc<Registry>) -> Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // Listening for the signals before saying so: a supervisor (or a test) may send
+    // SIGTERM as soon as it reads the line, and a handler installed later, by a task
+    // not yet run, let that signal kill the process instead of stopping it.
+    let mut signals = StopSignals::install();
     tracing::info!(data_dir = %config.storage.data_dir.display(), "listening on http://{addr}");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!(
             "stop requested: no new ticks; finishing ticks in flight (a second signal exits at once)"
         );
         let _ = stop_tx.send(true);
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second stop signal: exiting now; ticks in flight commit nothing");
         std::process::exit(1);
     });
@@ -315,23 +319,51 @@ fn resolve_tokens(config: &FileConfig) -> Result<Vec<api::Token>> {
         .collect()
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and Ctrl-C, each listened for from [`StopSignals::install`] on.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops connectord");
-                let _ = ctrl_c.await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for {name}"))
+                    .ok()
+            };
+            StopSignals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Completes at the next SIGTERM or Ctrl-C.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(self.term.as_mut()) => {}
+                () = recv(self.interrupt.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -531,6 +531,22 @@ async fn hostile_targets_meet_limits() {
     );
 }
 
+/// SIGTERM sent the moment connectord says it is listening stops it cleanly. The
+/// handler was once installed by a task that had not run yet, and such a signal
+/// killed the process: a kill -9 test's final stop failed with "signal: 15" under the
+/// full suite's load. On an idle machine this passed before the fix too; it guards
+/// the behaviour, it does not force the race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_listening_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), "", &[]);
+    for _ in 0..10 {
+        let (status, log) = Daemon::start(&config, &[]).stop();
+        assert!(status.success(), "{status}\n{log}");
+        assert!(log.contains("stop requested"), "{log}");
+    }
+}
+
 /// Point 7: SIGTERM cancels a tick that outlives the grace, stops retries at once,
 /// and a second signal exits at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

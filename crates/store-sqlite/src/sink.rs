@@ -483,6 +483,10 @@ impl Sink for SqliteStore {
         .map_err(|e| StoreError::backend("sink task failed", e))?
     }
 
+    fn writes_parts(&self) -> bool {
+        true
+    }
+
     async fn commit_parts(
         &self,
         target: &Target,
