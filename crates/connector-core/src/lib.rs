@@ -98,7 +98,12 @@ impl TickContext {
     /// that emits many rows calls it every few thousand rows. The rows are committed
     /// with the batch `tick` returns, in one transaction, or not at all when the tick
     /// fails: handing over never commits anything by itself. Where nobody takes parts
-    /// (tests, `connectord parse`), the rows stay in `batch`.
+    /// (tests, `connectord parse`, stores that commit a batch whole), the rows stay in
+    /// `batch`.
+    ///
+    /// Hand rows over only while building them from what is already in memory, not
+    /// before more network waits: from the first part to the end of the tick the
+    /// store may hold its write lock on the target, and other commits to it wait.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
