@@ -21,6 +21,7 @@ mod json_string;
 pub mod push;
 mod redact;
 mod registry;
+mod schema;
 mod secret;
 mod stop;
 #[cfg(feature = "testing")]
@@ -30,12 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use async_trait::async_trait;
-pub use batch::{Batch, BatchError, Column, ColumnType, Row, RowWriter, Schema, Value};
+pub use batch::{Batch, BatchError, Row, RowWriter, Value};
 pub use destination::{Delivered, Destination, DynDestination};
 pub use error::{ConnectorError, ErrorChain, ErrorKind};
 pub use push::{Accepted, Committed, Drive, DynPush, IngestRequest, IngestResponse, PushConnector};
 pub use redact::{REDACTED, redact};
 pub use registry::{DynConnector, Registry, RegistryError, ValidatedConfig};
+pub use schema::{Column, ColumnType, Schema};
 pub use secret::{
     EnvSecrets, MapSecrets, Secret, SecretError, SecretRef, SecretRefError, SecretSource,
 };
