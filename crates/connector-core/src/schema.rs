@@ -12,7 +12,7 @@ pub enum ColumnType {
     /// UTF-8 text.
     String,
     /// A 64-bit float. Sinks store NaN and ±Inf as null, so write those with
-    /// [`RowWriter::null`].
+    /// [`RowWriter::null`](crate::RowWriter::null).
     Real,
     /// A JSON value (the Prometheus connector writes a label map). Stored as JSON
     /// text, which is what SQLite and PostgreSQL sinks bind directly.
