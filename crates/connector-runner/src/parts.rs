@@ -44,29 +44,37 @@ impl Parts {
         self.0.blocking_recv().unwrap_or(Part::Abort)
     }
 
-    /// Every part in one batch with the last lease, or `None` when the tick ended
-    /// in [`Part::Abort`]: for stores that write a bucket in one piece.
-    pub async fn collect(mut self) -> Option<(Batch, Lease)> {
-        let mut rows: Option<Batch> = None;
+    /// Every part in one batch with the last lease, for stores that write a bucket
+    /// in one piece; [`aborted`] when the tick ended in [`Part::Abort`].
+    pub async fn collect(mut self) -> Result<(Batch, Lease), StoreError> {
+        let mut collected: Option<Batch> = None;
         loop {
-            match self.next().await {
-                Part::Rows(part) => match rows.as_mut() {
-                    Some(rows) => rows.append(part).ok()?,
-                    None => rows = Some(part),
-                },
-                Part::Last(last, lease) => {
-                    return Some(match rows {
-                        Some(mut rows) => {
-                            rows.append(last).ok()?;
-                            (rows, lease)
-                        }
-                        None => (last, lease),
-                    });
+            let (part, lease) = match self.next().await {
+                Part::Rows(part) => (part, None),
+                Part::Last(part, lease) => (part, Some(lease)),
+                Part::Abort => return Err(aborted()),
+            };
+            let rows = match collected.take() {
+                Some(mut rows) => {
+                    rows.append(part).map_err(|_| schema_mismatch())?;
+                    rows
                 }
-                Part::Abort => return None,
+                None => part,
+            };
+            match lease {
+                Some(lease) => return Ok((rows, lease)),
+                None => collected = Some(rows),
             }
         }
     }
+}
+
+/// The error of a part whose rows follow another schema than the first part's.
+pub fn schema_mismatch() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Invalid,
+        "a part of the tick's rows has another schema than the first; nothing committed",
+    )
 }
 
 /// The error a store returns for a tick that ended in [`Part::Abort`]; the runner
@@ -94,40 +102,33 @@ pub struct PartCommit {
     takes_parts: bool,
 }
 
-/// The store's side: not started, or its task.
-enum Start {
-    Pending {
-        sink: Arc<dyn Sink>,
-        target: Target,
-        lease: Lease,
-        receiver: UnboundedReceiver<Part>,
-    },
-    Started(JoinHandle<Result<CommitReport, StoreError>>),
-    Taken,
+/// The store's side: what starts it, until it has started, then its task.
+#[derive(Debug)]
+struct Start {
+    pending: Option<Pending>,
+    task: Option<JoinHandle<Result<CommitReport, StoreError>>>,
 }
 
-impl std::fmt::Debug for Start {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Start::Pending { .. } => "Pending",
-            Start::Started(_) => "Started",
-            Start::Taken => "Taken",
-        })
-    }
+/// What the store's side starts with.
+#[derive(Debug)]
+struct Pending {
+    sink: Arc<dyn Sink>,
+    target: Target,
+    lease: Lease,
+    receiver: UnboundedReceiver<Part>,
 }
 
 impl Start {
     /// Starts the store's side if it has not started.
     fn start(&mut self) {
-        if let Start::Pending { .. } = self
-            && let Start::Pending {
-                sink,
-                target,
-                lease,
-                receiver,
-            } = std::mem::replace(self, Start::Taken)
+        if let Some(Pending {
+            sink,
+            target,
+            lease,
+            receiver,
+        }) = self.pending.take()
         {
-            *self = Start::Started(tokio::spawn(async move {
+            self.task = Some(tokio::spawn(async move {
                 sink.commit_parts(&target, &lease, Parts(receiver)).await
             }));
         }
@@ -148,11 +149,14 @@ impl PartCommit {
         PartCommit {
             takes_parts: sink.writes_parts(),
             sender,
-            start: Arc::new(Mutex::new(Start::Pending {
-                sink,
-                target,
-                lease,
-                receiver,
+            start: Arc::new(Mutex::new(Start {
+                pending: Some(Pending {
+                    sink,
+                    target,
+                    lease,
+                    receiver,
+                }),
+                task: None,
             })),
             finished: false,
         }
@@ -187,15 +191,13 @@ impl PartCommit {
         let task = {
             let mut start = lock_start(&self.start);
             start.start();
-            match std::mem::replace(&mut *start, Start::Taken) {
-                Start::Started(task) => task,
-                Start::Pending { .. } | Start::Taken => {
-                    return Err(StoreError::new(
-                        StoreErrorKind::Invalid,
-                        "the commit's task never started; nothing committed",
-                    ));
-                }
-            }
+            start.task.take()
+        };
+        let Some(task) = task else {
+            return Err(StoreError::new(
+                StoreErrorKind::Invalid,
+                "the commit's task never started; nothing committed",
+            ));
         };
         task.await
             .map_err(|e| StoreError::backend("the commit's task failed", e))?

@@ -514,10 +514,8 @@ pub trait Sink: Send + Sync + fmt::Debug {
         parts: Parts,
     ) -> Result<CommitReport, StoreError> {
         let _ = lease;
-        match parts.collect().await {
-            Some((batch, last)) => self.commit(target, &last, batch).await,
-            None => Err(crate::parts::aborted()),
-        }
+        let (batch, last) = parts.collect().await?;
+        self.commit(target, &last, batch).await
     }
 
     /// Retention: deletes the rows and ledger rows of the connector's oldest

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use connector_core::Batch;
 use connector_runner::protocol::{check_lease_time, to_i64, wall_clock_ms};
 use connector_runner::{
-    CommitReport, Lease, Part, Parts, StoreError, StoreErrorKind, Target, aborted,
+    CommitReport, Lease, Part, Parts, StoreError, Target, aborted, schema_mismatch,
 };
 use rusqlite::params;
 
-use crate::sink::{TargetDb, begin_bucket, check_consecutive, ensure_table, write_rows};
-use crate::{SqliteStore, backend, lock};
+use crate::sink::{
+    TargetDb, begin_bucket, check_consecutive, ensure_table, in_transaction, write_rows,
+};
+use crate::{SqliteStore, backend};
 
 impl SqliteStore {
     pub(crate) async fn commit_in_parts(
@@ -30,19 +32,11 @@ impl SqliteStore {
         if matches!(first, Part::Abort) {
             return Err(aborted());
         }
-        let store = self.clone();
         let (target, lease) = (target.clone(), lease.clone());
-        tokio::task::spawn_blocking(move || {
-            let db = store.target(&target.database)?;
-            let mut db = lock(&db);
-            let report = write_parts(&mut db, &target, &lease, first, parts)
-                .map_err(|e| store.name_full(e))?;
-            // Full means a checkpoint is already pending.
-            let _ = db.checkpoint.try_send(());
-            Ok(report)
+        self.write_target(&target.database.clone(), move |db| {
+            write_parts(db, &target, &lease, first, parts)
         })
         .await
-        .map_err(|e| StoreError::backend("sink task failed", e))?
     }
 }
 
@@ -56,10 +50,7 @@ fn rows_of<'a>(
         Part::Abort => return Ok(None),
     };
     if !Arc::ptr_eq(batch.schema(), schema) && **batch.schema() != **schema {
-        return Err(StoreError::new(
-            StoreErrorKind::Invalid,
-            "a part of the tick's rows has another schema than the first; nothing committed",
-        ));
+        return Err(schema_mismatch());
     }
     Ok(Some(batch))
 }
@@ -76,25 +67,21 @@ fn write_parts(
         Part::Abort => return Err(aborted()),
     };
     let layout = ensure_table(db, &target.table, &schema)?;
-    let written = (|| {
-        let tx = db
-            .conn
-            .transaction()
-            .map_err(backend("cannot start a transaction"))?;
+    in_transaction(db, &target.table, |tx, series| {
         // The row count is known at the end; the ledger row is completed then.
-        let first_row = begin_bucket(&tx, layout, target, lease, 0)?;
+        let first_row = begin_bucket(tx, layout, target, lease, 0)?;
         let mut report = CommitReport { rows: 0, bytes: 0 };
         let mut part = first;
         loop {
             let Some(batch) = rows_of(&part, &schema)? else {
                 return Err(aborted());
             };
-            write_rows(&tx, &mut db.series, layout, &target.table, batch)?;
+            write_rows(tx, series, layout, &target.table, batch)?;
             report.rows += batch.len() as u64;
             report.bytes += batch.payload_bytes() as u64;
             if let Part::Last(_, last) = &part {
                 let rows = to_i64(report.rows);
-                check_consecutive(&tx, &target.table, first_row, rows)?;
+                check_consecutive(tx, &target.table, first_row, rows)?;
                 tx.execute(
                     "UPDATE _connectord_ledger SET rows = ?1, last_row = ?2 \
                      WHERE connector_id = ?3 AND scheduled_for_ms = ?4",
@@ -112,14 +99,9 @@ fn write_parts(
                 // the bucket over since cannot commit it while this transaction holds
                 // its ledger row.
                 check_lease_time(last, wall_clock_ms())?;
-                tx.commit().map_err(backend("cannot commit the rows"))?;
                 return Ok(report);
             }
             part = parts.next_blocking();
         }
-    })();
-    if written.is_err() {
-        db.series.forget(&target.table);
-    }
-    written
+    })
 }

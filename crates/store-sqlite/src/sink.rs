@@ -175,26 +175,50 @@ fn insert_rows(
     Ok(())
 }
 
-fn commit_batch(
+/// Runs `write` in one transaction on the target file and commits it when `write`
+/// succeeds. A failure forgets `table`'s series ids: series added in the
+/// transaction were rolled back, and SQLite may hand their ids out again.
+pub(crate) fn in_transaction(
     db: &mut TargetDb,
-    target: &Target,
-    lease: &Lease,
-    batch: &Batch,
+    table: &str,
+    write: impl FnOnce(&rusqlite::Transaction<'_>, &mut SeriesCache) -> Result<CommitReport, StoreError>,
 ) -> Result<CommitReport, StoreError> {
-    let layout = ensure_table(db, &target.table, batch.schema())?;
     let written = (|| {
         let tx = db
             .conn
             .transaction()
             .map_err(backend("cannot start a transaction"))?;
-        let report = write_bucket(&tx, &mut db.series, layout, target, lease, batch)?;
+        let report = write(&tx, &mut db.series)?;
         tx.commit().map_err(backend("cannot commit the rows"))?;
         Ok(report)
     })();
     if written.is_err() {
-        db.series.forget(&target.table);
+        db.series.forget(table);
     }
     written
+}
+
+impl SqliteStore {
+    /// Runs `write` on the blocking pool with `database`'s target file locked, then
+    /// wakes the file's checkpointer; a full disk is named as such.
+    pub(crate) async fn write_target(
+        &self,
+        database: &str,
+        write: impl FnOnce(&mut TargetDb) -> Result<CommitReport, StoreError> + Send + 'static,
+    ) -> Result<CommitReport, StoreError> {
+        let store = self.clone();
+        let database = database.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let db = store.target(&database)?;
+            let mut db = lock(&db);
+            let report = write(&mut db).map_err(|e| store.name_full(e))?;
+            // Full means a checkpoint is already pending.
+            let _ = db.checkpoint.try_send(());
+            Ok(report)
+        })
+        .await
+        .map_err(|e| StoreError::backend("sink task failed", e))?
+    }
 }
 
 /// Writes the ledger row of (connector, bucket) and the bucket's rows, inside the
@@ -468,19 +492,14 @@ impl Sink for SqliteStore {
         lease: &Lease,
         batch: Batch,
     ) -> Result<CommitReport, StoreError> {
-        let store = self.clone();
         let (target, lease) = (target.clone(), lease.clone());
-        tokio::task::spawn_blocking(move || {
-            let db = store.target(&target.database)?;
-            let mut db = lock(&db);
-            let report =
-                commit_batch(&mut db, &target, &lease, &batch).map_err(|e| store.name_full(e))?;
-            // Full means a checkpoint is already pending.
-            let _ = db.checkpoint.try_send(());
-            Ok(report)
+        self.write_target(&target.database.clone(), move |db| {
+            let layout = ensure_table(db, &target.table, batch.schema())?;
+            in_transaction(db, &target.table, |tx, series| {
+                write_bucket(tx, series, layout, &target, &lease, &batch)
+            })
         })
         .await
-        .map_err(|e| StoreError::backend("sink task failed", e))?
     }
 
     fn writes_parts(&self) -> bool {
