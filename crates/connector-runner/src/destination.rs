@@ -386,7 +386,7 @@ pub trait DeliveryStore: Send + Sync + fmt::Debug {
     ) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
-/// The [`Target`] a destination reads: where its source connector commits.
+/// The [`Target`] a connector commits to, which its destinations read.
 pub fn source_target(source: &ConnectorRecord) -> Target {
     Target {
         connector_id: source.id.clone(),

@@ -13,7 +13,7 @@ use crate::parts::PartCommit;
 use crate::runner::{Shared, wall_ms};
 use crate::spec::ConnectorRecord;
 use crate::store::{
-    CommitReport, StatusChange, StoreError, StoreErrorKind, Target, TickOutcome, TickRecord,
+    CommitReport, StatusChange, StoreError, StoreErrorKind, TickOutcome, TickRecord,
 };
 use crate::telemetry::TickSample;
 
@@ -159,7 +159,7 @@ async fn claim_and_run(
     shared.lock_running().start(id, ctx);
     let parts = PartCommit::start(
         Arc::clone(&shared.sink),
-        target_of(record),
+        crate::source_target(record),
         trusted(shared, &lease),
     );
     let tick = {
@@ -301,14 +301,6 @@ fn trusted(shared: &Shared, lease: &crate::store::Lease) -> crate::store::Lease 
     crate::store::Lease {
         expires_at_ms: lease.expires_at_ms.saturating_sub(margin),
         ..lease.clone()
-    }
-}
-
-fn target_of(record: &ConnectorRecord) -> Target {
-    Target {
-        connector_id: record.id.clone(),
-        database: record.spec.target_database.clone(),
-        table: record.spec.target_table.clone(),
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{BuildBucket, PushStore, StagedBucket};
 use crate::runner::{Shared, wall_ms};
 use crate::spec::ConnectorRecord;
-use crate::store::{Target, TickOutcome};
+use crate::store::TickOutcome;
 use crate::tick::{Ended, Started, finish};
 
 /// How often the committer looks for closed buckets. A bucket commits at most this
@@ -187,11 +187,7 @@ async fn build_and_commit(
             Some((committed.series, committed.overflowed));
         Ok(committed)
     });
-    let target = Target {
-        connector_id: record.id.clone(),
-        database: record.spec.target_database.clone(),
-        table: record.spec.target_table.clone(),
-    };
+    let target = crate::source_target(record);
     let committed = store.commit_staged(&target, lease, schema, build).await;
     if let Ok(report) = &committed {
         shared
