@@ -51,7 +51,7 @@ impl From<BatchError> for crate::ConnectorError {
 }
 
 /// Text of many rows in one buffer: appending never allocates per row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct TextColumn {
     text: String,
     ends: Vec<usize>,

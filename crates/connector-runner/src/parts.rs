@@ -185,22 +185,26 @@ impl PartCommit {
     }
 
     /// Sends the tick's batch with the lease as it is now, and waits for the commit.
+    /// A tick that handed nothing over commits its batch in one piece
+    /// ([`Sink::commit`]) without a task of its own.
     pub async fn finish(mut self, last: Batch, lease: Lease) -> Result<CommitReport, StoreError> {
         self.finished = true;
-        let _ = self.sender.send(Part::Last(last, lease));
-        let task = {
+        let (pending, task) = {
             let mut start = lock_start(&self.start);
-            start.start();
-            start.task.take()
+            (start.pending.take(), start.task.take())
         };
-        let Some(task) = task else {
-            return Err(StoreError::new(
+        match (task, pending) {
+            (Some(task), _) => {
+                let _ = self.sender.send(Part::Last(last, lease));
+                task.await
+                    .map_err(|e| StoreError::backend("the commit's task failed", e))?
+            }
+            (None, Some(Pending { sink, target, .. })) => sink.commit(&target, &lease, last).await,
+            (None, None) => Err(StoreError::new(
                 StoreErrorKind::Invalid,
                 "the commit's task never started; nothing committed",
-            ));
-        };
-        task.await
-            .map_err(|e| StoreError::backend("the commit's task failed", e))?
+            )),
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(
         connector_core::Value::Real(1499.5)
     );
 
-    // A tick without parts commits through the same path.
+    // A tick that hands nothing over commits its batch in one piece.
     let lease = store
         .claim_task(&a, 2000, "r", LEASE)
         .await
@@ -95,7 +95,7 @@ pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(
     let parts = PartCommit::start(sink(&o), t.clone(), first.clone());
     parts.taker()(batch(0..1200, 3000));
     parts.finish(batch(1200..1210, 3000), lease).await.unwrap();
-    // The same without parts.
+    // The same for a tick that hands nothing over.
     let lease = store
         .claim_task(&a, 4000, "r", LEASE)
         .await
