@@ -495,7 +495,7 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// runner let a connector hand rows over during its tick: collecting parts to
     /// commit them whole costs more than building the batch whole (PostgreSQL's
     /// single-connector ingest fell from 350 k to 219 k samples/s on node_exporter
-    /// output with parts collected).
+    /// output with parts collected, before it wrote them as they came).
     fn writes_parts(&self) -> bool {
         false
     }

@@ -8,20 +8,80 @@
 //! [`COPY_FROM_ROWS`] rows, where they are a small part of the work; the ticks that
 //! the scheduling bench counts round trips for keep the one statement.
 
+use std::pin::Pin;
+
 use connector_core::Batch;
 use connector_runner::protocol::to_i64;
 use connector_runner::{CommitReport, Lease, StoreError, Target};
 use postgres_types::Type;
-use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::{Client, Transaction};
 
 use crate::backend;
 use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
-use crate::sink::{Cell, LEDGER_INSERT, cell, ledger_failure, ledger_params, refusal};
+use crate::sink::{Cell, cell, write_ledger};
 
 /// Metric batches with at least this many rows go in through COPY.
 pub(crate) const COPY_FROM_ROWS: usize = 1_000;
+
+/// A COPY into a metric table's samples, open in a transaction. Dropped unfinished,
+/// it fails the COPY, and the transaction with it.
+pub(crate) struct SamplesCopy {
+    writer: Pin<Box<BinaryCopyInWriter>>,
+}
+
+impl SamplesCopy {
+    pub(crate) async fn start(tx: &Transaction<'_>, target: &Target) -> Result<Self, StoreError> {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN BINARY",
+                Layout::Metric.positions_table(&target.database, &target.table)
+            ))
+            .await
+            .map_err(backend("cannot start copying the samples"))?;
+        let writer = BinaryCopyInWriter::new(
+            sink,
+            &[Type::TIMESTAMPTZ, Type::INT8, Type::FLOAT8, Type::INT8],
+        );
+        Ok(SamplesCopy {
+            writer: Box::pin(writer),
+        })
+    }
+
+    /// Copies the samples of `batch` (in `metric_rows::schema()`'s column order),
+    /// row `i` with series id `series[i]` at position `first_row + i`.
+    pub(crate) async fn write(
+        &mut self,
+        batch: &Batch,
+        series: &[i64],
+        first_row: i64,
+    ) -> Result<(), StoreError> {
+        for ((row, id), position) in batch.rows().zip(series).zip(first_row..) {
+            self.writer
+                .as_mut()
+                .write(&[
+                    &cell(row.at(0)),
+                    &Cell::Integer(*id),
+                    &cell(row.at(2)),
+                    &position,
+                ])
+                .await
+                .map_err(backend("cannot copy the samples"))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the COPY; the rows are then part of the transaction.
+    pub(crate) async fn finish(mut self) -> Result<(), StoreError> {
+        self.writer
+            .as_mut()
+            .finish()
+            .await
+            .map_err(backend("cannot copy the samples"))?;
+        Ok(())
+    }
+}
 
 /// Writes the ledger row of (connector, bucket), refusing a bucket committed before,
 /// a fenced lease or one whose end has come, then the batch's samples from position
@@ -40,47 +100,10 @@ pub(crate) async fn write_samples_by_copy(
         .transaction()
         .await
         .map_err(backend("cannot begin the commit's transaction"))?;
-    let ledger = tx
-        .query_typed(
-            LEDGER_INSERT,
-            &ledger_params(target, lease, &rows, &first_row),
-        )
-        .await
-        .map_err(ledger_failure(lease, "cannot write the ledger row"))?;
-    if ledger.is_empty() {
-        tx.rollback()
-            .await
-            .map_err(backend("cannot roll back a refused commit"))?;
-        return Err(refusal(&*client, lease).await);
-    }
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN BINARY",
-            Layout::Metric.positions_table(&target.database, &target.table)
-        ))
-        .await
-        .map_err(backend("cannot start copying the samples"))?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[Type::TIMESTAMPTZ, Type::INT8, Type::FLOAT8, Type::INT8],
-    );
-    let mut writer = std::pin::pin!(writer);
-    for ((row, id), position) in batch.rows().zip(series).zip(first_row..) {
-        writer
-            .as_mut()
-            .write(&[
-                &cell(row.at(0)),
-                &Cell::Integer(*id),
-                &cell(row.at(2)),
-                &position,
-            ])
-            .await
-            .map_err(backend("cannot copy the samples"))?;
-    }
-    writer
-        .finish()
-        .await
-        .map_err(backend("cannot copy the samples"))?;
+    write_ledger(&tx, target, lease, rows, first_row).await?;
+    let mut copy = SamplesCopy::start(&tx, target).await?;
+    copy.write(batch, series, first_row).await?;
+    copy.finish().await?;
     tx.commit()
         .await
         .map_err(backend("cannot commit the bucket"))?;

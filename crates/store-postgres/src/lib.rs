@@ -12,12 +12,16 @@
 //!
 //! Leases use the database's clock (`now()`) and `FOR UPDATE SKIP LOCKED`, so two
 //! processes racing for a bucket never wait on each other: one claims, the other
-//! moves on. A commit is one statement: the ledger row, only under the current
-//! fencing token and before the lease's end, then the rows as one array per column
-//! through `unnest`. A tick costs four such statements (`sql/tick_functions.sql`).
+//! moves on. A commit is one transaction: the ledger row, only under the current
+//! fencing token and before the lease's end, and the rows. A small one is one
+//! statement (the rows as one array per column through `unnest`), and a tick then
+//! costs four statements (`sql/tick_functions.sql`); a metric batch of 1,000 rows
+//! or more goes through COPY (`copy`), and the rows a connector hands over during its
+//! tick are copied as they come (`parts`).
 //!
 //! Files by job: `pool` (connections, TLS, timeouts), `schema` (migrations, reserved
 //! names), `connectors`, `leases`, `history`, `sink` (commits and reading rows back),
+//! `copy` and `parts` (metric samples through COPY, whole or as they come),
 //! `destinations` and `buckets` (reading committed buckets back for destinations).
 
 mod buckets;
@@ -28,6 +32,7 @@ mod discoveries;
 mod history;
 mod layout;
 mod leases;
+mod parts;
 mod pool;
 mod push;
 mod schema;
@@ -78,6 +83,8 @@ pub struct PgStore {
     tables: Arc<Mutex<HashMap<CheckedTable, layout::Layout>>>,
     /// Series ids of the metric tables this process wrote to.
     series: Arc<series::SeriesCache>,
+    /// Positions reserved for each bucket copied in parts (`parts.rs`).
+    parts_block: usize,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -107,10 +114,19 @@ impl PgStore {
             pool: Arc::new(pool),
             tables: Arc::new(Mutex::new(HashMap::new())),
             series: Arc::default(),
+            parts_block: parts::BLOCK_ROWS,
         };
         let mut client = store.pool.get().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
+    }
+
+    /// Sets how many row positions a bucket copied in parts reserves at its first
+    /// part (1,048,576 by default); a tick with more rows than that commits whole
+    /// instead. There to test that path: a smaller block only wastes work.
+    pub fn with_parts_block(mut self, rows: usize) -> Self {
+        self.parts_block = rows.max(1);
+        self
     }
 
     /// Whether the connections this store opens are encrypted, as the server sees them.

@@ -47,7 +47,51 @@ fn name_and_labels<'b>(
     })
 }
 
+/// Rows of a batch whose series this process has not seen: (row, name, labels).
+type Missing<'b> = Vec<(usize, &'b str, &'b str)>;
+
 impl SeriesCache {
+    /// Each row's series id as this process knows it (0 where it does not), and the
+    /// rows it does not know; with `stop_at_new`, the walk ends at the first of them.
+    fn lookup<'b>(
+        &self,
+        target: &Target,
+        batch: &'b Batch,
+        stop_at_new: bool,
+    ) -> Result<(Vec<i64>, Missing<'b>), StoreError> {
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut missing = Vec::new();
+        let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = tables.get(&(target.database.clone(), target.table.clone()));
+        let mut key = String::new();
+        for (index, row) in batch.rows().enumerate() {
+            let (name, labels) = name_and_labels(target, batch, index, &row)?;
+            metric_rows::series_key(&mut key, name, labels);
+            match known.and_then(|k| k.get(key.as_str())) {
+                Some(&id) => ids.push(id),
+                None => {
+                    ids.push(0);
+                    missing.push((index, name, labels));
+                    if stop_at_new {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((ids, missing))
+    }
+
+    /// The series id of every row of `batch` when this process knows them all,
+    /// without touching the database; `None` when one is new.
+    pub(crate) fn known(
+        &self,
+        target: &Target,
+        batch: &Batch,
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        let (ids, missing) = self.lookup(target, batch, true)?;
+        Ok(missing.is_empty().then_some(ids))
+    }
+
     /// The series id of every row of `batch` (in `metric_rows::schema()`'s column
     /// order), adding the series this process has not seen.
     pub(crate) async fn resolve(
@@ -56,28 +100,11 @@ impl SeriesCache {
         target: &Target,
         batch: &Batch,
     ) -> Result<Vec<i64>, StoreError> {
-        let table_key = (target.database.clone(), target.table.clone());
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut missing: Vec<(usize, &str, &str)> = Vec::new();
-        {
-            let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-            let known = tables.get(&table_key);
-            let mut key = String::new();
-            for (index, row) in batch.rows().enumerate() {
-                let (name, labels) = name_and_labels(target, batch, index, &row)?;
-                metric_rows::series_key(&mut key, name, labels);
-                match known.and_then(|k| k.get(key.as_str())) {
-                    Some(&id) => ids.push(id),
-                    None => {
-                        ids.push(0);
-                        missing.push((index, name, labels));
-                    }
-                }
-            }
-        }
+        let (mut ids, missing) = self.lookup(target, batch, false)?;
         if missing.is_empty() {
             return Ok(ids);
         }
+        let table_key = (target.database.clone(), target.table.clone());
         let series = format!(
             "{}.{}",
             quote_ident(&target.database),

@@ -10,10 +10,11 @@ use bytes::{BufMut as _, BytesMut};
 use connector_core::{Batch, ColumnType, Schema, Value};
 use connector_runner::protocol::{check_fencing, check_lease_time, quote_ident, to_i64};
 use connector_runner::{
-    CommitReport, Lease, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats, Target,
+    CommitReport, Lease, Parts, RowQuery, RowsRead, Sink, StoreError, StoreErrorKind, TableStats,
+    Target,
 };
 use postgres_types::{IsNull, ToSql, Type};
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::copy::{COPY_FROM_ROWS, write_samples_by_copy};
 use crate::layout::Layout;
@@ -226,6 +227,19 @@ impl Sink for PgStore {
             series.as_deref(),
         )
         .await
+    }
+
+    fn writes_parts(&self) -> bool {
+        true
+    }
+
+    async fn commit_parts(
+        &self,
+        target: &Target,
+        _lease: &Lease,
+        parts: Parts,
+    ) -> Result<CommitReport, StoreError> {
+        self.commit_in_parts(target, parts).await
     }
 
     async fn prune(
@@ -537,6 +551,29 @@ pub(crate) fn ledger_params<'a>(
         (first_row, Type::INT8),
         (&lease.expires_at_ms, Type::INT8),
     ]
+}
+
+/// Writes the ledger row of (connector, bucket) in `tx`, naming why when it is
+/// refused: the bucket committed before, a fenced lease or one whose end has come.
+/// The caller then drops `tx`, which rolls everything back.
+pub(crate) async fn write_ledger(
+    tx: &Transaction<'_>,
+    target: &Target,
+    lease: &Lease,
+    rows: i64,
+    first_row: i64,
+) -> Result<(), StoreError> {
+    let ledger = tx
+        .query_typed(
+            LEDGER_INSERT,
+            &ledger_params(target, lease, &rows, &first_row),
+        )
+        .await
+        .map_err(ledger_failure(lease, "cannot write the ledger row"))?;
+    if ledger.is_empty() {
+        return Err(refusal(tx, lease).await);
+    }
+    Ok(())
 }
 
 /// Why the lease could not commit: its token is no longer the bucket's, or its end

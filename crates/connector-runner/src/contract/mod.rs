@@ -180,6 +180,7 @@ macro_rules! store_contract_tests {
             a_large_metric_batch_commits_whole_once_or_not_at_all,
             a_commit_in_parts_lands_whole_once_or_not_at_all,
             a_commit_in_parts_under_a_lost_lease_writes_nothing,
+            a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_all,
             dead_letters_keep_the_newest,
             prune_keeps_a_batch_within_its_row_budget_but_takes_one_bucket,
             a_commit_past_the_lease_end_is_fenced,

@@ -155,3 +155,132 @@ pub async fn a_commit_in_parts_under_a_lost_lease_writes_nothing<S: ContractStor
         .unwrap();
     assert_eq!(rows(store, &db).await, expected(0..1300, 1000));
 }
+
+/// The bucket's range of positions, as destinations read it, holds exactly its rows.
+async fn assert_bucket_range<S: ContractStore>(
+    store: &S,
+    t: &crate::Target,
+    bucket: i64,
+    rows: u64,
+) {
+    let pending = store
+        .next_bucket(&unique("dest"), t, bucket)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((pending.scheduled_for_ms, pending.rows), (bucket, rows));
+    assert_eq!(pending.last_row - pending.first_row + 1, rows as i64);
+    let read = store
+        .read_bucket(
+            t,
+            metric_schema(),
+            &pending,
+            pending.first_row - 1,
+            1_000_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.rows.len() as u64, rows);
+}
+
+/// Series committed before let a store write parts as they come (PostgreSQL copies
+/// them then); a part with new series in the middle or at the end, an abort in the
+/// middle, a fenced lease at the end and a second commit of the bucket keep the
+/// contract all the same.
+pub async fn a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_all<
+    S: ContractStore,
+>(
+    o: Opened<S>,
+) {
+    let store = &*o.store;
+    let (a, db) = (unique("a"), unique("d"));
+    let t = target(&a, &db);
+    let a = a.as_str();
+    let claim = |bucket: i64| async move {
+        store
+            .claim_task(a, bucket, "r", LEASE)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let lease = claim(1000).await;
+    store
+        .commit(&t, &lease, batch(0..3000, 1000))
+        .await
+        .unwrap();
+    store.finish_task(&lease).await.unwrap();
+
+    // Known series, aborted after two parts: nothing.
+    let lease = claim(2000).await;
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let take = parts.taker();
+    take(batch(0..1024, 2000));
+    take(batch(1024..2048, 2000));
+    drop(parts);
+    assert_eq!(store.table_stats(&db, "metrics").await.unwrap().rows, 3000);
+
+    // Known series, committed: whole, in order, one range of positions.
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let take = parts.taker();
+    take(batch(0..1024, 2000));
+    take(batch(1024..2048, 2000));
+    let report = parts
+        .finish(batch(2048..2100, 2000), lease.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.rows, 2100);
+    store.finish_task(&lease).await.unwrap();
+    assert_bucket_range(store, &t, 2000, 2100).await;
+
+    // The same bucket again: refused, nothing added.
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    parts.taker()(batch(0..1024, 2000));
+    let err = parts
+        .finish(batch(1024..1030, 2000), lease.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::AlreadyCommitted, "{err}");
+
+    // New series in a middle part, then in the last one.
+    let lease = claim(3000).await;
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    let take = parts.taker();
+    take(batch(0..1024, 3000));
+    take(batch(3000..3100, 3000));
+    take(batch(1024..2048, 3000));
+    parts
+        .finish(batch(3100..3110, 3000), lease.clone())
+        .await
+        .unwrap();
+    store.finish_task(&lease).await.unwrap();
+    assert_bucket_range(store, &t, 3000, 2158).await;
+
+    // Known series under a lease whose end came during the tick: fenced, nothing.
+    let lease = claim(4000).await;
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    parts.taker()(batch(0..1024, 4000));
+    let mut ended = lease.clone();
+    ended.expires_at_ms = 0;
+    let err = parts
+        .finish(batch(1024..1100, 4000), ended)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Fenced, "{err}");
+    assert_eq!(
+        store.table_stats(&db, "metrics").await.unwrap(),
+        TableStats {
+            rows: 3000 + 2100 + 2158,
+            series: Some(3110)
+        }
+    );
+    // The current lease commits it after all.
+    let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
+    parts.taker()(batch(0..1024, 4000));
+    parts
+        .finish(batch(1024..1100, 4000), lease.clone())
+        .await
+        .unwrap();
+    assert_bucket_range(store, &t, 4000, 1100).await;
+    let newest: Vec<_> = rows(store, &db).await.into_iter().take(1100).collect();
+    assert_eq!(newest, expected(0..1100, 4000));
+}
