@@ -238,7 +238,7 @@ impl Batch {
     /// Appends the rows of `other`, which must follow the same schema (the same
     /// `Arc`, or an equal one); nothing is appended otherwise.
     pub fn append(&mut self, other: Batch) -> Result<(), BatchError> {
-        if !Arc::ptr_eq(&self.schema, &other.schema) && *self.schema != *other.schema {
+        if !other.follows(&self.schema) {
             return Err(BatchError::SchemaMismatch);
         }
         let rows = other.rows;
@@ -261,6 +261,11 @@ impl Batch {
     /// The schema the rows follow.
     pub fn schema(&self) -> &Arc<Schema> {
         &self.schema
+    }
+
+    /// Whether the rows follow `schema`: the same `Arc`, or an equal schema.
+    pub fn follows(&self, schema: &Arc<Schema>) -> bool {
+        Arc::ptr_eq(&self.schema, schema) || *self.schema == **schema
     }
 
     /// The number of complete rows.
@@ -580,7 +585,9 @@ mod tests {
                 ),
             ]
         );
+        assert!(taken.follows(taken.schema()) && taken.follows(&schema()));
         let other = Batch::new(Arc::new(Schema::new([("n", ColumnType::Integer)])));
+        assert!(!other.follows(taken.schema()));
         assert_eq!(taken.append(other), Err(BatchError::SchemaMismatch));
         assert_eq!(taken.len(), 3);
     }

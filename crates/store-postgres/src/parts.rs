@@ -130,7 +130,7 @@ impl PgStore {
                 Part::Last(batch, lease) => (batch, Some(lease)),
                 Part::Abort => return Err(aborted()),
             };
-            if !Arc::ptr_eq(batch.schema(), &schema) && **batch.schema() != *schema {
+            if !batch.follows(&schema) {
                 return Err(schema_mismatch());
             }
             let fits = report.rows as usize + batch.len() <= self.parts_block;

@@ -49,7 +49,7 @@ fn rows_of<'a>(
         Part::Rows(batch) | Part::Last(batch, _) => batch,
         Part::Abort => return Ok(None),
     };
-    if !Arc::ptr_eq(batch.schema(), schema) && **batch.schema() != **schema {
+    if !batch.follows(schema) {
         return Err(schema_mismatch());
     }
     Ok(Some(batch))
