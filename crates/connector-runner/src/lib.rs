@@ -10,7 +10,7 @@ mod deliverer;
 mod destination;
 mod discovery;
 mod parts;
-pub use parts::{Part, PartCommit, Parts, aborted, schema_mismatch};
+pub use parts::{Part, PartCommit, Parts, aborted, join_parts, schema_mismatch};
 pub mod protocol;
 mod pruner;
 pub use pruner::{PRUNE_BATCH_BUCKETS, PRUNE_BATCH_ROWS, PRUNE_PAUSE};

@@ -46,27 +46,39 @@ impl Parts {
 
     /// Every part in one batch with the last lease, for stores that write a bucket
     /// in one piece; [`aborted`] when the tick ended in [`Part::Abort`].
-    pub async fn collect(mut self) -> Result<(Batch, Lease), StoreError> {
-        let mut collected: Option<Batch> = None;
+    pub async fn collect(self) -> Result<(Batch, Lease), StoreError> {
+        self.collect_after(Vec::new()).await
+    }
+
+    /// [`Parts::collect`] after `rows`, the parts already taken, for a store that
+    /// gives up writing parts as they come midway.
+    pub async fn collect_after(
+        mut self,
+        mut rows: Vec<Batch>,
+    ) -> Result<(Batch, Lease), StoreError> {
         loop {
-            let (part, lease) = match self.next().await {
-                Part::Rows(part) => (part, None),
-                Part::Last(part, lease) => (part, Some(lease)),
-                Part::Abort => return Err(aborted()),
-            };
-            let rows = match collected.take() {
-                Some(mut rows) => {
-                    rows.append(part).map_err(|_| schema_mismatch())?;
-                    rows
+            match self.next().await {
+                Part::Rows(part) => rows.push(part),
+                Part::Last(part, lease) => {
+                    rows.push(part);
+                    return Ok((join_parts(rows)?, lease));
                 }
-                None => part,
-            };
-            match lease {
-                Some(lease) => return Ok((rows, lease)),
-                None => collected = Some(rows),
+                Part::Abort => return Err(aborted()),
             }
         }
     }
+}
+
+/// The rows of `parts` in one batch, in order: for a store that gives up writing
+/// parts as they come and commits them whole. [`schema_mismatch`] when a part
+/// follows another schema than the first; [`aborted`] when there is none.
+pub fn join_parts(parts: Vec<Batch>) -> Result<Batch, StoreError> {
+    let mut parts = parts.into_iter();
+    let mut whole = parts.next().ok_or_else(aborted)?;
+    for part in parts {
+        whole.append(part).map_err(|_| schema_mismatch())?;
+    }
+    Ok(whole)
 }
 
 /// The error of a part whose rows follow another schema than the first part's.

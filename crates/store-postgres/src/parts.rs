@@ -20,7 +20,8 @@ use std::sync::Arc;
 use connector_core::Batch;
 use connector_runner::protocol::to_i64;
 use connector_runner::{
-    CommitReport, Lease, Part, Parts, Sink as _, StoreError, Target, aborted, schema_mismatch,
+    CommitReport, Lease, Part, Parts, Sink as _, StoreError, Target, aborted, join_parts,
+    schema_mismatch,
 };
 
 use crate::copy::SamplesCopy;
@@ -54,23 +55,14 @@ impl PgStore {
             Part::Abort => return Err(aborted()),
         };
         let mut kept = Vec::new();
-        let last = match self
+        let (whole, last) = match self
             .copy_parts(target, first, &mut parts, &mut kept)
             .await?
         {
             Copied::Committed(report) => return Ok(report),
-            Copied::Whole(Some(last)) => last,
-            Copied::Whole(None) => {
-                let (rest, last) = parts.collect().await?;
-                kept.push(rest);
-                last
-            }
+            Copied::Whole(Some(last)) => (join_parts(kept)?, last),
+            Copied::Whole(None) => parts.collect_after(kept).await?,
         };
-        let mut kept = kept.into_iter();
-        let mut whole = kept.next().ok_or_else(aborted)?;
-        for part in kept {
-            whole.append(part).map_err(|_| schema_mismatch())?;
-        }
         self.commit(target, &last, whole).await
     }
 
