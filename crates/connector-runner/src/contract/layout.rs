@@ -10,9 +10,9 @@ use connector_core::{Batch, ColumnType, Schema};
 use serde_json::{Value, json};
 
 use super::{ContractStore, Opened, metric_schema, read_all, unique};
-use crate::{StoreErrorKind, TableStats, Target};
+use crate::{Lease, StoreErrorKind, TableStats, Target};
 
-const LEASE: Duration = Duration::from_secs(30);
+pub(super) const LEASE: Duration = Duration::from_secs(30);
 
 pub(super) fn target(connector: &str, database: &str) -> Target {
     Target {
@@ -73,16 +73,21 @@ pub(super) fn expected(series: std::ops::Range<usize>, ts: i64) -> Vec<Vec<Value
         .collect()
 }
 
+/// The lease on (`connector`, `bucket`) for runner `r`; the bucket must be free.
+pub(super) async fn claim<S: ContractStore>(store: &S, connector: &str, bucket: i64) -> Lease {
+    store
+        .claim_task(connector, bucket, "r", LEASE)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 async fn commit<S: ContractStore>(store: &S, connector: &str, database: &str, b: Batch) {
     let ts = b.rows().next().map_or(0, |r| match r.at(0) {
         connector_core::Value::Timestamp(ts) => ts,
         _ => 0,
     });
-    let lease = store
-        .claim_task(connector, ts, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, connector, ts).await;
     store
         .commit(&target(connector, database), &lease, b)
         .await
@@ -182,11 +187,7 @@ pub async fn metric_rows_store_each_series_once_and_read_back_unchanged<S: Contr
     let mut plain = Batch::new(other);
     plain.row().timestamp(1000).string("n").finish().unwrap();
     let c = unique("c");
-    let lease = store
-        .claim_task(&c, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &c, 1000).await;
     let mut t = target(&c, &db);
     t.table = "notes".into();
     store.commit(&t, &lease, plain).await.unwrap();
@@ -201,11 +202,7 @@ pub async fn metric_rows_store_each_series_once_and_read_back_unchanged<S: Contr
     // samples tables (PostgreSQL would truncate `<table>__samples`).
     let long = "m".repeat(crate::MAX_IDENTIFIER_LEN);
     let d = unique("d");
-    let lease = store
-        .claim_task(&d, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &d, 1000).await;
     let mut t = target(&d, &db);
     t.table.clone_from(&long);
     store.commit(&t, &lease, batch(0..4, 1000)).await.unwrap();

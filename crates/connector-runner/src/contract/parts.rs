@@ -6,11 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::layout::{batch, expected, rows, target};
+use super::layout::{LEASE, batch, claim, expected, rows, target};
 use super::{ContractStore, Opened, metric_schema, unique};
 use crate::{PartCommit, Sink, StoreErrorKind, TableStats};
-
-const LEASE: Duration = Duration::from_secs(30);
 
 fn sink<S: ContractStore>(o: &Opened<S>) -> Arc<dyn Sink> {
     Arc::clone(&o.store) as Arc<dyn Sink>
@@ -20,11 +18,7 @@ pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(
     let store = &*o.store;
     let (a, db) = (unique("a"), unique("d"));
     let t = target(&a, &db);
-    let lease = store
-        .claim_task(&a, 1000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &a, 1000).await;
 
     // A tick that hands rows over (new series among them) and then fails: nothing.
     let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
@@ -64,11 +58,7 @@ pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(
     );
 
     // A tick that hands nothing over commits its batch in one piece.
-    let lease = store
-        .claim_task(&a, 2000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &a, 2000).await;
     let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
     parts
         .finish(batch(0..3, 2000), lease.clone())
@@ -85,22 +75,14 @@ pub async fn a_commit_in_parts_lands_whole_once_or_not_at_all<S: ContractStore>(
 
     // A tick longer than its first lease: the runner renewed it, and the commit
     // holds to the lease as it is at the end, not as it was at the start.
-    let lease = store
-        .claim_task(&a, 3000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &a, 3000).await;
     let mut first = lease.clone();
     first.expires_at_ms = 0;
     let parts = PartCommit::start(sink(&o), t.clone(), first.clone());
     parts.taker()(batch(0..1200, 3000));
     parts.finish(batch(1200..1210, 3000), lease).await.unwrap();
     // The same for a tick that hands nothing over.
-    let lease = store
-        .claim_task(&a, 4000, "r", LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lease = claim(store, &a, 4000).await;
     let mut first = lease.clone();
     first.expires_at_ms = 0;
     let parts = PartCommit::start(sink(&o), t.clone(), first);
@@ -195,15 +177,7 @@ pub async fn a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_
     let store = &*o.store;
     let (a, db) = (unique("a"), unique("d"));
     let t = target(&a, &db);
-    let a = a.as_str();
-    let claim = |bucket: i64| async move {
-        store
-            .claim_task(a, bucket, "r", LEASE)
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    let lease = claim(1000).await;
+    let lease = claim(store, &a, 1000).await;
     store
         .commit(&t, &lease, batch(0..3000, 1000))
         .await
@@ -211,7 +185,7 @@ pub async fn a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_
     store.finish_task(&lease).await.unwrap();
 
     // Known series, aborted after two parts: nothing.
-    let lease = claim(2000).await;
+    let lease = claim(store, &a, 2000).await;
     let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
     let take = parts.taker();
     take(batch(0..1024, 2000));
@@ -242,7 +216,7 @@ pub async fn a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_
     assert_eq!(err.kind(), StoreErrorKind::AlreadyCommitted, "{err}");
 
     // New series in a middle part, then in the last one.
-    let lease = claim(3000).await;
+    let lease = claim(store, &a, 3000).await;
     let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
     let take = parts.taker();
     take(batch(0..1024, 3000));
@@ -256,7 +230,7 @@ pub async fn a_commit_in_parts_of_series_seen_before_lands_whole_once_or_not_at_
     assert_bucket_range(store, &t, 3000, 2158).await;
 
     // Known series under a lease whose end came during the tick: fenced, nothing.
-    let lease = claim(4000).await;
+    let lease = claim(store, &a, 4000).await;
     let parts = PartCommit::start(sink(&o), t.clone(), lease.clone());
     parts.taker()(batch(0..1024, 4000));
     let mut ended = lease.clone();
