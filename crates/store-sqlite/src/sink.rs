@@ -279,7 +279,7 @@ pub(crate) fn begin_bucket(
 
 /// The fencing check against the attached state file: a runner whose lease was taken
 /// over stops here.
-pub(crate) fn check_token(
+fn check_token(
     tx: &rusqlite::Transaction<'_>,
     target: &Target,
     lease: &Lease,
