@@ -512,7 +512,7 @@ pub(crate) async fn write_bucket(
 /// whose (margin-reduced) end is still ahead on the database's clock; `RETURNING 1`
 /// says it went in. Parameters: [`ledger_params`]. Every commit path writes its
 /// ledger row with this statement.
-pub(crate) const LEDGER_INSERT: &str = "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, \
+const LEDGER_INSERT: &str = "INSERT INTO connectord.ledger (connector_id, scheduled_for_ms, target_database, target_table, \
        token, rows, first_row, last_row) \
      SELECT $1, $2, $3, $4, $5, $6, $7, $7 + $6 - 1 FROM connectord.leases \
      WHERE connector_id = $1 AND scheduled_for_ms = $2 AND token = $5 \
@@ -521,7 +521,7 @@ pub(crate) const LEDGER_INSERT: &str = "INSERT INTO connectord.ledger (connector
 
 /// The error of a statement that inserts the ledger row: its primary key refuses a
 /// bucket committed before.
-pub(crate) fn ledger_failure<'a>(
+fn ledger_failure<'a>(
     lease: &'a Lease,
     what: &'static str,
 ) -> impl FnOnce(tokio_postgres::Error) -> StoreError + 'a {
@@ -535,7 +535,7 @@ pub(crate) fn ledger_failure<'a>(
 }
 
 /// The parameters `$1` to `$8` of [`LEDGER_INSERT`].
-pub(crate) fn ledger_params<'a>(
+fn ledger_params<'a>(
     target: &'a Target,
     lease: &'a Lease,
     rows: &'a i64,
@@ -578,7 +578,7 @@ pub(crate) async fn write_ledger(
 
 /// Why the lease could not commit: its token is no longer the bucket's, or its end
 /// has come. Read after the refusal, on the failure path only.
-pub(crate) async fn refusal(client: &impl GenericClient, lease: &Lease) -> StoreError {
+async fn refusal(client: &impl GenericClient, lease: &Lease) -> StoreError {
     let read = client
         .query_typed_one(
             "SELECT (SELECT token FROM connectord.leases WHERE connector_id = $1 AND scheduled_for_ms = $2), \
