@@ -78,11 +78,11 @@ impl PgStore {
         let mut client = self.pool.get().await?;
         let schema = Arc::clone(first.schema());
         let layout = self.ensure_table(&mut client, target, &schema).await?;
-        let Some(first_ids) = (layout == Layout::Metric)
-            .then(|| self.series.known(target, &first))
-            .transpose()?
-            .flatten()
-        else {
+        let known = match layout {
+            Layout::Metric => self.series.known(target, &first)?,
+            Layout::Rows => None,
+        };
+        let Some(first_ids) = known else {
             kept.push(first);
             return Ok(Copied::Whole(None));
         };
