@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use crate::json_string::push_json_string;
+use crate::json_string::push_json_entry;
 use crate::schema::{ColumnType, Schema};
 
 /// Why a row could not be appended to a [`Batch`]. The row is rolled back; rows
@@ -435,9 +435,7 @@ impl RowWriter<'_> {
                 if i > 0 {
                     t.text.push(',');
                 }
-                push_json_string(&mut t.text, k.as_ref());
-                t.text.push(':');
-                push_json_string(&mut t.text, v.as_ref());
+                push_json_entry(&mut t.text, k.as_ref(), v.as_ref());
             }
             t.text.push('}');
             t.close_row(false);
