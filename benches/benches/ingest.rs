@@ -13,6 +13,7 @@
 //!   ticks at once on a 2-worker runtime (how the daemon runs many), samples of both
 //!   per second.
 //! - `http_to_batch`: the tick alone: HTTP GET, parse and batch, no claim or commit.
+//! - `http_fetch`: the HTTP GET alone, through the connectors' client (bytes/s).
 //! - `commit_only`: claim and commit of an already built batch (no HTTP, no parse).
 //! - `parse_to_batch`: the same body, parse and batch only (no HTTP, no SQLite).
 //! - `sqlite_insert_floor`: the peer: the same rows, already decoded, inserted with one
@@ -196,6 +197,19 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
             assert_eq!(batch.len(), samples);
         });
     });
+
+    // The fetch alone: the GET of the same body through the connectors' HTTP client.
+    let client = connector_http::HttpClient::new();
+    let url = server.url("/metrics");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("http_fetch", |b| {
+        b.to_async(runtime).iter(|| async {
+            let ctx = TickContext::new("bench".to_owned(), 0);
+            let response = client.get(&url).send(&ctx).await.expect("the fetch");
+            assert_eq!(response.body().len(), body.len());
+        });
+    });
+    group.throughput(Throughput::Elements(samples as u64));
 
     let prebuilt = {
         let mut batch = Batch::with_capacity(connector.schema(), samples);
