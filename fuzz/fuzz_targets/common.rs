@@ -21,10 +21,12 @@ pub fn check(data: &[u8], format: Format, strict: bool) {
             panic!("fast path and grammar disagree on {line:?}: {e}");
         }
     }
+    kept_labels_agree(text, format, false);
     let (lenient, lenient_ok) = walk(Parser::new(text, format));
     if !strict {
         return;
     }
+    kept_labels_agree(text, format, true);
     let (strict, strict_ok) = walk(Parser::new(text, format).strict(true));
     assert!(strict.len() <= lenient.len());
     assert_eq!(strict[..], lenient[..strict.len()]);
@@ -32,6 +34,26 @@ pub fn check(data: &[u8], format: Format, strict: bool) {
         assert!(lenient_ok, "strict mode accepted what lenient mode rejects");
         assert_eq!(strict.len(), lenient.len());
     }
+}
+
+/// `next_with_labels` hands out the samples and errors `next` does, and with each
+/// sample the labels its `iter_decoded` walks.
+fn kept_labels_agree(text: &str, format: Format, strict: bool) {
+    let mut kept = Parser::new(text, format).strict(strict);
+    for expected in Parser::new(text, format).strict(strict) {
+        let Some(next) = kept.next_with_labels() else {
+            panic!("next_with_labels ended before next did");
+        };
+        match (next, expected) {
+            (Ok((sample, labels)), Ok(expected)) => {
+                assert_eq!(render(&sample), render(&expected));
+                assert!(labels.eq(expected.labels.iter_decoded()));
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("next_with_labels and next disagree on a sample"),
+        }
+    }
+    assert!(kept.next_with_labels().is_none());
 }
 
 /// Every sample rendered as JSON, and whether the input parsed to the end.

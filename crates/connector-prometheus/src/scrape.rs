@@ -106,8 +106,9 @@ fn to_batch(
     let mut merged = Merged::new();
     let mut names = Vec::with_capacity(16);
     let mut handed_over = 0;
-    for sample in Parser::new(text, format).strict(config.strict) {
-        let sample = sample.map_err(parse_failed)?;
+    let mut parser = Parser::new(text, format).strict(config.strict);
+    while let Some(next) = parser.next_with_labels() {
+        let (sample, labels) = next.map_err(parse_failed)?;
         if config
             .sample_limit
             .is_some_and(|limit| (handed_over + batch.len()) as u64 >= limit)
@@ -132,7 +133,7 @@ fn to_batch(
         let mut failure = None;
         names.clear();
         let checked = CheckedLabels {
-            labels: sample.labels.iter_decoded(),
+            labels,
             config,
             names: &mut names,
             failure: &mut failure,
@@ -175,8 +176,8 @@ fn label_failure(sample: &Sample<'_>, config: &PrometheusConfig, what: String) -
 /// sample is never stored with two values for one label.
 ///
 /// The checks ride on the walk that writes the labels: a second walk of its own was
-/// a fifth of a label-heavy tick in `perf` (labels are parsed lazily, so each walk
-/// parses them again). The first failure ends the walk and is left in `failure`;
+/// a fifth of a label-heavy tick in `perf` (when labels were parsed again for each
+/// walk). The first failure ends the walk and is left in `failure`;
 /// the caller then fails the tick, so the half-written row is never committed.
 struct CheckedLabels<'s, 'a, I> {
     labels: I,

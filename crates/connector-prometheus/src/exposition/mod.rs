@@ -62,7 +62,7 @@ pub fn fast_path_agrees(text: &str, format: Format) -> Result<bool, String> {
     if let Some(stripped) = line.strip_suffix('\r') {
         // The parser hands Prometheus text's line without the `\r` to the fast path
         // alone; OpenMetrics rejects the `\r` before any path sees the line.
-        if fast::sample(text, om).is_some() {
+        if fast::sample::<false>(text, om, &mut Vec::new()).is_some() {
             return Err("the fast path took a line ending in `\\r`".to_owned());
         }
         if om {
@@ -74,8 +74,21 @@ pub fn fast_path_agrees(text: &str, format: Format) -> Result<bool, String> {
     let fast = match line.as_bytes().first() {
         Some(b'#') => fast::metadata(line, om, true),
         Some(_) => {
-            let in_text = if crlf { None } else { fast::sample(text, om) };
-            let alone = fast::sample(line, om);
+            let in_text = if crlf {
+                None
+            } else {
+                fast::sample::<false>(text, om, &mut Vec::new())
+            };
+            let mut kept = Vec::new();
+            let alone = fast::sample::<true>(line, om, &mut kept);
+            if let Some((sample, _)) = &alone {
+                let walked: Vec<_> = sample.labels.iter_raw().collect();
+                if kept != walked {
+                    return Err(format!(
+                        "the fast path kept the labels {kept:?}, the label text holds {walked:?}"
+                    ));
+                }
+            }
             let same = match (&in_text, &alone) {
                 (Some((a, a_len)), Some((b, b_len))) => {
                     same_sample(a, b) && *a_len == line.len() && *b_len == line.len()

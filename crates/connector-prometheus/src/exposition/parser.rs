@@ -1,6 +1,8 @@
 //! The parser loop: finds lines, tries the fast path, falls back to the grammar,
 //! feeds strict mode, and stops at the first error.
 
+use std::borrow::Cow;
+
 use memchr::memchr;
 
 use super::*;
@@ -17,6 +19,28 @@ pub struct Parser<'a> {
     seen_eof: bool,
     finished: bool,
     strict: Option<Box<strict::Checker<'a>>>,
+    /// Once [`Parser::next_with_labels`] is called: the last sample's labels as they
+    /// were checked.
+    kept: Option<KeptLabels<'a>>,
+}
+
+/// The names and raw values of one sample's labels, and the label text they were
+/// read from (`None` while no sample's labels are kept whole).
+#[derive(Debug, Clone, Default)]
+struct KeptLabels<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    of: Option<&'a str>,
+}
+
+impl<'a> KeptLabels<'a> {
+    /// Whether these are the labels of `labels`: read from the same place in the
+    /// text, not merely equal to them.
+    fn belong_to(&self, labels: &Labels<'a>) -> bool {
+        self.of.is_some_and(|of| {
+            let written = labels.as_written();
+            std::ptr::eq(of.as_ptr(), written.as_ptr()) && of.len() == written.len()
+        })
+    }
 }
 
 impl<'a> Parser<'a> {
@@ -31,6 +55,7 @@ impl<'a> Parser<'a> {
             seen_eof: false,
             finished: false,
             strict: None,
+            kept: None,
         }
     }
 
@@ -65,6 +90,75 @@ impl<'a> Parser<'a> {
     /// The format being parsed.
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// The next sample with its decoded labels, in written order: what
+    /// `sample.labels.iter_decoded()` gives, without parsing the label text again.
+    /// From the first call on, the parser keeps each sample's labels as it checks
+    /// them. The second walk over the labels was a sixth of parsing and batching a
+    /// label-heavy body (cachegrind); keeping them costs a parse that does not read
+    /// the labels about as much, so only this method turns it on.
+    ///
+    /// ```
+    /// use connector_prometheus::exposition::{Format, Parser};
+    ///
+    /// let mut parser = Parser::new("a{x=\"1\",y=\"q\\\"\"} 2\n", Format::Prometheus);
+    /// let (sample, labels) = parser.next_with_labels().unwrap().unwrap();
+    /// let labels: Vec<_> = labels.collect();
+    /// assert_eq!(labels, sample.labels.iter_decoded().collect::<Vec<_>>());
+    /// assert_eq!(labels[1].1, "q\"");
+    /// ```
+    // The labels' iterator borrows the parser and has no name to alias.
+    #[allow(clippy::type_complexity)]
+    pub fn next_with_labels(
+        &mut self,
+    ) -> Option<
+        Result<
+            (
+                Sample<'a>,
+                impl Iterator<Item = (&'a str, Cow<'a, str>)> + '_,
+            ),
+            ParseError,
+        >,
+    > {
+        if self.kept.is_none() {
+            self.kept = Some(KeptLabels::default());
+        }
+        let sample = match self.next()? {
+            Ok(sample) => sample,
+            Err(e) => return Some(Err(e)),
+        };
+        let kept = self.kept.get_or_insert_with(KeptLabels::default);
+        // Every path that returns a sample keeps its labels; a path that did not
+        // would get them walked here, not wrong.
+        if !kept.belong_to(&sample.labels) {
+            kept.pairs.clear();
+            kept.pairs.extend(sample.labels.iter_raw());
+            kept.of = Some(sample.labels.as_written());
+        }
+        let escaped = sample.labels.has_escapes();
+        let labels = kept.pairs.iter().map(move |&(name, value)| {
+            let value = if escaped {
+                syntax::unescape(value, true)
+            } else {
+                Cow::Borrowed(value)
+            };
+            (name, value)
+        });
+        Some(Ok((sample, labels)))
+    }
+
+    /// Runs the fast path on the sample line at the start of `text`, keeping its
+    /// labels' places.
+    fn fast_sample_at(&mut self, text: &'a str, om: bool) -> Option<(Sample<'a>, usize)> {
+        let Some(kept) = self.kept.as_mut() else {
+            return fast::sample::<false>(text, om, &mut Vec::new());
+        };
+        kept.pairs.clear();
+        kept.of = None;
+        let taken = fast::sample::<true>(text, om, &mut kept.pairs)?;
+        kept.of = Some(taken.0.labels.as_written());
+        Some(taken)
     }
 
     /// The next sample or metadata line, `None` at the end of a valid input.
@@ -121,7 +215,9 @@ impl<'a> Parser<'a> {
             let fast = match line.as_bytes().first() {
                 Some(b'#') => fast::metadata(line, om, help_text),
                 // A line `fast_sample` left, such as one ending in `\r\n`.
-                Some(_) => fast::sample(line, om).map(|(sample, _)| Entry::Sample(sample)),
+                Some(_) => self
+                    .fast_sample_at(line, om)
+                    .map(|(sample, _)| Entry::Sample(sample)),
                 None => None,
             };
             if let Some(entry) =
@@ -146,7 +242,7 @@ impl<'a> Parser<'a> {
         if matches!(rest.as_bytes().first(), None | Some(b'#')) {
             return None;
         }
-        let (sample, len) = fast::sample(rest, om)?;
+        let (sample, len) = self.fast_sample_at(rest, om)?;
         self.pos = (start + len + 1).min(self.text.len());
         Some((start, sample))
     }
@@ -208,6 +304,11 @@ impl<'a> Parser<'a> {
         } else {
             prometheus_line(line)
         };
+        if let (Ok(Some(Entry::Sample(sample))), Some(kept)) = (&result, self.kept.as_mut()) {
+            kept.pairs.clear();
+            kept.pairs.extend(sample.labels.iter_raw());
+            kept.of = Some(sample.labels.as_written());
+        }
         result.map_err(|e| {
             let offset = start + (line.len() - e.at.len());
             let kind = if e.what.starts_with("a number") || e.what.starts_with("an integer") {
@@ -243,7 +344,7 @@ impl<'a> Parser<'a> {
                 Some(b'#') if fast::metadata(line, om, false).is_some() => continue,
                 Some(b'#') | None => {}
                 Some(_) => {
-                    if let Some((sample, _)) = fast::sample(line, om) {
+                    if let Some((sample, _)) = self.fast_sample_at(line, om) {
                         return Some(Ok(sample));
                     }
                 }

@@ -316,6 +316,62 @@ fn texts_of(dir: &std::path::Path, out: &mut Vec<String>) {
     }
 }
 
+/// `next_with_labels` hands out what `iter_decoded` walks, for every sample of every
+/// fixture and conformance text, both formats, lenient and strict (where samples
+/// come through the fast path, the grammar, or both on one text), and ends where
+/// `next` ends, with the same error.
+#[test]
+fn kept_labels_are_the_walked_labels_on_every_known_text() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = Vec::new();
+    texts_of(&root.join("../../fixtures/exposition"), &mut texts);
+    texts_of(
+        &root.join("../../../shared/conformance/openmetrics"),
+        &mut texts,
+    );
+    texts.push(
+        "a{x=\"1\"} 1\nb{ y = \"2\" , z=\"q\\\"\" } 2\nc 3\n# HELP d h\nd{w=\"\\\\\"} 4\n"
+            .to_owned(),
+    );
+    let mut with_labels = 0;
+    for text in &texts {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            for strict in [false, true] {
+                let mut kept = Parser::new(text, format).strict(strict);
+                let mut walked = Parser::new(text, format).strict(strict);
+                loop {
+                    let (k, w) = (kept.next_with_labels(), walked.next());
+                    match (k, w) {
+                        (None, None) => break,
+                        (Some(Ok((sample, labels))), Some(Ok(expected))) => {
+                            // Debug text, so that NaN values compare equal.
+                            assert_eq!(format!("{sample:?}"), format!("{expected:?}"));
+                            let labels: Vec<_> = labels.collect();
+                            let walk: Vec<_> = expected.labels.iter_decoded().collect();
+                            assert_eq!(
+                                labels, walk,
+                                "{format:?} strict {strict}: {}",
+                                expected.name
+                            );
+                            with_labels += usize::from(!labels.is_empty());
+                        }
+                        (Some(Err(k)), Some(Err(w))) => assert_eq!(k.to_string(), w.to_string()),
+                        (k, w) => panic!(
+                            "{format:?} strict {strict}: kept {:?}, walked {:?}",
+                            k.map(|r| r.map(|(s, _)| s)),
+                            w
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        with_labels > 10_000,
+        "only {with_labels} samples with labels"
+    );
+}
+
 mod fast_path {
     use std::path::Path;
 
