@@ -55,7 +55,44 @@ fn rows_of<'a>(
     Ok(Some(batch))
 }
 
+/// Pages the target file's connection keeps in memory while a tick's parts come
+/// in: fewer than a tick dirties. When the cache is full, SQLite writes dirty pages
+/// to the WAL in the middle of the transaction (a cache spill), so the parts are
+/// written out here while the connector still parses, and the commit, which the
+/// tick waits for, writes only what is left. Rows are appended, so a full page is
+/// not touched again. Timed inside the `ingest` bench (label-heavy, one connector):
+/// from the last part's arrival to the end of the commit went from 0.55-0.74 ms to
+/// 0.30-0.32 ms, and the tick's wait after its parse from 1.37-1.47 ms to
+/// 0.93-1.25 ms; a first commit of 7,360 new series took as long. A commit in one
+/// piece has nothing to overlap the spills with, so it keeps SQLite's default
+/// cache.
+const PARTS_CACHE_PAGES: i64 = 10;
+
+/// SQLite's default page cache (2,000 KiB), restored after a commit in parts.
+const DEFAULT_CACHE_SIZE: i64 = -2000;
+
 fn write_parts(
+    db: &mut TargetDb,
+    target: &Target,
+    lease: &Lease,
+    first: Part,
+    parts: Parts,
+) -> Result<CommitReport, StoreError> {
+    db.conn
+        .pragma_update(None, "cache_size", PARTS_CACHE_PAGES)
+        .map_err(backend("cannot set the page cache size"))?;
+    let written = write_parts_spilling(db, target, lease, first, parts);
+    if let Err(e) = db
+        .conn
+        .pragma_update(None, "cache_size", DEFAULT_CACHE_SIZE)
+    {
+        // Only later commits' speed is at stake, not this commit's outcome.
+        tracing::warn!(error = %e, "cannot restore the page cache size after a commit in parts");
+    }
+    written
+}
+
+fn write_parts_spilling(
     db: &mut TargetDb,
     target: &Target,
     lease: &Lease,
@@ -104,4 +141,43 @@ fn write_parts(
             part = parts.next_blocking();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use connector_runner::contract::metric_batch;
+    use connector_runner::{PartCommit, Sink, StateStore};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_in_parts_leaves_the_default_page_cache_to_later_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let target = Target {
+            connector_id: "c".into(),
+            database: "m".into(),
+            table: "t".into(),
+        };
+        let lease = store
+            .claim_task("c", 1, "r", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        let sink: Arc<dyn Sink> = Arc::new(store.clone());
+        let parts = PartCommit::start(sink, target.clone(), lease.clone());
+        parts.taker()(metric_batch(2000, 1));
+        let report = parts.finish(metric_batch(10, 1), lease).await.unwrap();
+        assert_eq!(report.rows, 2010);
+        let db = store.target("m").unwrap();
+        let cache: i64 = db
+            .lock()
+            .unwrap()
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cache, DEFAULT_CACHE_SIZE);
+    }
 }

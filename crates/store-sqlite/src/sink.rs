@@ -38,20 +38,6 @@ fn sql_type(ty: ColumnType) -> &'static str {
     }
 }
 
-/// Pages the connection that writes a target file keeps in memory.
-///
-/// Fewer than one tick dirties: when the cache is full, SQLite writes dirty pages
-/// to the WAL in the middle of the transaction (a cache spill). A tick's parts are
-/// then written out on the store's thread while the connector still parses, and
-/// the commit, which the tick waits for, writes only what is left. Rows are
-/// appended, so a full page is not touched again in the transaction. Timed inside
-/// the `ingest` bench (label-heavy, one connector): from the last part's arrival to
-/// the end of the commit went from 0.55-0.74 ms to 0.30-0.32 ms, and the tick's
-/// wait after its parse from 1.37-1.47 ms to 0.93-1.25 ms. A first commit of 7,360
-/// new series took as long (45-47 ms against 44-55 ms). Readers use connections of
-/// their own and keep SQLite's default cache.
-const TARGET_CACHE_PAGES: i64 = 10;
-
 impl SqliteStore {
     /// The open target file of `database`, opened (and its ledger created) on first
     /// use. Blocking: runs on the blocking pool.
@@ -69,8 +55,6 @@ impl SqliteStore {
         crate::schema::ensure_ledger(&conn)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend("cannot hand checkpoints to the checkpointer"))?;
-        conn.pragma_update(None, "cache_size", TARGET_CACHE_PAGES)
-            .map_err(backend("cannot set the page cache size"))?;
         let checkpoint = crate::checkpoint::spawn(path)?;
         let state_path = self.data_dir.join(STATE_FILE);
         conn.execute(
