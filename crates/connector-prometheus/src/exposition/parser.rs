@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use memchr::memchr;
 
+use super::types::decode_value;
+
 use super::*;
 
 /// Streams [`Entry`]s (with [`Parser::next_entry`]) or, as an [`Iterator`], samples
@@ -121,30 +123,24 @@ impl<'a> Parser<'a> {
             ParseError,
         >,
     > {
-        if self.kept.is_none() {
-            self.kept = Some(KeptLabels::default());
-        }
+        self.kept.get_or_insert_with(KeptLabels::default);
         let sample = match self.next()? {
             Ok(sample) => sample,
             Err(e) => return Some(Err(e)),
         };
         let kept = self.kept.get_or_insert_with(KeptLabels::default);
-        // Every path that returns a sample keeps its labels; a path that did not
-        // would get them walked here, not wrong.
+        // The fast path kept the labels it checked; a sample the grammar parsed (a
+        // line of another shape, rare) gets its labels walked here.
         if !kept.belong_to(&sample.labels) {
             kept.pairs.clear();
             kept.pairs.extend(sample.labels.iter_raw());
             kept.of = Some(sample.labels.as_written());
         }
         let escaped = sample.labels.has_escapes();
-        let labels = kept.pairs.iter().map(move |&(name, value)| {
-            let value = if escaped {
-                syntax::unescape(value, true)
-            } else {
-                Cow::Borrowed(value)
-            };
-            (name, value)
-        });
+        let labels = kept
+            .pairs
+            .iter()
+            .map(move |&(name, value)| (name, decode_value(value, escaped)));
         Some(Ok((sample, labels)))
     }
 
@@ -304,11 +300,6 @@ impl<'a> Parser<'a> {
         } else {
             prometheus_line(line)
         };
-        if let (Ok(Some(Entry::Sample(sample))), Some(kept)) = (&result, self.kept.as_mut()) {
-            kept.pairs.clear();
-            kept.pairs.extend(sample.labels.iter_raw());
-            kept.of = Some(sample.labels.as_written());
-        }
         result.map_err(|e| {
             let offset = start + (line.len() - e.at.len());
             let kind = if e.what.starts_with("a number") || e.what.starts_with("an integer") {

@@ -174,14 +174,8 @@ impl<'a> Labels<'a> {
     /// `(name, value)` pairs in written order with values decoded.
     pub fn iter_decoded(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
         let escaped = self.escaped;
-        self.iter_raw().map(move |(name, value)| {
-            let value = if escaped {
-                syntax::unescape(value, true)
-            } else {
-                Cow::Borrowed(value)
-            };
-            (name, value)
-        })
+        self.iter_raw()
+            .map(move |(name, value)| (name, decode_value(value, escaped)))
     }
 
     /// The decoded value of the first label called `name`.
@@ -194,6 +188,15 @@ impl<'a> Labels<'a> {
     /// The label text as written between the braces.
     pub fn as_written(&self) -> &'a str {
         self.inner
+    }
+}
+
+/// A raw label value decoded: borrowed as written unless its label set has escapes.
+pub(super) fn decode_value(value: &str, escaped: bool) -> Cow<'_, str> {
+    if escaped {
+        syntax::unescape(value, true)
+    } else {
+        Cow::Borrowed(value)
     }
 }
 
