@@ -22,6 +22,8 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use otlp_common::http::{self, Encoding, Signal};
+
 use connector_core::{
     Accepted, Batch, Committed, ConnectorError, IngestRequest, IngestResponse, PushConnector,
     Schema,
@@ -128,10 +130,10 @@ impl PushConnector for SpanMetrics {
         config: &SpanMetricsConfig,
         request: &IngestRequest,
     ) -> Result<Accepted, IngestResponse> {
-        let encoding = otlp::Encoding::of(request)?;
+        let encoding = Encoding::of(request)?;
         let mut acc = Accumulator::new(&config.bounds, config.cardinality_limit);
         let counted = otlp::count_body(config, encoding, &request.body, &mut acc)
-            .map_err(|message| otlp::bad_request(encoding, message))?;
+            .map_err(|message| http::bad_request(encoding, message))?;
         let staged = if acc.is_empty() {
             Vec::new()
         } else {
@@ -142,7 +144,7 @@ impl PushConnector for SpanMetrics {
             staged,
             accepted: counted.accepted,
             refused: counted.refused,
-            response: otlp::success(encoding, counted.refused, &reason),
+            response: http::success(encoding, Signal::Traces, counted.refused, &reason),
             idempotency_key: Some(body_key(&request.body)),
         })
     }

@@ -1,10 +1,11 @@
-//! OTLP/HTTP for traces: the two encodings, spans to label sets and durations, and
-//! the responses the OTLP specification asks for.
+//! OTLP traces: spans to label sets and durations, in either encoding (the protocol
+//! itself is `otlp_common::http`).
 
 use base64::Engine as _;
-use connector_core::{IngestRequest, IngestResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use otlp_common::attribute_text;
+use otlp_common::http::Encoding;
 use prost::Message as _;
 
 use std::borrow::Cow;
@@ -12,98 +13,6 @@ use std::borrow::Cow;
 use crate::aggregate::Accumulator;
 use crate::config::SpanMetricsConfig;
 use crate::wire::{self, AnyRef, Attribute, SpanRef};
-
-/// The request's encoding, which the response uses too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// `application/x-protobuf`.
-    Protobuf,
-    /// `application/json`.
-    Json,
-}
-
-impl Encoding {
-    /// The encoding a `content-type` names, if OTLP/HTTP has it.
-    pub fn of(request: &IngestRequest) -> Result<Self, IngestResponse> {
-        let content_type = request.header("content-type").unwrap_or("");
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
-            "application/x-protobuf" => Ok(Encoding::Protobuf),
-            "application/json" => Ok(Encoding::Json),
-            _ => Err(IngestResponse::text(
-                415,
-                format!(
-                    "content type `{content_type}` is not OTLP/HTTP: send application/x-protobuf or application/json"
-                ),
-            )),
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Encoding::Protobuf => "application/x-protobuf",
-            Encoding::Json => "application/json",
-        }
-    }
-}
-
-/// `google.rpc.Status`, the body OTLP/HTTP sends with an error.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
-/// gRPC's INVALID_ARGUMENT, which OTLP/HTTP puts in a 400's status.
-const INVALID_ARGUMENT: i32 = 3;
-
-/// A 400 whose body says why, in the request's encoding.
-pub fn bad_request(encoding: Encoding, message: String) -> IngestResponse {
-    let body = match encoding {
-        Encoding::Protobuf => RpcStatus {
-            code: INVALID_ARGUMENT,
-            message,
-        }
-        .encode_to_vec(),
-        Encoding::Json => serde_json::json!({"code": INVALID_ARGUMENT, "message": message})
-            .to_string()
-            .into_bytes(),
-    };
-    IngestResponse::new(400, encoding.content_type(), body)
-}
-
-/// The 200 `ExportTraceServiceResponse`, with a partial success when spans were refused.
-pub fn success(encoding: Encoding, rejected: u64, message: &str) -> IngestResponse {
-    let body = match encoding {
-        Encoding::Protobuf => {
-            use opentelemetry_proto::tonic::collector::trace::v1::{
-                ExportTracePartialSuccess, ExportTraceServiceResponse,
-            };
-            ExportTraceServiceResponse {
-                partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
-                    error_message: message.to_owned(),
-                }),
-            }
-            .encode_to_vec()
-        }
-        // OTLP's JSON writes 64-bit integers as strings.
-        Encoding::Json if rejected > 0 => serde_json::json!({
-            "partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": message}
-        })
-        .to_string()
-        .into_bytes(),
-        Encoding::Json => b"{}".to_vec(),
-    };
-    IngestResponse::new(200, encoding.content_type(), body)
-}
 
 /// Counts the spans of a request body in its encoding into `acc`; the error says why
 /// the body is not a request, for a 400.
@@ -122,23 +31,6 @@ pub fn count_body(
             Ok(count_spans(config, &request, acc))
         }
     }
-}
-
-/// An attribute value as a label value, as the Collector's `AsString` writes it.
-fn value_text(value: &AnyValue) -> Option<Cow<'_, str>> {
-    Some(match value.value.as_ref()? {
-        any_value::Value::StringValue(s) => Cow::Borrowed(s.as_str()),
-        any_value::Value::BoolValue(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        any_value::Value::IntValue(i) => Cow::Owned(i.to_string()),
-        any_value::Value::DoubleValue(d) => Cow::Owned(d.to_string()),
-        any_value::Value::BytesValue(b) => {
-            Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_) => {
-            Cow::Owned(serde_json::to_string(value).ok()?)
-        }
-        any_value::Value::StringValueStrindex(_) => return None,
-    })
 }
 
 /// The same for a value read off the wire.
@@ -169,7 +61,7 @@ impl<'a> Attributes<'a> for &'a [KeyValue] {
         self.iter()
             .find(|kv| kv.key == key)
             .and_then(|kv| kv.value.as_ref())
-            .and_then(value_text)
+            .and_then(attribute_text)
     }
 }
 
