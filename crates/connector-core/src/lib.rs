@@ -251,6 +251,52 @@ pub fn config_from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A duration as Prometheus writes one: units `ms`, `s`, `m`, `h`, `d`, `w`, `y`,
+/// largest first and each once (`"1h30m"`, `"15d"`); `y` is 365 days. Retention and
+/// expiry settings take this form.
+///
+/// ```
+/// assert_eq!(connector_core::parse_duration("1h30m").unwrap().as_secs(), 5400);
+/// assert!(connector_core::parse_duration("90").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let bad = || format!("`{text}` is not a duration like \"15d\", \"12h\" or \"1h30m\"");
+    let mut rest = text;
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        // "ms" before "m": the longest unit that matches, in the allowed order.
+        let (i, (unit, ms)) = UNITS
+            .iter()
+            .enumerate()
+            .skip(next_unit)
+            .find(|(_, (u, _))| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")))
+            .ok_or_else(bad)?;
+        rest = &rest[unit.len()..];
+        next_unit = i + 1;
+        total = value
+            .checked_mul(*ms)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if total == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_millis(total))
+}
+
 /// Checks that a numeric config value lies within its bounds, with the bound in the
 /// error as operators need it: `timeout_ms: 0 is out of range, expected 100 to 60000`.
 ///

@@ -24,6 +24,8 @@ mod store;
 pub mod telemetry;
 mod tick;
 
+/// Moved to connector-core, where connectors parse durations of their own config.
+pub use connector_core::parse_duration;
 pub use destination::{
     BucketChunk, DeadLetter, DeliveryOutcome, DeliveryRecord, DeliveryStore, DestinationRecord,
     DestinationSpec, LATE_COMMIT_WINDOW_MS, OnPermanent, PendingBucket, Start, source_target,
@@ -39,7 +41,7 @@ pub use push::{
 pub use runner::{Runner, RunnerConfig, RunnerHandle};
 pub use spec::{
     ConnectorRecord, ConnectorSpec, ConnectorState, DEFAULT_ORG, MAX_IDENTIFIER_LEN, MAX_NAME_LEN,
-    MAX_ORG_LEN, Origin, SCHEDULE_MS_RANGE, SpecError, check_org_id, parse_duration,
+    MAX_ORG_LEN, Origin, SCHEDULE_MS_RANGE, SpecError, check_org_id,
 };
 pub use store::{
     CommitReport, Lease, ListQuery, PruneReport, RowQuery, RowsRead, Sink, StateStore,

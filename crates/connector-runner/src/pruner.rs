@@ -10,7 +10,8 @@ use tokio::sync::watch;
 
 use crate::destination::source_target;
 use crate::runner::{Shared, wall_ms};
-use crate::spec::{ConnectorRecord, parse_duration};
+use crate::spec::ConnectorRecord;
+use connector_core::parse_duration;
 
 /// Buckets per prune transaction, at most.
 pub const PRUNE_BATCH_BUCKETS: usize = 200;

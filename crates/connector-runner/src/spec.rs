@@ -1,7 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use connector_core::{Registry, ValidatedConfig};
+use connector_core::{Registry, ValidatedConfig, parse_duration};
 use serde::{Deserialize, Serialize};
 
 /// Bounds of `schedule_ms`, inclusive: from 100 ms to one day.
@@ -133,46 +133,6 @@ impl ConnectorSpec {
             .validate(&self.connector_type, &self.config)
             .map_err(|e| SpecError::new("config", format!("{e:#}")))
     }
-}
-
-/// A duration as Prometheus writes one: units `ms`, `s`, `m`, `h`, `d`, `w`, `y`,
-/// largest first and each once (`"1h30m"`, `"15d"`); `y` is 365 days.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let bad = || format!("`{text}` is not a duration like \"15d\", \"12h\" or \"1h30m\"");
-    let mut rest = text;
-    let mut total: u64 = 0;
-    let mut next_unit = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        // "ms" before "m": the longest unit that matches, in the allowed order.
-        let (i, (unit, ms)) = UNITS
-            .iter()
-            .enumerate()
-            .skip(next_unit)
-            .find(|(_, (u, _))| rest.starts_with(u) && !(*u == "m" && rest.starts_with("ms")))
-            .ok_or_else(bad)?;
-        rest = &rest[unit.len()..];
-        next_unit = i + 1;
-        total = value
-            .checked_mul(*ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if total == 0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_millis(total))
 }
 
 /// A connector's or destination's name (or a reference to one).
