@@ -6,58 +6,28 @@ use std::fmt::Write as _;
 use crate::aggregate::{Aggregate, SeriesTotals};
 use crate::config::SpanMetricsConfig;
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The content type to answer an `Accept` header with.
-pub fn negotiate(accept: Option<&str>) -> &'static str {
-    match accept {
-        Some(a) if a.contains("application/openmetrics-text") => OPENMETRICS,
-        _ => TEXT,
-    }
-}
-
-fn escape(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
+pub use otlp_common::exposition::negotiate;
+use otlp_common::exposition::{OPENMETRICS, number};
 
 fn sample(
     out: &mut String,
     name: &str,
     series: &SeriesTotals,
     le: Option<&str>,
-    value: impl std::fmt::Display,
+    value: impl FnOnce(&mut String),
 ) {
-    out.push_str(name);
-    out.push('{');
-    let mut first = true;
-    for (label, v) in series.label_pairs().chain(le.map(|le| ("le", le))) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str(label);
-        out.push_str("=\"");
-        escape(out, v);
-        out.push('"');
-    }
-    let _ = writeln!(out, "}} {value}");
+    otlp_common::exposition::sample(
+        out,
+        name,
+        series.label_pairs().chain(le.map(|le| ("le", le))),
+        value,
+    );
 }
 
-/// A float as both formats write it: integers without a fraction only in 0.0.4.
-fn number(v: f64, openmetrics: bool) -> String {
-    if openmetrics && v.fract() == 0.0 && v.is_finite() {
-        format!("{v:.1}")
-    } else {
-        v.to_string()
-    }
+/// A count as a sample value.
+#[allow(clippy::cast_precision_loss)]
+fn count(n: u64) -> impl FnOnce(&mut String) {
+    move |out: &mut String| number(out, n as f64, false)
 }
 
 /// Renders the totals in `state` in the format of `content_type`.
@@ -76,7 +46,13 @@ pub fn render(config: &SpanMetricsConfig, state: &Aggregate, content_type: &str)
     );
     let _ = writeln!(out, "# TYPE {family} {kind}");
     for series in &state.series {
-        sample(&mut out, &config.calls_name, series, None, series.calls);
+        sample(
+            &mut out,
+            &config.calls_name,
+            series,
+            None,
+            count(series.calls),
+        );
     }
     let hist = &config.duration_name;
     let _ = writeln!(
@@ -91,28 +67,28 @@ pub fn render(config: &SpanMetricsConfig, state: &Aggregate, content_type: &str)
     let les: Vec<String> = config
         .bounds
         .iter()
-        .map(|b| number(*b, om))
+        .map(|b| {
+            let mut le = String::new();
+            number(&mut le, *b, om);
+            le
+        })
         .chain(std::iter::once("+Inf".to_owned()))
         .collect();
     for series in &state.series {
         let mut running = 0;
-        for (le, count) in les.iter().zip(&series.buckets) {
-            running += count;
-            sample(&mut out, &bucket_name, series, Some(le), running);
+        for (le, in_bucket) in les.iter().zip(&series.buckets) {
+            running += in_bucket;
+            sample(&mut out, &bucket_name, series, Some(le), count(running));
         }
-        sample(
-            &mut out,
-            &format!("{hist}_sum"),
-            series,
-            None,
-            number(series.sum, om),
-        );
+        sample(&mut out, &format!("{hist}_sum"), series, None, |o| {
+            number(o, series.sum, false)
+        });
         sample(
             &mut out,
             &format!("{hist}_count"),
             series,
             None,
-            series.calls,
+            count(series.calls),
         );
     }
     if om {

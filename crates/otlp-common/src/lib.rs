@@ -4,6 +4,7 @@
 //! names ([`naming`]). One place, so the span-metrics and the metrics receivers answer
 //! an SDK alike.
 
+pub mod exposition;
 pub mod http;
 pub mod naming;
 
