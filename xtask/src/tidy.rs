@@ -29,7 +29,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "relabel",
         ],
     ),
-    ("connector-spanmetrics", &["connector-core", "metric-rows"]),
+    ("otlp-common", &["connector-core"]),
+    (
+        "connector-spanmetrics",
+        &["connector-core", "metric-rows", "otlp-common"],
+    ),
+    (
+        "connector-otlp-metrics",
+        &["connector-core", "metric-rows", "otlp-common"],
+    ),
     (
         "store-sqlite",
         &["connector-core", "connector-runner", "metric-rows"],
@@ -46,6 +54,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "connector-prometheus",
             "connector-runner",
             "connector-spanmetrics",
+            "connector-otlp-metrics",
             "destination-influx",
             "discovery",
             "destination-remote-write",

@@ -82,7 +82,7 @@ pub use mimalloc::MiMalloc as Allocator;
 /// # }
 /// let daemon = connectord::Daemon::new().connector(Noop);
 /// let types: Vec<_> = daemon.registry().connector_types().collect();
-/// assert_eq!(types, ["noop", "prometheus", "spanmetrics"]);
+/// assert_eq!(types, ["noop", "otlp_metrics", "prometheus", "spanmetrics"]);
 ///
 /// // A second connector with a type id already taken is refused when the daemon runs.
 /// let clash = connectord::Daemon::new().connector(connector_prometheus::PrometheusConnector::new());
@@ -102,12 +102,13 @@ impl Default for Daemon {
 
 impl Daemon {
     /// The daemon with the connectors and destinations this repository ships
-    /// (`prometheus`, the push source `spanmetrics`; `influx` and
+    /// (`prometheus`, the push sources `spanmetrics` and `otlp_metrics`; `influx` and
     /// `prometheus_remote_write`).
     pub fn new() -> Self {
         Self::without_builtins()
             .connector(PrometheusConnector::new())
             .push_connector(connector_spanmetrics::SpanMetrics)
+            .push_connector(connector_otlp_metrics::OtlpMetrics)
             .destination(InfluxDestination::new())
             .destination(RemoteWriteDestination::new())
     }

@@ -143,6 +143,15 @@ pub fn unit_word(unit: &str) -> String {
     unit_sanitize(&unit).trim_matches('_').to_owned()
 }
 
+/// The word a family of `kind` with `unit` ends with (also its OpenMetrics `# UNIT`):
+/// [`unit_word`], and `ratio` for gauges of unit `1`.
+pub fn unit_suffix(unit: &str, kind: FamilyKind) -> String {
+    if kind == FamilyKind::Gauge && without_annotations(unit) == "1" {
+        return "ratio".to_owned();
+    }
+    unit_word(unit)
+}
+
 /// The family name of a metric: its sanitised name with the unit's word, without
 /// `_total` (a counter's samples add it; see [`sample_suffix`]).
 pub fn family_name(name: &str, unit: &str, kind: FamilyKind) -> String {
@@ -152,10 +161,7 @@ pub fn family_name(name: &str, unit: &str, kind: FamilyKind) -> String {
     {
         family.truncate(stripped.len());
     }
-    let mut word = unit_word(unit);
-    if word.is_empty() && kind == FamilyKind::Gauge && without_annotations(unit) == "1" {
-        word = "ratio".to_owned();
-    }
+    let word = unit_suffix(unit, kind);
     if !word.is_empty() && !family.ends_with(&format!("_{word}")) {
         family.push('_');
         family.push_str(&word);

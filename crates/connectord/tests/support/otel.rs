@@ -94,13 +94,6 @@ fn sdk_run(
     spans: &[serde_json::Value],
     extra: serde_json::Value,
 ) -> (u64, u64) {
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut plan = serde_json::json!({
         "endpoint": format!("http://{addr}/v1/ingest/{connector}/v1/traces"),
         "token": token,
@@ -109,6 +102,23 @@ fn sdk_run(
     if let serde_json::Value::Object(extra) = extra {
         plan.as_object_mut().unwrap().extend(extra);
     }
+    let result = run_script(script, &plan);
+    (
+        result["exported"].as_u64().unwrap(),
+        result["failed"].as_u64().unwrap(),
+    )
+}
+
+/// Runs one of the Python scripts in `tests/otel` with `plan` on its stdin; returns
+/// the JSON it prints.
+pub fn run_script(script: &Path, plan: &serde_json::Value) -> serde_json::Value {
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child
         .stdin
         .take()
@@ -121,12 +131,8 @@ fn sdk_run(
         "the SDK script failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (
-        result["exported"].as_u64().unwrap(),
-        result["failed"].as_u64().unwrap(),
-    )
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Rows of a table: (timestamp, name, labels without `le`, le, value).
@@ -200,8 +206,17 @@ pub fn totals(rows: &[Row], cumulative: bool) -> Expected {
 
 /// Whether the pinned SDK is installed; under CI it must be.
 pub fn have_sdk() -> bool {
+    have_modules("import opentelemetry.exporter.otlp.proto.http")
+}
+
+/// The SDK and the OpenTelemetry Prometheus exporter, the metrics tests' reference.
+pub fn have_metrics_sdk() -> bool {
+    have_modules("import opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.prometheus")
+}
+
+fn have_modules(import: &str) -> bool {
     let have = Command::new("python3")
-        .args(["-c", "import opentelemetry.exporter.otlp.proto.http"])
+        .args(["-c", import])
         .status()
         .is_ok_and(|s| s.success());
     if !have {

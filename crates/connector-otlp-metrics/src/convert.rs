@@ -1,0 +1,474 @@
+//! An `ExportMetricsServiceRequest` to Prometheus families, as the OpenTelemetry
+//! specification's "Prometheus and OpenMetrics compatibility" section says; every
+//! point that cannot be written as Prometheus writes it is rejected with its reason.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint, metric, number_data_point,
+};
+use otlp_common::attribute_text;
+use otlp_common::http::Encoding;
+use otlp_common::naming::{FamilyKind, family_name, label_name, unit_suffix};
+use prost::Message as _;
+
+use crate::config::OtlpMetricsConfig;
+use crate::model::{Family, Label, Point, Quantile, Staged, kind_code};
+
+/// Decodes a request body in its encoding; the error says why it is not a request.
+pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
+    match encoding {
+        Encoding::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|e| {
+            format!("the body is not an OTLP ExportMetricsServiceRequest in protobuf: {e}")
+        }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            format!("the body is not an OTLP ExportMetricsServiceRequest in JSON: {e}")
+        }),
+    }
+}
+
+/// A request's families, and the points taken and rejected with the first reason.
+#[derive(Debug, Default)]
+pub struct Converted {
+    /// What to stage.
+    pub staged: Staged,
+    /// Points taken.
+    pub accepted: u64,
+    /// Points rejected.
+    pub rejected: u64,
+    /// Why the first rejected point was.
+    pub reason: Option<String>,
+}
+
+impl Converted {
+    fn reject(&mut self, points: u64, reason: impl FnOnce() -> String) {
+        self.rejected += points;
+        if self.reason.is_none() {
+            self.reason = Some(reason());
+        }
+    }
+}
+
+/// The target of `target_info`'s help, as the reference exporter writes it.
+const TARGET_INFO_HELP: &str = "Target metadata";
+
+/// Resource attributes that become `job` and `instance` rather than `target_info` labels.
+const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.instance.id"];
+
+/// Attributes as labels: names sanitised, values as text, and names that sanitise
+/// alike joined with `;` in the order of their original keys, as the specification
+/// says. Empty values are no labels.
+fn attribute_labels<'a>(
+    attributes: impl Iterator<Item = &'a KeyValue>,
+    prefix: &str,
+) -> BTreeMap<String, String> {
+    let mut texts: Vec<(String, &str, String)> = attributes
+        .filter_map(|kv| {
+            let text = attribute_text(kv.value.as_ref()?)?;
+            Some((
+                label_name(&format!("{prefix}{}", kv.key)),
+                kv.key.as_str(),
+                text.into_owned(),
+            ))
+        })
+        .collect();
+    texts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    for (name, _, value) in texts {
+        if value.is_empty() {
+            continue;
+        }
+        labels
+            .entry(name)
+            .and_modify(|v| {
+                v.push(';');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    labels
+}
+
+/// The labels every point of a resource's scope gets.
+fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    let text = |key: &str| {
+        attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| attribute_text(kv.value.as_ref()?))
+            .filter(|t| !t.is_empty())
+    };
+    let mut labels = BTreeMap::new();
+    if let Some(name) = text("service.name") {
+        let job = match text("service.namespace") {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.into_owned(),
+        };
+        labels.insert("job".to_owned(), job);
+    }
+    if let Some(instance) = text("service.instance.id") {
+        labels.insert("instance".to_owned(), instance.into_owned());
+    }
+    labels
+}
+
+fn scope_labels(scope: Option<&InstrumentationScope>) -> BTreeMap<String, String> {
+    let Some(scope) = scope else {
+        return BTreeMap::new();
+    };
+    let mut labels = attribute_labels(scope.attributes.iter(), "otel_scope_");
+    for (name, value) in [
+        ("otel_scope_name", &scope.name),
+        ("otel_scope_version", &scope.version),
+    ] {
+        if !value.is_empty() {
+            labels.insert(name.to_owned(), value.clone());
+        }
+    }
+    labels
+}
+
+/// Converts points into families, one metric after another.
+struct Converter<'a> {
+    config: &'a OtlpMetricsConfig,
+    out: Converted,
+    /// Points seen so far, taken or not, against `max_points_per_request`.
+    points: usize,
+}
+
+/// What a metric becomes.
+struct Shape {
+    kind: FamilyKind,
+    delta: bool,
+}
+
+const DELTA: i32 = 1;
+const CUMULATIVE: i32 = 2;
+/// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
+const NO_RECORDED_VALUE: u32 = 1;
+
+impl Converter<'_> {
+    /// The labels of a point: its attributes under the resource's and scope's labels,
+    /// checked against the limits. `reserved` is the label the family's samples add.
+    fn labels(
+        &self,
+        common: &BTreeMap<String, String>,
+        attributes: &[KeyValue],
+        reserved: Option<&str>,
+    ) -> Result<Vec<Label>, String> {
+        let mut labels = attribute_labels(attributes.iter(), "");
+        if let Some(reserved) = reserved
+            && labels.contains_key(reserved)
+        {
+            return Err(format!(
+                "an attribute becomes label `{reserved}`, which the family's samples set themselves"
+            ));
+        }
+        labels.extend(common.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if labels.len() > self.config.max_labels_per_series {
+            return Err(format!(
+                "{} labels, more than max_labels_per_series ({})",
+                labels.len(),
+                self.config.max_labels_per_series
+            ));
+        }
+        if let Some((name, value)) = labels
+            .iter()
+            .find(|(_, v)| v.len() > self.config.max_label_value_bytes)
+        {
+            return Err(format!(
+                "label `{name}` has {} bytes, more than max_label_value_bytes ({})",
+                value.len(),
+                self.config.max_label_value_bytes
+            ));
+        }
+        Ok(labels
+            .into_iter()
+            .map(|(name, value)| Label { name, value })
+            .collect())
+    }
+
+    /// Takes a point that passed the limits, or rejects it with `why`.
+    fn take(&mut self, family: &mut Family, metric: &str, point: Result<Point, String>) {
+        self.points += 1;
+        if self.points > self.config.max_points_per_request {
+            let max = self.config.max_points_per_request;
+            self.out.reject(1, || {
+                format!("the request has more than max_points_per_request ({max}) data points")
+            });
+            return;
+        }
+        match point {
+            Ok(point) => {
+                family.points.push(point);
+                self.out.accepted += 1;
+            }
+            Err(why) => self.out.reject(1, || format!("metric `{metric}`: {why}")),
+        }
+    }
+
+    fn metric(&mut self, common: &BTreeMap<String, String>, metric: &Metric) -> Option<Family> {
+        let Some(data) = &metric.data else {
+            return None;
+        };
+        let temporality = |t: i32| match t {
+            DELTA => Ok(true),
+            CUMULATIVE => Ok(false),
+            _ => Err(format!(
+                "aggregation temporality {t} is neither delta nor cumulative"
+            )),
+        };
+        let (shape, points) = match data {
+            metric::Data::Gauge(g) => (
+                Ok(Shape { kind: FamilyKind::Gauge, delta: false }),
+                g.data_points.len(),
+            ),
+            metric::Data::Sum(s) => (
+                temporality(s.aggregation_temporality).map(|delta| Shape {
+                    kind: if s.is_monotonic { FamilyKind::Counter } else { FamilyKind::Gauge },
+                    delta,
+                }),
+                s.data_points.len(),
+            ),
+            metric::Data::Histogram(h) => (
+                temporality(h.aggregation_temporality)
+                    .map(|delta| Shape { kind: FamilyKind::Histogram, delta }),
+                h.data_points.len(),
+            ),
+            metric::Data::Summary(s) => (
+                Ok(Shape { kind: FamilyKind::Summary, delta: false }),
+                s.data_points.len(),
+            ),
+            metric::Data::ExponentialHistogram(h) => (
+                Err("exponential histograms have no Prometheus text form; configure an explicit-bucket histogram view".to_owned()),
+                h.data_points.len(),
+            ),
+        };
+        let shape = match shape {
+            Ok(shape) => shape,
+            Err(why) => {
+                self.points += points;
+                self.out
+                    .reject(points as u64, || format!("metric `{}`: {why}", metric.name));
+                return None;
+            }
+        };
+        let mut family = Family {
+            name: family_name(&metric.name, &metric.unit, shape.kind),
+            kind: kind_code(shape.kind),
+            help: metric.description.clone(),
+            unit: unit_suffix(&metric.unit, shape.kind),
+            points: Vec::new(),
+        };
+        let name = metric.name.as_str();
+        match data {
+            metric::Data::Gauge(g) => {
+                for p in &g.data_points {
+                    let point = self.number(common, p, &shape);
+                    self.take(&mut family, name, point);
+                }
+            }
+            metric::Data::Sum(s) => {
+                for p in &s.data_points {
+                    let point = self.number(common, p, &shape);
+                    self.take(&mut family, name, point);
+                }
+            }
+            metric::Data::Histogram(h) => {
+                for p in &h.data_points {
+                    let point = self.histogram(common, p, &shape);
+                    self.take(&mut family, name, point);
+                }
+            }
+            metric::Data::Summary(s) => {
+                for p in &s.data_points {
+                    let point = self.summary(common, p);
+                    self.take(&mut family, name, point);
+                }
+            }
+            metric::Data::ExponentialHistogram(_) => {}
+        }
+        Some(family)
+    }
+
+    fn number(
+        &self,
+        common: &BTreeMap<String, String>,
+        p: &NumberDataPoint,
+        shape: &Shape,
+    ) -> Result<Point, String> {
+        if p.flags & NO_RECORDED_VALUE != 0 {
+            return Err("a point has no recorded value".to_owned());
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let value = match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            None => return Err("a point has no value".to_owned()),
+        };
+        if shape.kind == FamilyKind::Counter && !(value.is_finite() && value >= 0.0) {
+            return Err(format!(
+                "a monotonic sum has value {value}; counters take finite values of 0 or more"
+            ));
+        }
+        if shape.delta && !value.is_finite() {
+            return Err(format!(
+                "a delta point has value {value}, which cannot be added up"
+            ));
+        }
+        Ok(Point {
+            labels: self.labels(common, &p.attributes, None)?,
+            delta: shape.delta,
+            // One NaN: a pushed NaN must not carry Prometheus's stale-marker bits.
+            value: if value.is_nan() { f64::NAN } else { value },
+            ..Point::default()
+        })
+    }
+
+    fn histogram(
+        &self,
+        common: &BTreeMap<String, String>,
+        p: &HistogramDataPoint,
+        shape: &Shape,
+    ) -> Result<Point, String> {
+        if p.flags & NO_RECORDED_VALUE != 0 {
+            return Err("a point has no recorded value".to_owned());
+        }
+        if p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+            return Err(format!(
+                "a histogram point has {} bucket counts for {} bounds; it needs one more count than bounds",
+                p.bucket_counts.len(),
+                p.explicit_bounds.len()
+            ));
+        }
+        if let Some(pair) = p
+            .explicit_bounds
+            .windows(2)
+            .find(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
+        {
+            return Err(format!(
+                "histogram bounds are not increasing: {} then {}",
+                pair[0], pair[1]
+            ));
+        }
+        if let Some(b) = p.explicit_bounds.iter().find(|b| !b.is_finite()) {
+            return Err(format!(
+                "histogram bound {b} is not finite (+Inf is the last bucket already)"
+            ));
+        }
+        let total = p
+            .bucket_counts
+            .iter()
+            .try_fold(0u64, |a, c| a.checked_add(*c));
+        if total != Some(p.count) {
+            return Err(format!(
+                "histogram bucket counts add up to {}, but its count is {}",
+                total.map_or_else(|| "more than 2^64".to_owned(), |t| t.to_string()),
+                p.count
+            ));
+        }
+        let sum = p.sum.ok_or_else(|| {
+            "a histogram point without a sum has no Prometheus form (`_sum` is required)".to_owned()
+        })?;
+        if !sum.is_finite() {
+            return Err(format!("histogram sum {sum} is not finite"));
+        }
+        Ok(Point {
+            labels: self.labels(common, &p.attributes, Some("le"))?,
+            delta: shape.delta,
+            bounds: p.explicit_bounds.clone(),
+            counts: p.bucket_counts.clone(),
+            sum,
+            count: p.count,
+            ..Point::default()
+        })
+    }
+
+    fn summary(
+        &self,
+        common: &BTreeMap<String, String>,
+        p: &SummaryDataPoint,
+    ) -> Result<Point, String> {
+        if p.flags & NO_RECORDED_VALUE != 0 {
+            return Err("a point has no recorded value".to_owned());
+        }
+        if !p.sum.is_finite() {
+            return Err(format!("summary sum {} is not finite", p.sum));
+        }
+        if let Some(q) = p
+            .quantile_values
+            .iter()
+            .find(|q| !(0.0..=1.0).contains(&q.quantile))
+        {
+            return Err(format!("summary quantile {} is outside 0 to 1", q.quantile));
+        }
+        Ok(Point {
+            labels: self.labels(common, &p.attributes, Some("quantile"))?,
+            sum: p.sum,
+            count: p.count,
+            quantiles: p
+                .quantile_values
+                .iter()
+                .map(|q| Quantile {
+                    quantile: q.quantile,
+                    value: q.value,
+                })
+                .collect(),
+            ..Point::default()
+        })
+    }
+}
+
+/// Converts a decoded request: its families in order, `target_info` per resource
+/// that has attributes beyond `job` and `instance`.
+pub fn convert(config: &OtlpMetricsConfig, request: &ExportMetricsServiceRequest) -> Converted {
+    let mut converter = Converter {
+        config,
+        out: Converted::default(),
+        points: 0,
+    };
+    for resource_metrics in &request.resource_metrics {
+        let attributes = resource_metrics
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default();
+        let identity = resource_labels(attributes);
+        let info = attribute_labels(
+            attributes
+                .iter()
+                .filter(|kv| !IDENTIFYING.contains(&kv.key.as_str())),
+            "",
+        );
+        if !info.is_empty() {
+            let mut labels = info;
+            labels.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone())));
+            converter.out.staged.families.push(Family {
+                name: "target_info".to_owned(),
+                kind: kind_code(FamilyKind::Gauge),
+                help: TARGET_INFO_HELP.to_owned(),
+                unit: String::new(),
+                points: vec![Point {
+                    labels: labels
+                        .into_iter()
+                        .map(|(name, value)| Label { name, value })
+                        .collect(),
+                    value: 1.0,
+                    ..Point::default()
+                }],
+            });
+        }
+        for scope_metrics in &resource_metrics.scope_metrics {
+            let mut common = scope_labels(scope_metrics.scope.as_ref());
+            common.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for metric in &scope_metrics.metrics {
+                if let Some(family) = converter.metric(&common, metric) {
+                    converter.out.staged.families.push(family);
+                }
+            }
+        }
+    }
+    converter.out
+}

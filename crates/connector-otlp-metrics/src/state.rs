@@ -1,0 +1,238 @@
+//! The running series: staged points folded in bucket by bucket (delta points added
+//! up, cumulative ones taken as they are), expired after `metric_expiration`, and
+//! written as metric rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use connector_core::{Batch, ConnectorError};
+use otlp_common::naming::FamilyKind;
+
+use crate::config::OtlpMetricsConfig;
+use crate::model::{Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of};
+use crate::samples::each_sample;
+
+struct LiveFamily {
+    meta: Family,
+    kind: FamilyKind,
+    series: BTreeMap<Vec<Label>, KeptSeries>,
+}
+
+/// The state of a commit in progress.
+pub struct Live {
+    families: BTreeMap<String, LiveFamily>,
+    series: usize,
+    over_limit: u64,
+    /// Series changed in this bucket, by family name and labels.
+    touched: BTreeSet<(String, Vec<Label>)>,
+}
+
+/// The kind of a stored family, or an error naming it.
+pub fn family_kind(meta: &Family) -> Result<FamilyKind, ConnectorError> {
+    kind_of(meta.kind).ok_or_else(|| {
+        ConnectorError::permanent(format!(
+            "family `{}` in the connector's state has kind {}, which this version does not know",
+            meta.name, meta.kind
+        ))
+    })
+}
+
+impl Live {
+    /// The state a previous commit left.
+    pub fn from_kept(kept: Kept) -> Result<Self, ConnectorError> {
+        let mut families = BTreeMap::new();
+        let mut series = 0;
+        for family in kept.families {
+            let meta = family.meta.ok_or_else(|| {
+                ConnectorError::permanent("a family in the connector's state has no name or kind")
+            })?;
+            let kind = family_kind(&meta)?;
+            let mut by_labels = BTreeMap::new();
+            for kept_series in family.series {
+                let labels = kept_series
+                    .point
+                    .as_ref()
+                    .map(|p| p.labels.clone())
+                    .ok_or_else(|| {
+                        ConnectorError::permanent(format!(
+                            "a series of family `{}` in the connector's state has no point",
+                            meta.name
+                        ))
+                    })?;
+                by_labels.insert(labels, kept_series);
+                series += 1;
+            }
+            families.insert(
+                meta.name.clone(),
+                LiveFamily {
+                    meta,
+                    kind,
+                    series: by_labels,
+                },
+            );
+        }
+        Ok(Live {
+            families,
+            series,
+            over_limit: kept.over_limit,
+            touched: BTreeSet::new(),
+        })
+    }
+
+    /// Drops series whose last point came before `oldest_ms`.
+    pub fn expire(&mut self, oldest_ms: i64) {
+        for family in self.families.values_mut() {
+            let before = family.series.len();
+            family.series.retain(|_, s| s.seen_ms >= oldest_ms);
+            self.series -= before - family.series.len();
+        }
+        self.families.retain(|_, f| !f.series.is_empty());
+    }
+
+    /// Folds one request's points into the series, at `bucket_ms`.
+    pub fn apply(
+        &mut self,
+        config: &OtlpMetricsConfig,
+        staged: Staged,
+        bucket_ms: i64,
+    ) -> Result<(), ConnectorError> {
+        for mut family in staged.families {
+            let kind = family_kind(&family)?;
+            let points = std::mem::take(&mut family.points);
+            let live = self
+                .families
+                .entry(family.name.clone())
+                .or_insert_with(|| LiveFamily {
+                    meta: family.clone(),
+                    kind,
+                    series: BTreeMap::new(),
+                });
+            // A metric that changed kind starts over: its old series cannot be read
+            // as the new kind.
+            if live.kind != kind {
+                self.series -= live.series.len();
+                live.series.clear();
+                live.kind = kind;
+            }
+            live.meta = family;
+            for point in points {
+                let labels = point.labels.clone();
+                let series = match live.series.get_mut(&labels) {
+                    Some(series) => series,
+                    None if self.series >= config.max_series => {
+                        self.over_limit += 1;
+                        continue;
+                    }
+                    None => {
+                        self.series += 1;
+                        live.series
+                            .entry(labels.clone())
+                            .or_insert_with(|| KeptSeries {
+                                point: None,
+                                seen_ms: bucket_ms,
+                            })
+                    }
+                };
+                series.point = Some(fold(series.point.take(), point));
+                series.seen_ms = bucket_ms;
+                self.touched.insert((live.meta.name.clone(), labels));
+            }
+        }
+        Ok(())
+    }
+
+    /// Series kept.
+    pub fn series(&self) -> usize {
+        self.series
+    }
+
+    /// Points rejected since the connector was created because of `max_series`.
+    pub fn over_limit(&self) -> u64 {
+        self.over_limit
+    }
+
+    /// The rows of every series this bucket changed, with their running values.
+    pub fn rows(&self, batch: &mut Batch, bucket_ms: i64) -> Result<(), ConnectorError> {
+        for (name, labels) in &self.touched {
+            let Some(family) = self.families.get(name) else {
+                continue;
+            };
+            let Some(point) = family.series.get(labels).and_then(|s| s.point.as_ref()) else {
+                continue;
+            };
+            write_rows(batch, bucket_ms, &family.meta.name, family.kind, point)?;
+        }
+        Ok(())
+    }
+
+    /// The state to keep: families by name, series by labels.
+    pub fn into_kept(self) -> Kept {
+        Kept {
+            families: self
+                .families
+                .into_values()
+                .map(|f| KeptFamily {
+                    meta: Some(f.meta),
+                    series: f.series.into_values().collect(),
+                })
+                .collect(),
+            over_limit: self.over_limit,
+        }
+    }
+}
+
+/// A series' running point after `point`: delta points add to what was there (a
+/// histogram whose bounds changed starts over), anything else replaces it.
+fn fold(prior: Option<Point>, point: Point) -> Point {
+    let Some(mut prior) = prior.filter(|_| point.delta) else {
+        return Point {
+            delta: false,
+            ..point
+        };
+    };
+    if point.counts.is_empty() {
+        prior.value += point.value;
+        return prior;
+    }
+    if prior.bounds != point.bounds || prior.counts.len() != point.counts.len() {
+        return Point {
+            delta: false,
+            ..point
+        };
+    }
+    for (a, b) in prior.counts.iter_mut().zip(&point.counts) {
+        *a = a.saturating_add(*b);
+    }
+    prior.sum += point.sum;
+    prior.count = prior.count.saturating_add(point.count);
+    prior
+}
+
+/// The metric rows of one series' point, named as its samples are on the scrape page.
+fn write_rows(
+    batch: &mut Batch,
+    bucket_ms: i64,
+    family: &str,
+    kind: FamilyKind,
+    point: &Point,
+) -> Result<(), ConnectorError> {
+    each_sample(family, kind, point, false, |name, extra, value| {
+        batch
+            .row()
+            .timestamp(bucket_ms)
+            .string(name)
+            .real(value)
+            .map(
+                point
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .chain(extra),
+            )
+            .finish()
+    })
+    .map_err(|e| {
+        ConnectorError::permanent(format!(
+            "a row of family `{family}` does not fit the schema: {e}"
+        ))
+    })
+}
