@@ -36,6 +36,7 @@ fn decode(c: &mut Criterion) {
             path: "v1/traces".into(),
             headers: vec![("content-type".into(), "application/x-protobuf".into())],
             body: body.clone(),
+            ..IngestRequest::default()
         })
         .collect();
     eprintln!(

@@ -35,6 +35,10 @@ pub struct IngestRequest {
     pub headers: Vec<(String, String)>,
     /// The body, decoded.
     pub body: Vec<u8>,
+    /// When connectord received the request, in milliseconds since the Unix epoch
+    /// (0 when unknown). Connectors never read the clock themselves; one that serves
+    /// what it kept only for a while (series expiring) compares with this.
+    pub received_ms: i64,
 }
 
 impl IngestRequest {

@@ -8,12 +8,16 @@ use crate::model::Kept;
 use crate::samples::each_sample;
 use crate::state::family_kind;
 
-/// Renders `kept` as `content_type` (OpenMetrics or text 0.0.4) says.
-pub fn render(kept: &Kept, content_type: &str) -> Result<String, String> {
+/// Renders the series of `kept` seen at or after `oldest_ms` as `content_type`
+/// (OpenMetrics or text 0.0.4) says.
+pub fn render(kept: &Kept, content_type: &str, oldest_ms: i64) -> Result<String, String> {
     let om = content_type == OPENMETRICS;
     let mut out = String::new();
     for family in &kept.families {
         let Some(meta) = &family.meta else { continue };
+        if !family.series.iter().any(|s| s.seen_ms >= oldest_ms) {
+            continue;
+        }
         let kind = family_kind(meta).map_err(|e| e.to_string())?;
         let name = meta.name.as_str();
         // Text 0.0.4 names a counter by its samples, as prometheus_client writes it.
@@ -42,7 +46,13 @@ pub fn render(kept: &Kept, content_type: &str) -> Result<String, String> {
             out.push('\n');
         }
         for series in &family.series {
-            let Some(p) = &series.point else { continue };
+            let Some(p) = series
+                .point
+                .as_ref()
+                .filter(|_| series.seen_ms >= oldest_ms)
+            else {
+                continue;
+            };
             each_sample(name, kind, p, om, |sample_name, extra, value| {
                 sample(
                     &mut out,

@@ -124,14 +124,21 @@ impl PushConnector for OtlpMetrics {
 
     fn serve(
         &self,
-        _config: &OtlpMetricsConfig,
+        config: &OtlpMetricsConfig,
         state: Option<&[u8]>,
         request: &IngestRequest,
     ) -> IngestResponse {
         let content_type = otlp_common::exposition::negotiate(request.header("accept"));
+        // Series expire at commits too, but a connector that stopped receiving
+        // commits nothing: the read's own time drops what is past its expiration.
+        let oldest_ms = if request.received_ms > 0 {
+            request.received_ms.saturating_sub(config.metric_expiration_ms)
+        } else {
+            i64::MIN
+        };
         match decode_state(state)
             .map_err(|e| e.to_string())
-            .and_then(|kept| exposition::render(&kept, content_type))
+            .and_then(|kept| exposition::render(&kept, content_type, oldest_ms))
         {
             Ok(page) => IngestResponse::new(200, content_type, page),
             Err(e) => IngestResponse::text(500, e),

@@ -98,6 +98,7 @@ fn push(config: &OtlpMetricsConfig, req: &ExportMetricsServiceRequest) -> Accept
             "application/x-protobuf".to_owned(),
         )],
         body: req.encode_to_vec(),
+        ..IngestRequest::default()
     };
     OtlpMetrics
         .accept(config, &request)
@@ -105,10 +106,14 @@ fn push(config: &OtlpMetricsConfig, req: &ExportMetricsServiceRequest) -> Accept
 }
 
 fn page(config: &OtlpMetricsConfig, state: &[u8], accept: &str) -> String {
+    page_at(config, state, accept, 0)
+}
+
+fn page_at(config: &OtlpMetricsConfig, state: &[u8], accept: &str, received_ms: i64) -> String {
     let request = IngestRequest {
-        path: String::new(),
         headers: vec![("accept".to_owned(), accept.to_owned())],
-        body: Vec::new(),
+        received_ms,
+        ..IngestRequest::default()
     };
     let response = OtlpMetrics.serve(config, Some(state), &request);
     assert_eq!(response.status, 200);
@@ -355,6 +360,12 @@ fn limits_reject_with_their_names_and_series_expire() {
     let text = page(&config, &c2.state, "text/plain");
     assert!(!text.contains("g{"), "expired series are gone: {text}");
     assert!(text.contains("h{"), "{text}");
+    // Nothing commits after that: a read 10 s past `h`'s bucket still shows it, one
+    // more millisecond later does not, and a family with no series left is not named.
+    let text = page_at(&config, &c2.state, "text/plain", 30_000);
+    assert!(text.contains("h{"), "{text}");
+    let text = page_at(&config, &c2.state, "text/plain", 30_001);
+    assert!(!text.contains("h{") && !text.contains("# TYPE h"), "{text}");
 }
 
 #[test]
@@ -369,6 +380,7 @@ fn a_body_that_is_not_a_request_is_a_400_naming_why() {
             "application/x-protobuf".to_owned(),
         )],
         body,
+        ..IngestRequest::default()
     };
     let refused = OtlpMetrics.accept(&config, &request).unwrap_err();
     assert_eq!(refused.status, 400);

@@ -59,6 +59,7 @@ fn protobuf(body: Vec<u8>) -> IngestRequest {
         path: TRACES_PATH.into(),
         headers: vec![("content-type".into(), "application/x-protobuf".into())],
         body,
+        ..IngestRequest::default()
     }
 }
 
@@ -205,6 +206,7 @@ fn bad_bodies_and_content_types_are_refused_with_the_reason() {
         path: TRACES_PATH.into(),
         headers: vec![("content-type".into(), "application/json".into())],
         body: br#"{"resourceSpans": [{"scopeSpans": 7}]}"#.to_vec(),
+        ..IngestRequest::default()
     };
     let refused = SpanMetrics.accept(&c, &json).unwrap_err();
     assert_eq!(refused.status, 400);
@@ -249,6 +251,7 @@ fn the_specs_json_example_counts_one_server_span_of_one_second() {
             "application/json; charset=utf-8".into(),
         )],
         body: SPEC_EXAMPLE.as_bytes().to_vec(),
+        ..IngestRequest::default()
     };
     let accepted = SpanMetrics.accept(&c, &request).unwrap();
     assert_eq!(accepted.accepted, 1);

@@ -400,6 +400,7 @@ pub async fn runner_commits_pushed_requests_once<S: ContractStore>(o: Opened<S>)
             path: path.into(),
             headers: Vec::new(),
             body: body.as_bytes().to_vec(),
+            ..IngestRequest::default()
         };
         // The first refresh publishes the connector.
         let mut first = ingestor.ingest(&name, None, request("lines", "a\n")).await;

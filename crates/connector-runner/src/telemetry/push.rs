@@ -134,7 +134,7 @@ impl Telemetry {
             out,
             "connectord_ingest_overflow_items_total",
             "counter",
-            "Items folded into the overflow series because the connector's series had reached their limit.",
+            "Items a push connector could not keep in a series of their own because its series had reached their limit (spanmetrics folds them into an overflow series, otlp_metrics rejects them).",
         );
         for (labels, p) in pushed() {
             if let Some((_, overflowed)) = p.series {

@@ -115,6 +115,7 @@ pub(super) async fn ingest(
         path,
         headers,
         body,
+        received_ms: super::connectors::now_ms(),
     };
     Ok(
         match ingestor.ingest(&name, caller.org.as_deref(), request).await {
@@ -167,6 +168,7 @@ pub(super) async fn connector_metrics(
         path: "metrics".to_owned(),
         headers,
         body: Vec::new(),
+        received_ms: super::connectors::now_ms(),
     };
     let push = connector.push().ok_or_else(|| ApiError::not_found(&id))?;
     Ok(into_response(push.serve(
