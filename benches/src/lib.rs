@@ -234,11 +234,190 @@ pub fn otlp_traces(spans: usize, seed: u64) -> Vec<u8> {
     ExportTraceServiceRequest { resource_spans }.encode_to_vec()
 }
 
+/// The data points of [`otlp_metrics`] that are delta counter increments of 1: a
+/// load test checks the committed counters add up to exactly these.
+pub const OTLP_COUNTER_NAME: &str = "http.server.requests";
+
+/// An OTLP/HTTP metrics request body (protobuf) of about `points` data points, shaped
+/// like an instrumented web service's export with delta temporality: three services,
+/// per service a counter of requests by route, method and status (delta, each point 1),
+/// a duration histogram by route (delta, 10 bounds) and a memory gauge. Returns the
+/// body and how many of its points are counter increments. The same arguments always
+/// give the same body.
+pub fn otlp_metrics(points: usize, seed: u64) -> (Vec<u8>, u64) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, InstrumentationScope, KeyValue, any_value,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+
+    const DELTA: i32 = 1;
+    let text = |key: &str, value: String| KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    };
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let services = ["checkout", "payments", "catalog"];
+    let per_service = points / services.len();
+    let mut counters = 0u64;
+    let resource_metrics = services
+        .iter()
+        .enumerate()
+        .map(|(s, service)| {
+            let time = 1_700_000_000_000_000_000 + seed * 1_000_000_000;
+            let counter_points = per_service * 7 / 10;
+            let histogram_points = per_service * 2 / 10;
+            let gauge_points = per_service - counter_points - histogram_points;
+            counters += counter_points as u64;
+            let route = |rng: &mut Rng| format!("/api/v1/items/{}", rng.below(20));
+            let counter = Metric {
+                name: OTLP_COUNTER_NAME.to_owned(),
+                unit: "{request}".to_owned(),
+                description: "Requests served.".to_owned(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: (0..counter_points)
+                        .map(|_| NumberDataPoint {
+                            attributes: vec![
+                                text("http.route", route(&mut rng)),
+                                text(
+                                    "http.request.method",
+                                    ["GET", "POST", "PUT"][rng.below(3) as usize].to_owned(),
+                                ),
+                                text(
+                                    "http.response.status_code",
+                                    (200 + 100 * rng.below(4)).to_string(),
+                                ),
+                            ],
+                            time_unix_nano: time,
+                            value: Some(number_data_point::Value::AsInt(1)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    aggregation_temporality: DELTA,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            };
+            let bounds = vec![
+                5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+            ];
+            let histogram = Metric {
+                name: "http.server.request.duration".to_owned(),
+                unit: "ms".to_owned(),
+                description: "Request time.".to_owned(),
+                data: Some(metric::Data::Histogram(Histogram {
+                    data_points: (0..histogram_points)
+                        .map(|_| {
+                            let counts: Vec<u64> =
+                                (0..=bounds.len()).map(|_| rng.below(5)).collect();
+                            HistogramDataPoint {
+                                attributes: vec![text("http.route", route(&mut rng))],
+                                time_unix_nano: time,
+                                count: counts.iter().sum(),
+                                sum: Some(rng.below(100_000) as f64 / 10.0),
+                                bucket_counts: counts,
+                                explicit_bounds: bounds.clone(),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    aggregation_temporality: DELTA,
+                })),
+                ..Default::default()
+            };
+            let gauge = Metric {
+                name: "process.memory.usage".to_owned(),
+                unit: "By".to_owned(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: (0..gauge_points)
+                        .map(|i| NumberDataPoint {
+                            attributes: vec![text("worker", i.to_string())],
+                            time_unix_nano: time,
+                            value: Some(number_data_point::Value::AsDouble(
+                                rng.below(1 << 30) as f64
+                            )),
+                            ..Default::default()
+                        })
+                        .collect(),
+                })),
+                ..Default::default()
+            };
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        text("service.name", (*service).to_owned()),
+                        text("service.instance.id", format!("{service}-{s}")),
+                        text("host.name", format!("host-{s}")),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "io.opentelemetry.http".to_owned(),
+                        version: "1.0.0".to_owned(),
+                        ..Default::default()
+                    }),
+                    metrics: vec![counter, histogram, gauge],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    (
+        ExportMetricsServiceRequest { resource_metrics }.encode_to_vec(),
+        counters,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use connector_prometheus::exposition::{Format, parse};
 
     use super::*;
+
+    #[test]
+    fn generated_metrics_are_deterministic_and_count_their_counter_points() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        use prost::Message as _;
+
+        let (body, counters) = otlp_metrics(510, 7);
+        assert_eq!((body.clone(), counters), otlp_metrics(510, 7));
+        let request = ExportMetricsServiceRequest::decode(body.as_slice()).unwrap();
+        let metrics = || {
+            request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+        };
+        let points: usize = metrics()
+            .map(|m| match m.data.as_ref().unwrap() {
+                Data::Sum(s) => s.data_points.len(),
+                Data::Gauge(g) => g.data_points.len(),
+                Data::Histogram(h) => h.data_points.len(),
+                _ => unreachable!(),
+            })
+            .sum();
+        assert_eq!(points, 510);
+        let counted: usize = metrics()
+            .filter(|m| m.name == OTLP_COUNTER_NAME)
+            .map(|m| match m.data.as_ref().unwrap() {
+                Data::Sum(s) => s.data_points.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted as u64, counters);
+    }
 
     #[test]
     fn generated_input_is_deterministic_valid_and_shaped_as_promised() {

@@ -2,8 +2,6 @@
 //! specification's "Prometheus and OpenMetrics compatibility" section says; every
 //! point that cannot be written as Prometheus writes it is rejected with its reason.
 
-use std::collections::BTreeMap;
-
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -57,42 +55,61 @@ const TARGET_INFO_HELP: &str = "Target metadata";
 /// Resource attributes that become `job` and `instance` rather than `target_info` labels.
 const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.instance.id"];
 
-/// Attributes as labels: names sanitised, values as text, and names that sanitise
-/// alike joined with `;` in the order of their original keys, as the specification
-/// says. Empty values are no labels.
+/// Attributes as labels, sorted by name: names by `name_of`, values as text, and
+/// names that sanitise alike joined with `;` in the order of their original keys, as
+/// the specification says. Empty values are no labels.
 fn attribute_labels<'a>(
-    attributes: impl Iterator<Item = &'a KeyValue>,
-    prefix: &str,
-) -> BTreeMap<String, String> {
+    attributes: impl IntoIterator<Item = &'a KeyValue>,
+    mut name_of: impl FnMut(&str) -> String,
+) -> Vec<Label> {
     let mut texts: Vec<(String, &str, String)> = attributes
+        .into_iter()
         .filter_map(|kv| {
             let text = attribute_text(kv.value.as_ref()?)?;
-            Some((
-                label_name(&format!("{prefix}{}", kv.key)),
-                kv.key.as_str(),
-                text.into_owned(),
-            ))
+            (!text.is_empty()).then(|| (name_of(&kv.key), kv.key.as_str(), text.into_owned()))
         })
         .collect();
-    texts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    if texts.len() > 1 {
+        texts.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    }
+    let mut labels: Vec<Label> = Vec::with_capacity(texts.len());
     for (name, _, value) in texts {
-        if value.is_empty() {
-            continue;
+        match labels.last_mut() {
+            Some(last) if last.name == name => {
+                last.value.push(';');
+                last.value.push_str(&value);
+            }
+            _ => labels.push(Label { name, value }),
         }
-        labels
-            .entry(name)
-            .and_modify(|v| {
-                v.push(';');
-                v.push_str(&value);
-            })
-            .or_insert(value);
     }
     labels
 }
 
-/// The labels every point of a resource's scope gets.
-fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+/// `base` with `top` laid over it, both sorted by name: a name in both takes `top`'s value.
+fn overlay(base: Vec<Label>, top: &[Label]) -> Vec<Label> {
+    let mut out = Vec::with_capacity(base.len() + top.len());
+    let mut base = base.into_iter().peekable();
+    let mut top = top.iter().peekable();
+    loop {
+        let next = match (base.peek(), top.peek()) {
+            (Some(b), Some(t)) => match b.name.cmp(&t.name) {
+                std::cmp::Ordering::Less => base.next(),
+                std::cmp::Ordering::Greater => top.next().cloned(),
+                std::cmp::Ordering::Equal => {
+                    base.next();
+                    top.next().cloned()
+                }
+            },
+            (Some(_), None) => base.next(),
+            (None, Some(_)) => top.next().cloned(),
+            (None, None) => return out,
+        };
+        out.extend(next);
+    }
+}
+
+/// `job` and `instance`, from a resource's `service.*` attributes.
+fn resource_labels(attributes: &[KeyValue]) -> Vec<Label> {
     let text = |key: &str| {
         attributes
             .iter()
@@ -100,40 +117,70 @@ fn resource_labels(attributes: &[KeyValue]) -> BTreeMap<String, String> {
             .and_then(|kv| attribute_text(kv.value.as_ref()?))
             .filter(|t| !t.is_empty())
     };
-    let mut labels = BTreeMap::new();
+    let mut labels = Vec::new();
+    if let Some(instance) = text("service.instance.id") {
+        labels.push(Label {
+            name: "instance".to_owned(),
+            value: instance.into_owned(),
+        });
+    }
     if let Some(name) = text("service.name") {
         let job = match text("service.namespace") {
             Some(ns) => format!("{ns}/{name}"),
             None => name.into_owned(),
         };
-        labels.insert("job".to_owned(), job);
-    }
-    if let Some(instance) = text("service.instance.id") {
-        labels.insert("instance".to_owned(), instance.into_owned());
+        labels.push(Label {
+            name: "job".to_owned(),
+            value: job,
+        });
     }
     labels
 }
 
-fn scope_labels(scope: Option<&InstrumentationScope>) -> BTreeMap<String, String> {
+/// The scope's name, version and attributes as `otel_scope_*` labels, sorted.
+fn scope_labels(scope: Option<&InstrumentationScope>) -> Vec<Label> {
     let Some(scope) = scope else {
-        return BTreeMap::new();
+        return Vec::new();
     };
-    let mut labels = attribute_labels(scope.attributes.iter(), "otel_scope_");
-    for (name, value) in [
+    let attributes = attribute_labels(&scope.attributes, |key| {
+        label_name(&format!("otel_scope_{key}"))
+    });
+    let mut named: Vec<Label> = [
         ("otel_scope_name", &scope.name),
         ("otel_scope_version", &scope.version),
-    ] {
-        if !value.is_empty() {
-            labels.insert(name.to_owned(), value.clone());
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(name, value)| Label {
+        name: name.to_owned(),
+        value: value.clone(),
+    })
+    .collect();
+    named.sort();
+    overlay(attributes, &named)
+}
+
+/// Label names by attribute key, kept for a request: the same few keys come on every
+/// point, and sanitising each again cost more than the lookup.
+#[derive(Default)]
+struct Names(std::collections::HashMap<String, String>);
+
+impl Names {
+    fn of(&mut self, key: &str) -> String {
+        if let Some(name) = self.0.get(key) {
+            return name.clone();
         }
+        let name = label_name(key);
+        self.0.insert(key.to_owned(), name.clone());
+        name
     }
-    labels
 }
 
 /// Converts points into families, one metric after another.
 struct Converter<'a> {
     config: &'a OtlpMetricsConfig,
     out: Converted,
+    names: Names,
     /// Points seen so far, taken or not, against `max_points_per_request`.
     points: usize,
 }
@@ -153,20 +200,21 @@ impl Converter<'_> {
     /// The labels of a point: its attributes under the resource's and scope's labels,
     /// checked against the limits. `reserved` is the label the family's samples add.
     fn labels(
-        &self,
-        common: &BTreeMap<String, String>,
+        &mut self,
+        common: &[Label],
         attributes: &[KeyValue],
         reserved: Option<&str>,
     ) -> Result<Vec<Label>, String> {
-        let mut labels = attribute_labels(attributes.iter(), "");
+        let names = &mut self.names;
+        let attributes = attribute_labels(attributes, |key| names.of(key));
         if let Some(reserved) = reserved
-            && labels.contains_key(reserved)
+            && attributes.iter().any(|l| l.name == reserved)
         {
             return Err(format!(
                 "an attribute becomes label `{reserved}`, which the family's samples set themselves"
             ));
         }
-        labels.extend(common.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let labels = overlay(attributes, common);
         if labels.len() > self.config.max_labels_per_series {
             return Err(format!(
                 "{} labels, more than max_labels_per_series ({})",
@@ -174,20 +222,18 @@ impl Converter<'_> {
                 self.config.max_labels_per_series
             ));
         }
-        if let Some((name, value)) = labels
+        if let Some(label) = labels
             .iter()
-            .find(|(_, v)| v.len() > self.config.max_label_value_bytes)
+            .find(|l| l.value.len() > self.config.max_label_value_bytes)
         {
             return Err(format!(
-                "label `{name}` has {} bytes, more than max_label_value_bytes ({})",
-                value.len(),
+                "label `{}` has {} bytes, more than max_label_value_bytes ({})",
+                label.name,
+                label.value.len(),
                 self.config.max_label_value_bytes
             ));
         }
-        Ok(labels
-            .into_iter()
-            .map(|(name, value)| Label { name, value })
-            .collect())
+        Ok(labels)
     }
 
     /// Takes a point that passed the limits, or rejects it with `why`.
@@ -209,7 +255,7 @@ impl Converter<'_> {
         }
     }
 
-    fn metric(&mut self, common: &BTreeMap<String, String>, metric: &Metric) -> Option<Family> {
+    fn metric(&mut self, common: &[Label], metric: &Metric) -> Option<Family> {
         let Some(data) = &metric.data else {
             return None;
         };
@@ -294,8 +340,8 @@ impl Converter<'_> {
     }
 
     fn number(
-        &self,
-        common: &BTreeMap<String, String>,
+        &mut self,
+        common: &[Label],
         p: &NumberDataPoint,
         shape: &Shape,
     ) -> Result<Point, String> {
@@ -328,8 +374,8 @@ impl Converter<'_> {
     }
 
     fn histogram(
-        &self,
-        common: &BTreeMap<String, String>,
+        &mut self,
+        common: &[Label],
         p: &HistogramDataPoint,
         shape: &Shape,
     ) -> Result<Point, String> {
@@ -386,11 +432,7 @@ impl Converter<'_> {
         })
     }
 
-    fn summary(
-        &self,
-        common: &BTreeMap<String, String>,
-        p: &SummaryDataPoint,
-    ) -> Result<Point, String> {
+    fn summary(&mut self, common: &[Label], p: &SummaryDataPoint) -> Result<Point, String> {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return Err("a point has no recorded value".to_owned());
         }
@@ -427,6 +469,7 @@ pub fn convert(config: &OtlpMetricsConfig, request: &ExportMetricsServiceRequest
     let mut converter = Converter {
         config,
         out: Converted::default(),
+        names: Names::default(),
         points: 0,
     };
     for resource_metrics in &request.resource_metrics {
@@ -440,29 +483,23 @@ pub fn convert(config: &OtlpMetricsConfig, request: &ExportMetricsServiceRequest
             attributes
                 .iter()
                 .filter(|kv| !IDENTIFYING.contains(&kv.key.as_str())),
-            "",
+            label_name,
         );
         if !info.is_empty() {
-            let mut labels = info;
-            labels.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone())));
             converter.out.staged.families.push(Family {
                 name: "target_info".to_owned(),
                 kind: kind_code(FamilyKind::Gauge),
                 help: TARGET_INFO_HELP.to_owned(),
                 unit: String::new(),
                 points: vec![Point {
-                    labels: labels
-                        .into_iter()
-                        .map(|(name, value)| Label { name, value })
-                        .collect(),
+                    labels: overlay(info, &identity),
                     value: 1.0,
                     ..Point::default()
                 }],
             });
         }
         for scope_metrics in &resource_metrics.scope_metrics {
-            let mut common = scope_labels(scope_metrics.scope.as_ref());
-            common.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let common = overlay(scope_labels(scope_metrics.scope.as_ref()), &identity);
             for metric in &scope_metrics.metrics {
                 if let Some(family) = converter.metric(&common, metric) {
                     converter.out.staged.families.push(family);

@@ -132,7 +132,9 @@ impl PushConnector for OtlpMetrics {
         // Series expire at commits too, but a connector that stopped receiving
         // commits nothing: the read's own time drops what is past its expiration.
         let oldest_ms = if request.received_ms > 0 {
-            request.received_ms.saturating_sub(config.metric_expiration_ms)
+            request
+                .received_ms
+                .saturating_sub(config.metric_expiration_ms)
         } else {
             i64::MIN
         };
