@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod chaos;
-mod load_spans;
+mod load_push;
 mod schedule_bench;
 mod services;
 mod tidy;
@@ -69,11 +69,12 @@ enum Task {
     /// Scheduling at scale: many connectors on one process; prints p50/p99 lateness of
     /// tick starts against scheduled_for.
     BenchSchedule(schedule_bench::ScheduleArgs),
-    /// Push load: OTLP/HTTP trace bodies replayed by concurrent clients against a
-    /// release connectord (spanmetrics on SQLite) for a bounded time; prints spans/s,
-    /// request latency p50/p99 and peak RSS, and fails unless the committed rows add
-    /// up to exactly the spans acknowledged.
-    LoadSpans(load_spans::LoadArgs),
+    /// Push load: OTLP/HTTP bodies (traces into spanmetrics, or `--signal metrics`
+    /// into otlp_metrics) replayed by concurrent clients against a release connectord
+    /// on SQLite for a bounded time; prints items/s, request latency p50/p99 and peak
+    /// RSS, and fails unless the committed rows add up to exactly what was acknowledged.
+    #[command(alias = "load-spans")]
+    LoadPush(load_push::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -101,12 +102,12 @@ fn main() -> Result<()> {
         Task::Tidy => tidy::tidy(),
         Task::Services { action } => services::services(action),
         Task::Fuzz { seconds, target } => fuzz(seconds, target.as_deref()),
-        Task::LoadSpans(args) => {
+        Task::LoadPush(args) => {
             run(cargo(&["build", "--release", "-p", "connectord"]))?;
-            load_spans::run(
+            load_push::run(
                 &args,
                 &root().join("target/release/connectord"),
-                &root().join("target/load-spans"),
+                &root().join("target/load-push"),
             )
         }
         Task::BenchSchedule(args) => {

@@ -1,7 +1,10 @@
-//! `cargo xtask load-spans`: OTLP/HTTP trace bodies replayed against a release
-//! connectord (SQLite, durable staging) for a bounded time by concurrent clients on
-//! keep-alive connections; reports spans/s acknowledged, request latency percentiles,
-//! and checks that the committed rows add up to exactly the spans acknowledged.
+//! `cargo xtask load-push`: OTLP/HTTP bodies replayed against a release connectord
+//! (SQLite, durable staging) for a bounded time by concurrent clients on keep-alive
+//! connections, into `spanmetrics` (`--signal traces`, the default) or `otlp_metrics`
+//! (`--signal metrics`); reports items (spans or data points) per second
+//! acknowledged, request latency percentiles, and checks that the committed rows add
+//! up to exactly what was acknowledged: the calls counters to the spans, the request
+//! counters (delta increments of 1) to their points.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,17 +14,38 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// What the clients push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signal {
+    /// OTLP traces into `spanmetrics`.
+    Traces,
+    /// OTLP metrics into `otlp_metrics`.
+    Metrics,
+}
+
+impl Signal {
+    fn items(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "points",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
+    /// Traces into spanmetrics, or metrics into otlp_metrics.
+    #[arg(long, value_enum, default_value_t = Signal::Traces)]
+    signal: Signal,
     /// How long the clients send.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
     /// Concurrent clients, one keep-alive connection each.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Spans per generated request body.
+    /// Spans or data points per generated request body.
     #[arg(long, default_value_t = 512)]
-    spans_per_request: usize,
+    items_per_request: usize,
     /// Replay the protobuf bodies in this folder (one request per file, for example
     /// recorded from an SDK) instead of generating them.
     #[arg(long)]
@@ -41,20 +65,72 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-/// The request bodies with their span counts: read from `--bodies`, or generated
-/// (and written to `work/bodies`, so a run can be replayed).
-fn bodies(args: &LoadArgs, work: &Path) -> Result<Vec<(Vec<u8>, u64)>> {
+/// A request body with what it carries: items (spans or points) and the items the
+/// committed rows are checked against (spans; counter points).
+struct Body {
+    bytes: Vec<u8>,
+    items: u64,
+    checked: u64,
+}
+
+/// The items of a body: all of them, and the ones the rows are checked against.
+fn count(signal: Signal, body: &[u8]) -> Result<(u64, u64)> {
     use prost::Message as _;
+    match signal {
+        Signal::Traces => {
+            let request =
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)?;
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum();
+            Ok((spans, spans))
+        }
+        Signal::Metrics => {
+            use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+            let request =
+                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(body)?;
+            let (mut points, mut counters) = (0, 0);
+            for metric in request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+            {
+                let n = match &metric.data {
+                    Some(Data::Sum(s)) => s.data_points.len(),
+                    Some(Data::Gauge(g)) => g.data_points.len(),
+                    Some(Data::Histogram(h)) => h.data_points.len(),
+                    Some(Data::Summary(s)) => s.data_points.len(),
+                    Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                    None => 0,
+                } as u64;
+                points += n;
+                if metric.name == benches::OTLP_COUNTER_NAME {
+                    counters += n;
+                }
+            }
+            Ok((points, counters))
+        }
+    }
+}
+
+/// The request bodies: read from `--bodies`, or generated (and written to
+/// `work/bodies`, so a run can be replayed).
+fn bodies(args: &LoadArgs, work: &Path) -> Result<Vec<Body>> {
     let dir = match &args.bodies {
         Some(dir) => dir.clone(),
         None => {
             let dir = work.join("bodies");
             std::fs::create_dir_all(&dir)?;
             for seed in 0..64u64 {
-                std::fs::write(
-                    dir.join(format!("{seed:02}.pb")),
-                    benches::otlp_traces(args.spans_per_request, seed),
-                )?;
+                let body = match args.signal {
+                    Signal::Traces => benches::otlp_traces(args.items_per_request, seed),
+                    Signal::Metrics => benches::otlp_metrics(args.items_per_request, seed).0,
+                };
+                std::fs::write(dir.join(format!("{seed:02}.pb")), body)?;
             }
             dir
         }
@@ -63,21 +139,19 @@ fn bodies(args: &LoadArgs, work: &Path) -> Result<Vec<(Vec<u8>, u64)>> {
     for entry in
         std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
     {
-        let body = std::fs::read(entry?.path())?;
-        let request =
-            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
-                body.as_slice(),
+        let bytes = std::fs::read(entry?.path())?;
+        let (items, checked) = count(args.signal, &bytes).with_context(|| {
+            format!(
+                "a body in {} is not an OTLP {:?} request",
+                dir.display(),
+                args.signal
             )
-            .with_context(|| {
-                format!("a body in {} is not an OTLP traces request", dir.display())
-            })?;
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        out.push((body, spans as u64));
+        })?;
+        out.push(Body {
+            bytes,
+            items,
+            checked,
+        });
     }
     if out.is_empty() {
         bail!("no bodies in {}", dir.display());
@@ -90,13 +164,18 @@ pub fn run(args: &LoadArgs, binary: &Path, work: &Path) -> Result<()> {
     std::fs::create_dir_all(work)?;
     let bodies = bodies(args, work)?;
     let config = work.join("connectord.toml");
+    let connector = match args.signal {
+        Signal::Traces => {
+            "type = \"spanmetrics\"\n[connectors.config]\ndimensions = [{ name = \"http.status_code\" }]\n"
+        }
+        Signal::Metrics => "type = \"otlp_metrics\"\n",
+    };
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[ingest]\nmax_body_bytes = 67108864\n\n\
-             [[connectors]]\nname = \"load\"\ntype = \"spanmetrics\"\ntarget_database = \"traces\"\n\
-             target_table = \"load\"\nschedule_ms = 5000\n[connectors.config]\n\
-             dimensions = [{{ name = \"http.status_code\" }}]\n",
+             [[connectors]]\nname = \"load\"\ntarget_database = \"load\"\n\
+             target_table = \"load\"\nschedule_ms = 5000\n{connector}",
             work.join("data").display()
         ),
     )?;
@@ -141,9 +220,18 @@ fn wait_for_address(log: &Path) -> Result<String> {
 }
 
 /// One POST on a keep-alive connection; the status.
-async fn post(stream: &mut tokio::net::TcpStream, addr: &str, body: &[u8]) -> Result<u16> {
+async fn post(
+    stream: &mut tokio::net::TcpStream,
+    addr: &str,
+    signal: Signal,
+    body: &[u8],
+) -> Result<u16> {
+    let path = match signal {
+        Signal::Traces => "v1/traces",
+        Signal::Metrics => "v1/metrics",
+    };
     let head = format!(
-        "POST /v1/ingest/load/v1/traces HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/ingest/load/{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -183,7 +271,8 @@ async fn post(stream: &mut tokio::net::TcpStream, addr: &str, body: &[u8]) -> Re
 
 struct ClientReport {
     latencies: Vec<Duration>,
-    spans: u64,
+    items: u64,
+    checked: u64,
     bytes: u64,
     refused: u64,
 }
@@ -191,7 +280,7 @@ struct ClientReport {
 async fn drive(
     args: &LoadArgs,
     addr: String,
-    bodies: Vec<(Vec<u8>, u64)>,
+    bodies: Vec<Body>,
     work: &Path,
     pid: u32,
 ) -> Result<()> {
@@ -199,7 +288,7 @@ async fn drive(
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let mut clients = tokio::task::JoinSet::new();
-    let args_clients = args.clients;
+    let (args_clients, signal) = (args.clients, args.signal);
     for client in 0..args.clients {
         let (bodies, addr) = (Arc::clone(&bodies), addr.clone());
         clients.spawn(async move {
@@ -207,28 +296,31 @@ async fn drive(
             stream.set_nodelay(true)?;
             let mut report = ClientReport {
                 latencies: Vec::new(),
-                spans: 0,
+                items: 0,
+                checked: 0,
                 bytes: 0,
                 refused: 0,
             };
             let mut i = client;
             let mut unique = Vec::new();
             while Instant::now() < deadline {
-                let (body, spans) = &bodies[i % bodies.len()];
-                // A replayed body is the same spans: connectord would acknowledge it
-                // as a retry without counting it. A trailing unknown field (number
-                // 15, skipped by every protobuf reader) makes each request new.
+                let body = &bodies[i % bodies.len()];
+                // A replayed traces body is the same spans: connectord would
+                // acknowledge it as a retry without counting it. A trailing unknown
+                // field (number 15, skipped by every protobuf reader) makes each
+                // request new.
                 unique.clear();
-                unique.extend_from_slice(body);
+                unique.extend_from_slice(&body.bytes);
                 unique.push(15 << 3);
                 prost::encoding::encode_varint((i * args_clients + client) as u64, &mut unique);
                 i += 1;
                 let sent = Instant::now();
-                let status = post(&mut stream, &addr, &unique).await?;
+                let status = post(&mut stream, &addr, signal, &unique).await?;
                 report.latencies.push(sent.elapsed());
                 if status == 200 {
-                    report.spans += spans;
-                    report.bytes += body.len() as u64;
+                    report.items += body.items;
+                    report.checked += body.checked;
+                    report.bytes += body.bytes.len() as u64;
                 } else {
                     report.refused += 1;
                 }
@@ -237,30 +329,32 @@ async fn drive(
         });
     }
     let mut latencies = Vec::new();
-    let (mut spans, mut bytes, mut refused) = (0u64, 0u64, 0u64);
+    let (mut items, mut checked, mut bytes, mut refused) = (0u64, 0u64, 0u64, 0u64);
     while let Some(done) = clients.join_next().await {
         let report = done??;
         latencies.extend(report.latencies);
-        spans += report.spans;
+        items += report.items;
+        checked += report.checked;
         bytes += report.bytes;
         refused += report.refused;
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort();
+    let what = signal.items();
     #[allow(clippy::cast_precision_loss)]
     {
         println!(
-            "load-spans: {} clients, {:.1} s: {} requests acknowledged ({} refused), {spans} spans, {:.0} spans/s, {:.1} MB/s of protobuf",
+            "load-push: {} clients, {:.1} s: {} requests acknowledged ({} refused), {items} {what}, {:.0} {what}/s, {:.1} MB/s of protobuf",
             args.clients,
             elapsed,
             latencies.len() as u64 - refused,
             refused,
-            spans as f64 / elapsed,
+            items as f64 / elapsed,
             bytes as f64 / elapsed / 1e6
         );
     }
     println!(
-        "load-spans: request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "load-push: request latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
@@ -271,33 +365,38 @@ async fn drive(
         .find(|l| l.starts_with("VmHWM:"))
         .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
         .unwrap_or_default();
-    println!("load-spans: connectord peak RSS {rss}");
-    // Every acknowledged span in the committed rows, once: the newest running total
-    // of each calls series, added up, once the last bucket has committed.
-    let db = work.join("data/traces.sqlite");
+    println!("load-push: connectord peak RSS {rss}");
+    // Every acknowledged item in the committed rows, once: the newest running total
+    // of each counted series (spanmetrics' calls, the metrics' request counter, whose
+    // points are increments of 1), added up, once the last bucket has committed.
+    let counter = match signal {
+        Signal::Traces => "traces_span_metrics_calls_total",
+        Signal::Metrics => "http_server_requests_total",
+    };
+    let db = work.join("data/load.sqlite");
     let committed_deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let committed = committed_calls(&db).unwrap_or(0);
-        if committed == spans {
+        let committed = committed_total(&db, counter).unwrap_or(0);
+        if committed == checked {
             println!(
-                "load-spans: committed rows add up to {committed} spans: every acknowledged span, once"
+                "load-push: committed `{counter}` rows add up to {committed}: every acknowledged one, once"
             );
             return Ok(());
         }
         if Instant::now() > committed_deadline {
-            bail!("committed rows add up to {committed} spans, {spans} were acknowledged");
+            bail!("committed `{counter}` rows add up to {committed}, {checked} were acknowledged");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-fn committed_calls(db: &Path) -> Result<u64> {
+fn committed_total(db: &Path, counter: &str) -> Result<u64> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let total: f64 = conn.query_row(
         "SELECT coalesce(sum(value), 0) FROM (SELECT value, max(timestamp) FROM load \
-         WHERE name = 'traces_span_metrics_calls_total' GROUP BY labels)",
-        [],
+         WHERE name = ?1 GROUP BY labels)",
+        [counter],
         |r| r.get(0),
     )?;
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
