@@ -153,15 +153,44 @@ async fn the_scrape_page_equals_the_opentelemetry_prometheus_rendering() {
     let daemon = start(dir.path());
     for temporality in ["cumulative", "delta"] {
         let mut want = Series::new();
+        let mut checkout_orders = 0.0;
         for (service, instance) in [("checkout", "pod-1"), ("billing", "pod-2")] {
+            let reference = push(&daemon, temporality, temporality, service, instance);
+            if service == "checkout" {
+                checkout_orders = reference
+                    .iter()
+                    .filter(|((name, _), _)| name == "shop_orders_total")
+                    .map(|(_, v)| v)
+                    .sum();
+            }
             // Both services' target_info reduce to the same series once their
             // identifying attributes are dropped; ours keeps them apart by job.
-            want.extend(push(&daemon, temporality, temporality, service, instance));
+            want.extend(reference);
         }
         let id = support::connector(dir.path(), temporality).unwrap().0;
         let got = page_equals(&daemon, &id, &want).await;
         assert!(got.contains("# TYPE shop_orders_total counter"), "{got}");
         assert!(got.contains("naïve ☃"), "{got}");
+        if temporality == "delta" {
+            // Prometheus scrapes the page as it would a Collector's, keeping the
+            // page's own job; PromQL returns what the checkout service pushed.
+            let query = r#"sum(shop_orders_total{job="checkout",instance="pod-1"})"#;
+            let answered = support::prometheus_scrape(
+                daemon.addr,
+                &format!("/v1/connectors/{id}/metrics"),
+                READ_TOKEN,
+                dir.path(),
+                true,
+                query,
+                checkout_orders,
+            )
+            .await;
+            assert!(
+                answered.is_none_or(|v| v == checkout_orders),
+                "{answered:?}"
+            );
+            assert!(checkout_orders > 0.0);
+        }
     }
 }
 
@@ -223,4 +252,205 @@ async fn kill_9_after_the_last_2xx_loses_nothing_and_delta_sums_continue() {
         checked += 1;
     }
     assert!(checked > 80, "{checked} samples checked");
+}
+
+/// A request of `metrics` from service `svc`, in protobuf.
+fn body(metrics: Vec<opentelemetry_proto::tonic::metrics::v1::Metric>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("svc".into())),
+                    }),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn number_metric(
+    name: &str,
+    monotonic: Option<bool>,
+    value: f64,
+) -> opentelemetry_proto::tonic::metrics::v1::Metric {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, Sum, metric, number_data_point,
+    };
+    let points = vec![NumberDataPoint {
+        value: Some(number_data_point::Value::AsDouble(value)),
+        ..NumberDataPoint::default()
+    }];
+    Metric {
+        name: name.into(),
+        data: Some(match monotonic {
+            Some(is_monotonic) => metric::Data::Sum(Sum {
+                data_points: points,
+                aggregation_temporality: 2,
+                is_monotonic,
+            }),
+            None => metric::Data::Gauge(Gauge {
+                data_points: points,
+            }),
+        }),
+        ..Metric::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
+    use opentelemetry_proto::tonic::metrics::v1::{Histogram, HistogramDataPoint, Metric, metric};
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let bearer = format!("Bearer {INGEST_TOKEN}");
+    let post = |content_type: &str, extra: &[(&str, &str)], body: &[u8]| {
+        let mut headers = vec![
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", content_type),
+        ];
+        headers.extend_from_slice(extra);
+        request(
+            daemon.addr,
+            "POST",
+            "/v1/ingest/cumulative/v1/metrics",
+            &headers,
+            Some(body),
+        )
+    };
+    let good = body(vec![number_metric("good.gauge", None, 1.5)]);
+    wait_for(
+        "the connector to take requests",
+        Duration::from_secs(10),
+        || (post("application/x-protobuf", &[], &good).status == 200).then_some(()),
+    )
+    .await;
+
+    let truncated = &good[..good.len() - 4];
+    let r = post("application/x-protobuf", &[], truncated);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body
+            .contains("not an OTLP ExportMetricsServiceRequest in protobuf"),
+        "{}",
+        r.body
+    );
+
+    let r = post("text/plain", &[], &good);
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(
+        r.body
+            .contains("application/x-protobuf or application/json"),
+        "{}",
+        r.body
+    );
+
+    let r = post("application/json", &[], br#"{"resourceMetrics": "many"}"#);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("in JSON"), "{}", r.body);
+
+    // OTLP/JSON receivers ignore fields they do not know, as the specification says.
+    let json = r#"{"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]},
+        "futureField": 1, "scopeMetrics": [{"metrics": [{"name": "json.gauge", "gauge": {"dataPoints": [{"asDouble": 2.5, "someday": true}]}}]}]}]}"#;
+    let r = post("application/json", &[], json.as_bytes());
+    assert_eq!((r.status, r.body.as_str()), (200, "{}"));
+
+    // NaN and infinities: a gauge may be +Inf; a counter may not be NaN.
+    let r = post(
+        "application/x-protobuf",
+        &[],
+        &body(vec![
+            number_metric("inf.gauge", None, f64::INFINITY),
+            number_metric("nan.counter", Some(true), f64::NAN),
+        ]),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("a monotonic sum has value NaN"),
+        "{}",
+        r.body
+    );
+
+    let bad_histogram = Metric {
+        name: "bad.histogram".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                count: 9,
+                sum: Some(3.0),
+                bucket_counts: vec![1, 2],
+                explicit_bounds: vec![1.0],
+                ..HistogramDataPoint::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Metric::default()
+    };
+    let r = post("application/x-protobuf", &[], &body(vec![bad_histogram]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body
+            .contains("bucket counts add up to 3, but its count is 9"),
+        "{}",
+        r.body
+    );
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &body(vec![number_metric("gzip.gauge", None, 4.0)]))
+        .unwrap();
+    let r = post(
+        "application/x-protobuf",
+        &[("Content-Encoding", "gzip")],
+        &gz.finish().unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // What was taken is served and committed; nothing of the refused points is.
+    let id = support::connector(dir.path(), "cumulative").unwrap().0;
+    let page = wait_for(
+        "the taken points on the page",
+        Duration::from_secs(20),
+        || {
+            let body = page(&daemon, &id);
+            body.contains("gzip_gauge{").then_some(body)
+        },
+    )
+    .await;
+    for taken in [
+        "good_gauge{job=\"svc\"} 1.5",
+        "json_gauge{job=\"svc\"} 2.5",
+        "inf_gauge{job=\"svc\"} +Inf",
+    ] {
+        assert!(page.contains(taken), "{taken}\n{page}");
+    }
+    assert!(
+        !page.contains("nan_counter") && !page.contains("bad_histogram"),
+        "{page}"
+    );
+    let rows = wait_for("the rows", Duration::from_secs(20), || {
+        let rows = latest_rows(dir.path(), "cumulative");
+        rows.keys()
+            .any(|(name, _)| name == "gzip_gauge")
+            .then_some(rows)
+    })
+    .await;
+    let names: std::collections::BTreeSet<&str> = rows.keys().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["good_gauge", "gzip_gauge", "inf_gauge", "json_gauge"]
+            .into_iter()
+            .collect()
+    );
 }

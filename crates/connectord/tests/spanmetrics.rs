@@ -8,7 +8,6 @@ mod support;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::otel::{expected, have_sdk, plan, rows, sdk_export, totals};
@@ -141,73 +140,18 @@ async fn otel_sdk_spans_land_exactly_in_both_temporalities() {
         .map(|s| s.value)
         .sum();
     assert_eq!(calls, 420.0);
-    prometheus_scrapes_the_page(&daemon, &id, dir.path(), 420.0).await;
-    daemon.stop();
-}
-
-/// Debian's Prometheus scrapes the connector's page with a bearer token, and its own
-/// query API adds the calls up to the spans sent.
-async fn prometheus_scrapes_the_page(daemon: &Daemon, id: &str, dir: &Path, spans: f64) {
-    let binary = Path::new("/usr/bin/prometheus");
-    if !binary.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install prometheus"
-        );
-        eprintln!("skipped the Prometheus scrape: apt-get install prometheus");
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: spans\n    \
-             metrics_path: /v1/connectors/{id}/metrics\n    authorization:\n      type: Bearer\n      \
-             credentials: {READ_TOKEN}\n    static_configs:\n      - targets: ['{}']\n",
-            daemon.addr
-        ),
-    )
-    .unwrap();
-    let mut prometheus = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prometheus").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let summed = wait_for(
-        "Prometheus to scrape the calls",
-        Duration::from_secs(30),
-        || {
-            let r = std::net::TcpStream::connect(addr).ok().map(|_| {
-                request(
-                    addr,
-                    "GET",
-                    "/api/v1/query?query=sum(traces_span_metrics_calls_total)",
-                    &[],
-                    None,
-                )
-            })?;
-            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-            let value: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
-            (value == spans).then_some(value)
-        },
+    let summed = support::prometheus_scrape(
+        daemon.addr,
+        &format!("/v1/connectors/{id}/metrics"),
+        READ_TOKEN,
+        dir.path(),
+        false,
+        "sum(traces_span_metrics_calls_total)",
+        420.0,
     )
     .await;
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    assert_eq!(summed, spans);
+    assert!(summed.is_none_or(|v| v == 420.0), "{summed:?}");
+    daemon.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

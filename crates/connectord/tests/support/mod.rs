@@ -428,3 +428,74 @@ pub fn create(d: &Daemon, body: serde_json::Value) -> String {
     assert_eq!(r.status, 201, "{}", r.body);
     r.json()["id"].as_str().unwrap().to_owned()
 }
+
+/// Debian's Prometheus scrapes `path` on connectord with a bearer token until its own
+/// query API answers `query` with `want`; returns what it answered, or `None` when
+/// Prometheus is not installed (outside CI). `honor_labels` keeps the page's own
+/// `job` and `instance`, as a Collector's page is scraped.
+pub async fn prometheus_scrape(
+    target: SocketAddr,
+    path: &str,
+    token: &str,
+    dir: &Path,
+    honor_labels: bool,
+    query: &str,
+    want: f64,
+) -> Option<f64> {
+    let binary = Path::new("/usr/bin/prometheus");
+    if !binary.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install prometheus"
+        );
+        eprintln!("skipped the Prometheus scrape: apt-get install prometheus");
+        return None;
+    }
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: connectord\n    \
+             honor_labels: {honor_labels}\n    metrics_path: {path}\n    authorization:\n      \
+             type: Bearer\n      credentials: {token}\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let encoded: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
+    let answered = wait_for(
+        &format!("Prometheus to answer `{query}` with {want}"),
+        Duration::from_secs(30),
+        || {
+            let r = TcpStream::connect(addr).ok().map(|_| {
+                request(
+                    addr,
+                    "GET",
+                    &format!("/api/v1/query?query={encoded}"),
+                    &[],
+                    None,
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let value: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+            (value == want).then_some(value)
+        },
+    )
+    .await;
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    Some(answered)
+}
