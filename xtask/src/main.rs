@@ -362,12 +362,13 @@ fn fixtures() -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "parse_prometheus",
     "parse_openmetrics",
     "parse_prometheus_strict",
     "parse_openmetrics_strict",
     "otlp_traces",
+    "otlp_metrics",
     "promql_confine",
 ];
 
@@ -397,6 +398,14 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
                 std::fs::write(
                     corpus.join(format!("generated-{seed}")),
                     benches::otlp_traces(spans, seed),
+                )?;
+            }
+        } else if target == "otlp_metrics" {
+            // Generated requests of every kind of point the bench pushes.
+            for (seed, points) in [(1, 3), (2, 10), (3, 30)] {
+                std::fs::write(
+                    corpus.join(format!("generated-{seed}")),
+                    benches::otlp_metrics(points, seed).0,
                 )?;
             }
         } else if target == "promql_confine" {

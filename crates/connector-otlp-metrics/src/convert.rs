@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use otlp_common::attribute_text;
 use otlp_common::http::Encoding;
-use otlp_common::naming::{FamilyKind, family_name, label_name, unit_suffix};
+use otlp_common::naming::{FamilyKind, family_name, label_name, metric_name, unit_suffix};
 use prost::Message as _;
 
 use crate::config::OtlpMetricsConfig;
@@ -57,7 +57,9 @@ const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.in
 
 /// Attributes as labels, sorted by name: names by `name_of`, values as text, and
 /// names that sanitise alike joined with `;` in the order of their original keys, as
-/// the specification says. Empty values are no labels.
+/// the specification says. Empty values are no labels; a key that sanitises to
+/// nothing (an empty key) has no label to go to, so a resource attribute with one is
+/// left off `target_info`, and points with one are rejected before this.
 fn attribute_labels<'a>(
     attributes: impl IntoIterator<Item = &'a KeyValue>,
     mut name_of: impl FnMut(&str) -> String,
@@ -66,7 +68,9 @@ fn attribute_labels<'a>(
         .into_iter()
         .filter_map(|kv| {
             let text = attribute_text(kv.value.as_ref()?)?;
-            (!text.is_empty()).then(|| (name_of(&kv.key), kv.key.as_str(), text.into_owned()))
+            let name = name_of(&kv.key);
+            (!text.is_empty() && !name.is_empty())
+                .then(|| (name, kv.key.as_str(), text.into_owned()))
         })
         .collect();
     if texts.len() > 1 {
@@ -206,6 +210,13 @@ impl Converter<'_> {
         reserved: Option<&str>,
     ) -> Result<Vec<Label>, String> {
         let names = &mut self.names;
+        // Sanitising turns `__` into `_`, so no attribute reaches Prometheus's
+        // reserved names; an empty key would be an empty label name.
+        if attributes.iter().any(|kv| kv.key.is_empty()) {
+            return Err(
+                "an attribute has an empty key, which no Prometheus label can carry".to_owned(),
+            );
+        }
         let attributes = attribute_labels(attributes, |key| names.of(key));
         if let Some(reserved) = reserved
             && attributes.iter().any(|l| l.name == reserved)
@@ -293,6 +304,13 @@ impl Converter<'_> {
             ),
         };
         let shape = match shape {
+            Ok(_) if metric_name(&metric.name).is_empty() => {
+                self.points += points;
+                self.out.reject(points as u64, || {
+                    "a metric has no name, so its points have no Prometheus name".to_owned()
+                });
+                return None;
+            }
             Ok(shape) => shape,
             Err(why) => {
                 self.points += points;
@@ -421,6 +439,11 @@ impl Converter<'_> {
         if !sum.is_finite() {
             return Err(format!("histogram sum {sum} is not finite"));
         }
+        if sum < 0.0 && p.explicit_bounds.iter().all(|b| *b >= 0.0) {
+            return Err(format!(
+                "histogram sum {sum} is negative but no bound is: Prometheus reads the sum of such a histogram as a counter"
+            ));
+        }
         Ok(Point {
             labels: self.labels(common, &p.attributes, Some("le"))?,
             delta: shape.delta,
@@ -436,8 +459,11 @@ impl Converter<'_> {
         if p.flags & NO_RECORDED_VALUE != 0 {
             return Err("a point has no recorded value".to_owned());
         }
-        if !p.sum.is_finite() {
-            return Err(format!("summary sum {} is not finite", p.sum));
+        if !(p.sum.is_finite() && p.sum >= 0.0) {
+            return Err(format!(
+                "summary sum {} is not a finite number of 0 or more, as Prometheus reads a summary's sum",
+                p.sum
+            ));
         }
         if let Some(q) = p
             .quantile_values

@@ -1,6 +1,7 @@
 //! The samples a series' point is written as, the same for metric rows and for the
 //! scrape page: `name{labels}` or `name_total`, a histogram's cumulative `_bucket`
-//! with `le`, `_sum` and `_count`, a summary's quantiles, `_sum` and `_count`.
+//! with `le`, `_sum` and `_count` (both left out when a bound is negative), a summary's
+//! quantiles, `_sum` and `_count`.
 
 use otlp_common::exposition::number;
 use otlp_common::naming::{FamilyKind, sample_suffix};
@@ -42,8 +43,13 @@ pub fn each_sample<E>(
                     .map_or_else(|| "+Inf".to_owned(), |b| label_text(*b));
                 each(&bucket, Some(("le", &le)), running as f64)?;
             }
-            each(&format!("{family}_sum"), None, point.sum)?;
-            each(&format!("{family}_count"), None, point.count as f64)?;
+            // With a negative bound the sum can fall, so it is no counter: OpenMetrics
+            // leaves it out, and `_count` with it (a point has both or neither; the
+            // count is the `+Inf` bucket's).
+            if point.bounds.iter().all(|b| *b >= 0.0) {
+                each(&format!("{family}_sum"), None, point.sum)?;
+                each(&format!("{family}_count"), None, point.count as f64)?;
+            }
         }
         FamilyKind::Summary => {
             for q in &point.quantiles {

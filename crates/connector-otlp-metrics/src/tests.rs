@@ -311,6 +311,34 @@ fn unrepresentable_points_are_counted_never_dropped() {
 }
 
 #[test]
+fn empty_names_are_rejected_and_reserved_ones_sanitised() {
+    let config = config();
+    let accepted = push(
+        &config,
+        &request(vec![
+            sum(
+                "x",
+                "",
+                2,
+                false,
+                vec![number(1.0, vec![kv("__name__", "y")])],
+            ),
+            sum("x", "", 2, false, vec![number(1.0, vec![kv("", "y")])]),
+            sum("", "", 2, false, vec![number(1.0, vec![])]),
+            sum("x", "", 2, false, vec![number(1.0, vec![kv("ok", "y")])]),
+        ]),
+    );
+    assert_eq!((accepted.accepted, accepted.refused), (2, 2));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(body.contains("an attribute has an empty key"), "{body}");
+    let c = OtlpMetrics
+        .commit(&config, 1_000, &[accepted.staged], None)
+        .unwrap();
+    let text = page(&config, &c.state, "text/plain");
+    assert!(text.contains("x{_name_=\"y\","), "{text}");
+}
+
+#[test]
 fn colliding_attribute_names_join_their_values_in_key_order() {
     let config = config();
     let accepted = push(
@@ -407,4 +435,53 @@ fn a_damaged_state_is_named_not_defaulted() {
             .contains("the connector's state does not decode"),
         "{err}"
     );
+}
+
+/// What the `otlp_metrics` fuzz target found: pages our strict parser refused.
+#[test]
+fn pages_stay_valid_for_negative_bounds_negative_sums_and_empty_keys() {
+    let config = config();
+    let mut negative = histogram("temperature.change", 2, vec![1, 1, 1], 3, -4.0);
+    if let Some(metric::Data::Histogram(h)) = &mut negative.data {
+        h.data_points[0].explicit_bounds = vec![-5.0, 0.0];
+    }
+    let bad_sum = histogram("latency", 2, vec![1, 1, 1], 3, -1.0);
+    let mut req = request(vec![negative, bad_sum]);
+    req.resource_metrics[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("", "orphan"));
+    let accepted = push(&config, &req);
+    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(
+        body.contains("histogram sum -1 is negative but no bound is"),
+        "{body}"
+    );
+    let c = OtlpMetrics
+        .commit(&config, 1_000, &[accepted.staged], None)
+        .unwrap();
+    for (accept, om) in [
+        ("text/plain", false),
+        ("application/openmetrics-text", true),
+    ] {
+        let text = page(&config, &c.state, accept);
+        let got = samples(&text, om);
+        assert!(
+            !text.contains("temperature_change_milliseconds_sum"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("temperature_change_milliseconds_count"),
+            "{text}"
+        );
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("temperature_change_milliseconds_bucket")),
+            "{text}"
+        );
+        assert!(!text.contains("orphan"), "{text}");
+    }
 }
