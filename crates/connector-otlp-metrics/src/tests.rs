@@ -485,3 +485,51 @@ fn pages_stay_valid_for_negative_bounds_negative_sums_and_empty_keys() {
         assert!(!text.contains("orphan"), "{text}");
     }
 }
+
+#[test]
+fn label_limits_reject_points_naming_the_limit() {
+    let config =
+        OtlpMetricsConfig::from_json(&serde_json::json!({"max_labels_per_series": 6})).unwrap();
+    // Every point has job, instance and the two scope labels: four of the six.
+    let accepted = push(
+        &config,
+        &request(vec![sum(
+            "g",
+            "",
+            2,
+            false,
+            vec![
+                number(1.0, vec![kv("a", "1"), kv("b", "2")]),
+                number(1.0, vec![kv("a", "1"), kv("b", "2"), kv("c", "3")]),
+            ],
+        )]),
+    );
+    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(
+        body.contains("7 labels, more than max_labels_per_series (6)"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_long_label_value_names_the_label() {
+    let config =
+        OtlpMetricsConfig::from_json(&serde_json::json!({"max_label_value_bytes": 13})).unwrap();
+    let accepted = push(
+        &config,
+        &request(vec![sum(
+            "g",
+            "",
+            2,
+            false,
+            vec![number(1.0, vec![kv("a", "12345678901234")])],
+        )]),
+    );
+    assert_eq!((accepted.accepted, accepted.refused), (0, 1));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(
+        body.contains("label `a` has 14 bytes, more than max_label_value_bytes (13)"),
+        "{body}"
+    );
+}
