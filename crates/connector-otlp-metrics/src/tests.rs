@@ -369,15 +369,26 @@ fn limits_reject_with_their_names_and_series_expire() {
         .map(|i| number(1.0, vec![kv("i", &i.to_string())]))
         .collect();
     let accepted = push(&config, &request(vec![sum("g", "", 2, false, points)]));
-    assert_eq!((accepted.accepted, accepted.refused), (3, 2));
-    assert!(
-        String::from_utf8_lossy(&accepted.response.body).contains("max_points_per_request (3)")
-    );
+    // Two series fit in one request; the third point would be a third series; the
+    // fourth and fifth pass max_points_per_request.
+    assert_eq!((accepted.accepted, accepted.refused), (2, 3));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(body.contains("more than max_series (2) series"), "{body}");
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
-    // target_info takes one of the two series.
-    assert_eq!((c.series, c.overflowed), (2, 2));
+    // target_info takes one of the two series; across requests the commit holds the
+    // limit, counting what it turns away.
+    assert_eq!((c.series, c.overflowed), (2, 1));
+    let more = (7..9)
+        .map(|i| number(1.0, vec![kv("i", &i.to_string())]))
+        .collect();
+    let accepted = push(&config, &request(vec![sum("g", "", 2, false, more)]));
+    assert_eq!((accepted.accepted, accepted.refused), (2, 0));
+    let c = OtlpMetrics
+        .commit(&config, 2_000, &[accepted.staged], Some(&c.state))
+        .unwrap();
+    assert_eq!((c.series, c.overflowed), (2, 3));
     let later = push(
         &config,
         &request(vec![sum("h", "", 2, false, vec![number(1.0, vec![])])]),
@@ -531,5 +542,64 @@ fn a_long_label_value_names_the_label() {
     assert!(
         body.contains("label `a` has 14 bytes, more than max_label_value_bytes (13)"),
         "{body}"
+    );
+}
+
+#[test]
+fn summaries_keep_their_quantiles_sum_and_count() {
+    use opentelemetry_proto::tonic::metrics::v1::{Summary, SummaryDataPoint, summary_data_point};
+    let config = config();
+    let summary = Metric {
+        name: "rpc.latency".to_owned(),
+        unit: "s".to_owned(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                count: 10,
+                sum: 4.5,
+                quantile_values: [(0.5, 0.25), (0.99, 1.5)]
+                    .map(|(quantile, value)| summary_data_point::ValueAtQuantile {
+                        quantile,
+                        value,
+                    })
+                    .to_vec(),
+                ..SummaryDataPoint::default()
+            }],
+        })),
+        ..Metric::default()
+    };
+    let accepted = push(&config, &request(vec![summary]));
+    let c = OtlpMetrics
+        .commit(&config, 1_000, &[accepted.staged], None)
+        .unwrap();
+    for (accept, om) in [
+        ("text/plain", false),
+        ("application/openmetrics-text", true),
+    ] {
+        let text = page(&config, &c.state, accept);
+        let got = samples(&text, om);
+        assert!(
+            text.contains("# TYPE rpc_latency_seconds summary\n"),
+            "{text}"
+        );
+        assert!(
+            got.iter().any(|s| s.starts_with("rpc_latency_seconds[")
+                && s.contains("(\"quantile\", \"0.99\")")
+                && s.ends_with(" 1.5")),
+            "{text}"
+        );
+        assert!(
+            got.iter()
+                .any(|s| s.starts_with("rpc_latency_seconds_count[") && s.ends_with(" 10")),
+            "{text}"
+        );
+    }
+    let names: Vec<String> = c.batch.rows().map(|r| format!("{:?}", r.at(1))).collect();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.contains("rpc_latency_seconds"))
+            .count(),
+        4,
+        "{names:?}"
     );
 }
