@@ -155,6 +155,18 @@ pub fn restamped(scrape: &connector_core::Batch, timestamp_ms: i64) -> connector
     batch
 }
 
+/// A string attribute.
+fn text(key: &str, value: String) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
 /// An OTLP `ExportTraceServiceRequest` in protobuf, shaped like what instrumented web
 /// services export: `spans` spans of 3 services, 20 routes, each route's spans of one
 /// kind (as an instrumentation library makes them), status unset but for about one
@@ -164,18 +176,10 @@ pub fn restamped(scrape: &connector_core::Batch, timestamp_ms: i64) -> connector
 /// durations; the same arguments always give the same bytes.
 pub fn otlp_traces(spans: usize, seed: u64) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
     use prost::Message as _;
 
-    let text = |key: &str, value: String| KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    };
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let services = ["checkout", "payments", "catalog"];
     let resource_spans = services
@@ -246,9 +250,7 @@ pub const OTLP_COUNTER_NAME: &str = "http.server.requests";
 /// give the same body.
 pub fn otlp_metrics(points: usize, seed: u64) -> (Vec<u8>, u64) {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{
-        AnyValue, InstrumentationScope, KeyValue, any_value,
-    };
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::metrics::v1::{
         Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
         ScopeMetrics, Sum, metric, number_data_point,
@@ -257,13 +259,6 @@ pub fn otlp_metrics(points: usize, seed: u64) -> (Vec<u8>, u64) {
     use prost::Message as _;
 
     const DELTA: i32 = 1;
-    let text = |key: &str, value: String| KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    };
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let services = ["checkout", "payments", "catalog"];
     let per_service = points / services.len();
