@@ -16,7 +16,7 @@ use otlp_common::naming::{FamilyKind, family_name, label_name, metric_name, unit
 use prost::Message as _;
 
 use crate::config::OtlpMetricsConfig;
-use crate::model::{Family, Label, Point, Quantile, Staged, kind_code};
+use crate::model::{Family, Label, Point, Quantile, Staged, kind_code, overlay};
 
 /// Decodes a request body in its encoding; the error says why it is not a request.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
@@ -90,29 +90,6 @@ fn attribute_labels<'a>(
         }
     }
     labels
-}
-
-/// `base` with `top` laid over it, both sorted by name: a name in both takes `top`'s value.
-fn overlay(base: Vec<Label>, top: &[Label]) -> Vec<Label> {
-    let mut out = Vec::with_capacity(base.len() + top.len());
-    let mut base = base.into_iter().peekable();
-    let mut top = top.iter().peekable();
-    loop {
-        let next = match (base.peek(), top.peek()) {
-            (Some(b), Some(t)) => match b.name.cmp(&t.name) {
-                std::cmp::Ordering::Less => base.next(),
-                std::cmp::Ordering::Greater => top.next().cloned(),
-                std::cmp::Ordering::Equal => {
-                    base.next();
-                    top.next().cloned()
-                }
-            },
-            (Some(_), None) => base.next(),
-            (None, Some(_)) => top.next().cloned(),
-            (None, None) => return out,
-        };
-        out.extend(next);
-    }
 }
 
 /// `job` and `instance`, from a resource's `service.*` attributes.
@@ -233,16 +210,20 @@ impl Converter<'_> {
                 "an attribute becomes label `{reserved}`, which the family's samples set themselves"
             ));
         }
-        let labels = overlay(attributes, common);
-        if labels.len() > self.config.max_labels_per_series {
+        // The point's labels are its own; the family stages `common` once. The limits
+        // hold for both together, a name in both counting once, with common's value.
+        let shadowed = |l: &Label| common.binary_search_by(|c| c.name.cmp(&l.name)).is_ok();
+        let count = common.len() + attributes.iter().filter(|l| !shadowed(l)).count();
+        if count > self.config.max_labels_per_series {
             return Err(format!(
-                "{} labels, more than max_labels_per_series ({})",
-                labels.len(),
+                "{count} labels, more than max_labels_per_series ({})",
                 self.config.max_labels_per_series
             ));
         }
-        if let Some(label) = labels
+        if let Some(label) = attributes
             .iter()
+            .filter(|l| !shadowed(l))
+            .chain(common)
             .find(|l| l.value.len() > self.config.max_label_value_bytes)
         {
             return Err(format!(
@@ -252,7 +233,7 @@ impl Converter<'_> {
                 self.config.max_label_value_bytes
             ));
         }
-        Ok(labels)
+        Ok(attributes)
     }
 
     /// Takes a point that passed the limits, or rejects it with `why`.
@@ -268,7 +249,9 @@ impl Converter<'_> {
         match point {
             Ok(point) => {
                 if let Some(series) = &mut self.series {
-                    let hash = self.hasher.hash_one((&family.name, &point.labels));
+                    let hash = self
+                        .hasher
+                        .hash_one((&family.name, &family.common, &point.labels));
                     if series.len() >= self.config.max_series && !series.contains(&hash) {
                         let max = self.config.max_series;
                         self.out.reject(1, || {
@@ -344,6 +327,7 @@ impl Converter<'_> {
             help: metric.description.clone(),
             unit: unit_suffix(&metric.unit, shape.kind),
             points: Vec::new(),
+            common: common.to_vec(),
         };
         let name = metric.name.as_str();
         match data {
@@ -557,10 +541,11 @@ pub fn convert(config: &OtlpMetricsConfig, request: &ExportMetricsServiceRequest
                 help: TARGET_INFO_HELP.to_owned(),
                 unit: String::new(),
                 points: vec![Point {
-                    labels: overlay(info, &identity),
+                    labels: info,
                     value: 1.0,
                     ..Point::default()
                 }],
+                common: identity.clone(),
             });
         }
         for scope_metrics in &resource_metrics.scope_metrics {

@@ -8,7 +8,7 @@ use connector_core::{Batch, ConnectorError};
 use otlp_common::naming::FamilyKind;
 
 use crate::config::OtlpMetricsConfig;
-use crate::model::{Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of};
+use crate::model::{Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of, overlay};
 use crate::samples::each_sample;
 
 struct LiveFamily {
@@ -98,6 +98,7 @@ impl Live {
         for mut family in staged.families {
             let kind = family_kind(&family)?;
             let points = std::mem::take(&mut family.points);
+            let common = std::mem::take(&mut family.common);
             let live = match self.families.get_mut(&family.name) {
                 Some(live) => live,
                 None => self
@@ -118,7 +119,7 @@ impl Live {
             }
             live.meta = family;
             for mut point in points {
-                let labels = std::mem::take(&mut point.labels);
+                let labels = overlay(std::mem::take(&mut point.labels), &common);
                 let (series, touched) = match live.series.get_mut(&labels) {
                     Some(series) => series,
                     None if self.series >= config.max_series => {

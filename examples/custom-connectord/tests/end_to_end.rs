@@ -116,7 +116,7 @@ async fn the_custom_binary_runs_airq_into_sqlite_and_lists_both_types() {
         .unwrap();
     assert_eq!(
         types,
-        json!({"types": [{"type": "airq"}, {"type": "prometheus"}, {"type": "spanmetrics"}]})
+        json!({"types": [{"type": "airq"}, {"type": "otlp_metrics"}, {"type": "prometheus"}, {"type": "spanmetrics"}]})
     );
 
     let deadline = Instant::now() + Duration::from_secs(30);
