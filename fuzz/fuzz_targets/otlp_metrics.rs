@@ -5,32 +5,31 @@
 //! rendered from that state is read back by the strict parser in both formats with
 //! the committed series on it.
 
-use std::sync::LazyLock;
-
 use connector_core::{IngestRequest, PushConnector as _};
 use connector_otlp_metrics::{OtlpMetrics, OtlpMetricsConfig};
 use connector_prometheus::exposition::{Format, Parser};
 
-static CONFIG: LazyLock<OtlpMetricsConfig> = LazyLock::new(|| {
-    OtlpMetricsConfig::from_json(&serde_json::json!({"max_series": 50, "max_points_per_request": 200}))
-        .expect("the fuzz config is valid")
-});
-
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    // A config per input: commits teach a config the series they kept, and one input
+    // must not change how the next is taken.
+    let config = OtlpMetricsConfig::from_json(
+        &serde_json::json!({"max_series": 50, "max_points_per_request": 200}),
+    )
+    .expect("the fuzz config is valid");
     let request = IngestRequest {
         headers: vec![("content-type".into(), "application/x-protobuf".into())],
         body: data.to_vec(),
         ..IngestRequest::default()
     };
-    let Ok(accepted) = OtlpMetrics.accept(&CONFIG, &request) else {
+    let Ok(accepted) = OtlpMetrics.accept(&config, &request) else {
         return;
     };
     let staged = [accepted.staged];
     let first = OtlpMetrics
-        .commit(&CONFIG, 1_000, &staged, None)
+        .commit(&config, 1_000, &staged, None)
         .expect("what accept staged commits");
     let second = OtlpMetrics
-        .commit(&CONFIG, 2_000, &staged, Some(&first.state))
+        .commit(&config, 2_000, &staged, Some(&first.state))
         .expect("what accept staged commits again");
     assert!(second.series <= 50, "{} series past max_series", second.series);
     for (accept, format) in [
@@ -38,7 +37,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         ("application/openmetrics-text; version=1.0.0", Format::OpenMetrics),
     ] {
         let page = OtlpMetrics.serve(
-            &CONFIG,
+            &config,
             Some(&second.state),
             &IngestRequest {
                 headers: vec![("accept".into(), accept.into())],

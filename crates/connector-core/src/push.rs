@@ -200,7 +200,11 @@ pub trait PushConnector: Send + Sync + 'static {
     /// The paths served under `/v1/ingest/{connector name}/`, without a leading slash.
     const PATHS: &'static [&'static str];
 
-    /// The validated, typed config.
+    /// The validated, typed config. The runner keeps one per connector and spec and
+    /// hands that same value to `accept`, `commit` and `serve`, so a config may carry
+    /// what `commit` learns for later requests (behind a lock: `accept` runs on many
+    /// threads). Only as a hint: another process may commit the next bucket, and a
+    /// restart starts from the validated config again.
     type Config: Send + Sync + 'static;
 
     /// The columns of the rows [`commit`](PushConnector::commit) returns.

@@ -47,8 +47,17 @@ fn default_points() -> u64 {
     DEFAULT_MAX_POINTS_PER_REQUEST
 }
 
-/// The validated config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The series a connector's state held after the newest commit this process ran, by
+/// hash of family name and labels, with the bucket each last had a point
+/// in: what lets `accept` turn away points of new series past `max_series` in the
+/// response itself. `None` until this process commits; the commit holds the limit
+/// either way.
+pub type KnownSeries =
+    std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<std::collections::HashMap<u64, i64>>>>>;
+
+/// The validated config. connectord keeps one per connector and spec for both ingest
+/// and commit, so `known` carries what commits learned to later requests.
+#[derive(Debug, Clone)]
 pub struct OtlpMetricsConfig {
     /// A series with no point for this long is dropped from the scrape page and the state.
     pub metric_expiration_ms: i64,
@@ -60,6 +69,8 @@ pub struct OtlpMetricsConfig {
     pub max_label_value_bytes: usize,
     /// Data points per request at most.
     pub max_points_per_request: usize,
+    /// The series the newest commit left.
+    pub known: KnownSeries,
 }
 
 fn to_usize(n: u64) -> usize {
@@ -98,6 +109,7 @@ impl OtlpMetricsConfig {
             max_labels_per_series: to_usize(raw.max_labels_per_series),
             max_label_value_bytes: to_usize(raw.max_label_value_bytes),
             max_points_per_request: to_usize(raw.max_points_per_request),
+            known: KnownSeries::default(),
         })
     }
 }

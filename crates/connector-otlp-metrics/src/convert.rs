@@ -2,8 +2,8 @@
 //! specification's "Prometheus and OpenMetrics compatibility" section says; every
 //! point that cannot be written as Prometheus writes it is rejected with its reason.
 
-use std::collections::HashSet;
-use std::hash::BuildHasher as _;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -16,7 +16,7 @@ use otlp_common::naming::{FamilyKind, family_name, label_name, metric_name, unit
 use prost::Message as _;
 
 use crate::config::OtlpMetricsConfig;
-use crate::model::{Family, Label, Point, Quantile, Staged, kind_code, overlay};
+use crate::model::{Family, Label, Point, Quantile, Staged, kind_code, overlay, series_hash};
 
 /// Decodes a request body in its encoding; the error says why it is not a request.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
@@ -167,11 +167,22 @@ struct Converter<'a> {
     names: Names,
     /// Points seen so far, taken or not, against `max_points_per_request`.
     points: usize,
-    /// The series of the points taken, by hash: one request alone may not pass
-    /// `max_series` (across requests the commit holds the limit). `None` when the
-    /// request has too few points to: hashing every point's labels cost `accept` 8 %.
-    series: Option<HashSet<u64>>,
-    hasher: foldhash::fast::FixedState,
+    /// The series check against `max_series`; `None` when the series kept and the
+    /// request's points together cannot pass it.
+    series: Option<SeriesCheck>,
+}
+
+/// New series of a request against the series the connector keeps.
+struct SeriesCheck {
+    /// What the newest commit in this process left (empty before one), with the
+    /// bucket of each series' last point.
+    known: Arc<HashMap<u64, i64>>,
+    /// Series last seen before this are past `metric_expiration`: not kept.
+    oldest_ms: i64,
+    /// Series of `known` not past it.
+    kept: usize,
+    /// Series of the points taken that `known` does not have.
+    new: HashSet<u64>,
 }
 
 /// What a metric becomes.
@@ -248,18 +259,23 @@ impl Converter<'_> {
         }
         match point {
             Ok(point) => {
-                if let Some(series) = &mut self.series {
-                    let hash = self
-                        .hasher
-                        .hash_one((&family.name, &family.common, &point.labels));
-                    if series.len() >= self.config.max_series && !series.contains(&hash) {
+                if let Some(check) = &mut self.series {
+                    let hash = series_hash(&family.name, &point.labels, &family.common);
+                    let kept = check
+                        .known
+                        .get(&hash)
+                        .is_some_and(|seen| *seen >= check.oldest_ms);
+                    if !kept && !check.new.contains(&hash) {
                         let max = self.config.max_series;
-                        self.out.reject(1, || {
-                            format!("the request has more than max_series ({max}) series, the most the connector keeps")
-                        });
-                        return;
+                        if check.kept + check.new.len() >= max {
+                            let kept = check.kept;
+                            self.out.reject(1, || {
+                                format!("a new series past max_series ({max}): the connector keeps {kept} series, and this request brings more")
+                            });
+                            return;
+                        }
+                        check.new.insert(hash);
                     }
-                    series.insert(hash);
                 }
                 family.points.push(point);
                 self.out.accepted += 1;
@@ -492,6 +508,36 @@ impl Converter<'_> {
     }
 }
 
+/// The series check for a request, unless the series kept and its points together
+/// cannot pass `max_series` (then hashing every point's labels would be wasted).
+fn series_check(
+    config: &OtlpMetricsConfig,
+    request: &ExportMetricsServiceRequest,
+    received_ms: i64,
+) -> Option<SeriesCheck> {
+    let known = config
+        .known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default();
+    if known.len() + points_in(request) <= config.max_series {
+        return None;
+    }
+    let oldest_ms = if received_ms > 0 {
+        received_ms.saturating_sub(config.metric_expiration_ms)
+    } else {
+        i64::MIN
+    };
+    let kept = known.values().filter(|seen| **seen >= oldest_ms).count();
+    Some(SeriesCheck {
+        known,
+        oldest_ms,
+        kept,
+        new: HashSet::new(),
+    })
+}
+
 /// The data points of a request, of every kind.
 fn points_in(request: &ExportMetricsServiceRequest) -> usize {
     request
@@ -510,16 +556,19 @@ fn points_in(request: &ExportMetricsServiceRequest) -> usize {
         .sum()
 }
 
-/// Converts a decoded request: its families in order, `target_info` per resource
+/// Converts a decoded request received at `received_ms` (0: unknown): its families in order, `target_info` per resource
 /// that has attributes beyond `job` and `instance`.
-pub fn convert(config: &OtlpMetricsConfig, request: &ExportMetricsServiceRequest) -> Converted {
+pub fn convert(
+    config: &OtlpMetricsConfig,
+    request: &ExportMetricsServiceRequest,
+    received_ms: i64,
+) -> Converted {
     let mut converter = Converter {
         config,
         out: Converted::default(),
         names: Names::default(),
         points: 0,
-        series: (points_in(request) > config.max_series).then(HashSet::new),
-        hasher: foldhash::fast::FixedState::default(),
+        series: series_check(config, request, received_ms),
     };
     for resource_metrics in &request.resource_metrics {
         let attributes = resource_metrics

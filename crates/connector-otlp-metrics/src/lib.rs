@@ -33,7 +33,7 @@ use prost::Message as _;
 
 pub use config::{
     DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_POINTS_PER_REQUEST,
-    DEFAULT_MAX_SERIES, DEFAULT_METRIC_EXPIRATION, OtlpMetricsConfig,
+    DEFAULT_MAX_SERIES, DEFAULT_METRIC_EXPIRATION, KnownSeries, OtlpMetricsConfig,
 };
 
 /// The `otlp_metrics` connector type.
@@ -77,7 +77,7 @@ impl PushConnector for OtlpMetrics {
         let encoding = Encoding::of(request)?;
         let decoded = convert::decode(encoding, &request.body)
             .map_err(|message| http::bad_request(encoding, message))?;
-        let converted = convert::convert(config, &decoded);
+        let converted = convert::convert(config, &decoded, request.received_ms);
         let staged = if converted.accepted == 0 && converted.staged.families.is_empty() {
             Vec::new()
         } else {
@@ -113,6 +113,11 @@ impl PushConnector for OtlpMetrics {
         }
         let mut batch = Batch::new(self.schema());
         live.rows(&mut batch, bucket_ms)?;
+        *config
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(live.series_hashes()));
         let (series, overflowed) = (live.series() as u64, live.over_limit());
         Ok(Committed {
             batch,

@@ -8,7 +8,9 @@ use connector_core::{Batch, ConnectorError};
 use otlp_common::naming::FamilyKind;
 
 use crate::config::OtlpMetricsConfig;
-use crate::model::{Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of, overlay};
+use crate::model::{
+    Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of, overlay, series_hash,
+};
 use crate::samples::each_sample;
 
 struct LiveFamily {
@@ -144,6 +146,19 @@ impl Live {
             }
         }
         Ok(())
+    }
+
+    /// Every kept series by [`series_hash`], with the bucket of its last point, for
+    /// `accept` to check new ones against.
+    pub fn series_hashes(&self) -> HashMap<u64, i64> {
+        self.families
+            .values()
+            .flat_map(|f| {
+                f.series
+                    .iter()
+                    .map(|(labels, (s, _))| (series_hash(&f.meta.name, labels, &[]), s.seen_ms))
+            })
+            .collect()
     }
 
     /// Series kept.

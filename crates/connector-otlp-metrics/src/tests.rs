@@ -91,14 +91,22 @@ fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
 }
 
 fn push(config: &OtlpMetricsConfig, req: &ExportMetricsServiceRequest) -> Accepted {
+    push_at(config, req, 0)
+}
+
+fn push_at(
+    config: &OtlpMetricsConfig,
+    req: &ExportMetricsServiceRequest,
+    received_ms: i64,
+) -> Accepted {
     let request = IngestRequest {
+        received_ms,
         path: METRICS_PATH.to_owned(),
         headers: vec![(
             "content-type".to_owned(),
             "application/x-protobuf".to_owned(),
         )],
         body: req.encode_to_vec(),
-        ..IngestRequest::default()
     };
     OtlpMetrics
         .accept(config, &request)
@@ -373,26 +381,49 @@ fn limits_reject_with_their_names_and_series_expire() {
     // fourth and fifth pass max_points_per_request.
     assert_eq!((accepted.accepted, accepted.refused), (2, 3));
     let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(body.contains("more than max_series (2) series"), "{body}");
+    assert!(body.contains("a new series past max_series (2)"), "{body}");
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
-    // target_info takes one of the two series; across requests the commit holds the
-    // limit, counting what it turns away.
+    // target_info takes one of the two series: the commit holds the limit, counting
+    // what it turns away.
     assert_eq!((c.series, c.overflowed), (2, 1));
-    let more = (7..9)
+    // Once a commit has run, a later request's new series are refused in its own
+    // response, and a known series is still taken.
+    let more = [7, 8, 0]
         .map(|i| number(1.0, vec![kv("i", &i.to_string())]))
-        .collect();
+        .to_vec();
     let accepted = push(&config, &request(vec![sum("g", "", 2, false, more)]));
-    assert_eq!((accepted.accepted, accepted.refused), (2, 0));
+    assert_eq!((accepted.accepted, accepted.refused), (1, 2));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(body.contains("the connector keeps 2 series"), "{body}");
     let c = OtlpMetrics
         .commit(&config, 2_000, &[accepted.staged], Some(&c.state))
         .unwrap();
+    assert_eq!((c.series, c.overflowed), (2, 1));
+    // A process that has not committed yet (a fresh config) does not know the
+    // series: the commit turns them away and counts them.
+    let fresh = OtlpMetricsConfig::from_json(
+        &serde_json::json!({"max_series": 2, "metric_expiration": "10s"}),
+    )
+    .unwrap();
+    let more = (7..9)
+        .map(|i| number(1.0, vec![kv("i", &i.to_string())]))
+        .collect();
+    let accepted = push(&fresh, &request(vec![sum("g", "", 2, false, more)]));
+    assert_eq!((accepted.accepted, accepted.refused), (2, 0));
+    let c = OtlpMetrics
+        .commit(&fresh, 2_500, &[accepted.staged], Some(&c.state))
+        .unwrap();
     assert_eq!((c.series, c.overflowed), (2, 3));
-    let later = push(
+    // Ten seconds after the last commit's series were seen they are expired: a new
+    // series fits again.
+    let later = push_at(
         &config,
         &request(vec![sum("h", "", 2, false, vec![number(1.0, vec![])])]),
+        20_000,
     );
+    assert_eq!((later.accepted, later.refused), (1, 0));
     let c2 = OtlpMetrics
         .commit(&config, 20_000, &[later.staged], Some(&c.state))
         .unwrap();

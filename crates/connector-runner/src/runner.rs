@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     /// Every connector by name, as of the newest refresh (`None` before the first):
     /// destinations find their sources here rather than listing them again.
     pub(crate) connectors: watch::Sender<Option<Arc<HashMap<String, ConnectorRecord>>>>,
+    /// Push connectors' validated configs, the same for ingest and commit.
+    pub(crate) push_configs: Arc<crate::push::configs::PushConfigs>,
 }
 
 /// Schedules and runs the ticks of every enabled connector in a state store.
@@ -171,6 +173,7 @@ impl Runner {
                 cancel: watch::Sender::new(false),
                 stopping: watch::Sender::new(false),
                 connectors: watch::Sender::new(None),
+                push_configs: Arc::default(),
             }),
             deliveries: None,
             push: None,
@@ -195,6 +198,7 @@ impl Runner {
         let (ingestor, queue) = Ingestor::new(
             Arc::clone(&self.shared.registry),
             self.shared.connectors.subscribe(),
+            Arc::clone(&self.shared.push_configs),
             Arc::clone(&self.shared.telemetry),
             limits,
         );

@@ -41,6 +41,10 @@ data_dir = "{}"
             "\n[[connectors]]\nname = \"{name}\"\ntype = \"otlp_metrics\"\ntarget_database = \"otel\"\ntarget_table = \"{name}\"\nschedule_ms = 1000\n"
         ));
     }
+    text.push_str(
+        "\n[[connectors]]\nname = \"limited\"\ntype = \"otlp_metrics\"\ntarget_database = \"otel\"\n\
+         target_table = \"limited\"\nschedule_ms = 1000\n[connectors.config]\nmax_series = 3\n",
+    );
     let path = dir.join("connectord.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -453,4 +457,70 @@ async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
             .into_iter()
             .collect()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let bearer = format!("Bearer {INGEST_TOKEN}");
+    let post = |body: &[u8]| {
+        request(
+            daemon.addr,
+            "POST",
+            "/v1/ingest/limited/v1/metrics",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body),
+        )
+    };
+    let gauges = |names: &[&str]| {
+        let metrics: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(r#"{{"name": "{n}", "gauge": {{"dataPoints": [{{"asDouble": 1}}]}}}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
+            metrics.join(",")
+        )
+    };
+    wait_for(
+        "the connector to take requests",
+        Duration::from_secs(10),
+        || (post(gauges(&["a", "b"]).as_bytes()).status == 200).then_some(()),
+    )
+    .await;
+    let id = support::connector(dir.path(), "limited").unwrap().0;
+    wait_for("the first bucket's commit", Duration::from_secs(20), || {
+        page(&daemon, &id).contains("b{").then_some(())
+    })
+    .await;
+    // Two series kept, three allowed: one more fits, the next is refused in the
+    // response, which names the limit; the known ones are still taken.
+    let r = post(gauges(&["a", "c", "d"]).as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        answer["partialSuccess"]["rejectedDataPoints"], "1",
+        "{answer}"
+    );
+    let why = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(
+        why.contains("max_series (3): the connector keeps 2 series"),
+        "{why}"
+    );
+    let body = wait_for(
+        "the second bucket's commit",
+        Duration::from_secs(20),
+        || {
+            let body = page(&daemon, &id);
+            body.contains("c{").then_some(body)
+        },
+    )
+    .await;
+    assert!(!body.contains("d{"), "{body}");
 }

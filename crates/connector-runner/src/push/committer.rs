@@ -154,7 +154,7 @@ async fn build_and_commit(
     record: &ConnectorRecord,
     lease: &crate::store::Lease,
 ) -> Ended {
-    let config = match record.spec.validate(&shared.registry) {
+    let config = match shared.push_configs.get(&shared.registry, record) {
         Ok(config) => config,
         Err(e) => {
             return Ended::failed(

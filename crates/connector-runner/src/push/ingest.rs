@@ -2,14 +2,15 @@
 //! what it accepted with group commit, and only then hand back its response.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use connector_core::{Accepted, IngestRequest, IngestResponse, Registry, ValidatedConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{PushStore, StageItem};
+use crate::push::configs::PushConfigs;
 use crate::runner::wall_ms;
 use crate::spec::{ConnectorRecord, ConnectorState};
 use crate::store::StoreError;
@@ -112,7 +113,7 @@ pub(crate) struct Pending {
 pub struct Ingestor {
     registry: Arc<Registry>,
     connectors: watch::Receiver<Option<Arc<HashMap<String, ConnectorRecord>>>>,
-    configs: Arc<Mutex<HashMap<String, (ConnectorRecord, ValidatedConfig)>>>,
+    configs: Arc<PushConfigs>,
     queue: mpsc::Sender<Pending>,
     pub(crate) staged_bytes: Arc<AtomicU64>,
     limits: IngestLimits,
@@ -136,6 +137,7 @@ impl Ingestor {
     pub(crate) fn new(
         registry: Arc<Registry>,
         connectors: watch::Receiver<Option<Arc<HashMap<String, ConnectorRecord>>>>,
+        configs: Arc<PushConfigs>,
         telemetry: Arc<Telemetry>,
         limits: IngestLimits,
     ) -> (Self, mpsc::Receiver<Pending>) {
@@ -144,7 +146,7 @@ impl Ingestor {
             Ingestor {
                 registry,
                 connectors,
-                configs: Arc::default(),
+                configs,
                 queue,
                 staged_bytes: Arc::default(),
                 limits,
@@ -173,20 +175,13 @@ impl Ingestor {
             .filter(|record| org.is_none_or(|org| record.spec.org_id == org))
             .cloned()
             .ok_or_else(|| IngestError::NotFound(name.to_owned()))?;
-        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((cached, config)) = configs.get(&record.id)
-            && cached.spec == record.spec
-        {
-            return Ok((record, config.clone()));
-        }
-        let config = record
-            .spec
-            .validate(&self.registry)
-            .map_err(|_| IngestError::NotEnabled {
-                name: name.to_owned(),
-                state: "disabled",
-            })?;
-        configs.insert(record.id.clone(), (record.clone(), config.clone()));
+        let config =
+            self.configs
+                .get(&self.registry, &record)
+                .map_err(|_| IngestError::NotEnabled {
+                    name: name.to_owned(),
+                    state: "disabled",
+                })?;
         Ok((record, config))
     }
 

@@ -2,6 +2,7 @@
 //! arrival-time bucket once, under a lease, from what every process staged for it.
 
 pub(crate) mod committer;
+pub(crate) mod configs;
 pub(crate) mod ingest;
 
 use std::fmt;
