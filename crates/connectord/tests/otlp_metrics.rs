@@ -33,6 +33,9 @@ scopes = ["connectors:read", "metrics:read"]
 
 [storage]
 data_dir = "{}"
+
+[ingest]
+max_body_bytes = 1048576
 "#,
         dir.join("data").display()
     );
@@ -361,6 +364,10 @@ async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
         "{}",
         r.body
     );
+
+    let r = post("application/x-protobuf", &[], &vec![0u8; 2 << 20]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("ingest.max_body_bytes"), "{}", r.body);
 
     let r = post("application/json", &[], br#"{"resourceMetrics": "many"}"#);
     assert_eq!(r.status, 400, "{}", r.body);
