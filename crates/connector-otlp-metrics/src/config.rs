@@ -78,6 +78,17 @@ fn to_usize(n: u64) -> usize {
 }
 
 impl OtlpMetricsConfig {
+    /// The oldest bucket a series may have had its last point in and still be kept, at
+    /// `now_ms` (a bucket being committed, or when a request arrived; 0 for unknown,
+    /// which keeps everything).
+    pub fn oldest_kept_ms(&self, now_ms: i64) -> i64 {
+        if now_ms > 0 {
+            now_ms.saturating_sub(self.metric_expiration_ms)
+        } else {
+            i64::MIN
+        }
+    }
+
     /// Checks a raw JSON config (`null` takes every default).
     pub fn from_json(raw: &serde_json::Value) -> Result<Self, ConnectorError> {
         let raw: Raw = if raw.is_null() {

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint, metric, number_data_point,
 };
 use otlp_common::attribute_text;
-use otlp_common::http::Encoding;
+use otlp_common::http::{Encoding, Tally};
 use otlp_common::naming::{FamilyKind, family_name, label_name, metric_name, unit_suffix};
 use prost::Message as _;
 
@@ -30,26 +30,13 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportMetricsServiceReq
     }
 }
 
-/// A request's families, and the points taken and rejected with the first reason.
+/// A request's families, and what became of its points.
 #[derive(Debug, Default)]
 pub struct Converted {
     /// What to stage.
     pub staged: Staged,
-    /// Points taken.
-    pub accepted: u64,
-    /// Points rejected.
-    pub rejected: u64,
-    /// Why the first rejected point was.
-    pub reason: Option<String>,
-}
-
-impl Converted {
-    fn reject(&mut self, points: u64, reason: impl FnOnce() -> String) {
-        self.rejected += points;
-        if self.reason.is_none() {
-            self.reason = Some(reason());
-        }
-    }
+    /// Points taken and rejected, with the first reason.
+    pub tally: Tally,
 }
 
 /// The target of `target_info`'s help, as the reference exporter writes it.
@@ -252,7 +239,7 @@ impl Converter<'_> {
         self.points += 1;
         if self.points > self.config.max_points_per_request {
             let max = self.config.max_points_per_request;
-            self.out.reject(1, || {
+            self.out.tally.reject(1, || {
                 format!("the request has more than max_points_per_request ({max}) data points")
             });
             return;
@@ -260,7 +247,8 @@ impl Converter<'_> {
         match point {
             Ok(point) => {
                 if let Some(check) = &mut self.series {
-                    let hash = series_hash(&family.name, &point.labels, &family.common);
+                    let hash =
+                        series_hash(&family.name, &overlay(point.labels.clone(), &family.common));
                     let kept = check
                         .known
                         .get(&hash)
@@ -269,7 +257,7 @@ impl Converter<'_> {
                         let max = self.config.max_series;
                         if check.kept + check.new.len() >= max {
                             let kept = check.kept;
-                            self.out.reject(1, || {
+                            self.out.tally.reject(1, || {
                                 format!("a new series past max_series ({max}): the connector keeps {kept} series, and this request brings more")
                             });
                             return;
@@ -278,9 +266,12 @@ impl Converter<'_> {
                     }
                 }
                 family.points.push(point);
-                self.out.accepted += 1;
+                self.out.tally.accepted += 1;
             }
-            Err(why) => self.out.reject(1, || format!("metric `{metric}`: {why}")),
+            Err(why) => self
+                .out
+                .tally
+                .reject(1, || format!("metric `{metric}`: {why}")),
         }
     }
 
@@ -295,36 +286,39 @@ impl Converter<'_> {
                 "aggregation temporality {t} is neither delta nor cumulative"
             )),
         };
-        let (shape, points) = match data {
-            metric::Data::Gauge(g) => (
-                Ok(Shape { kind: FamilyKind::Gauge, delta: false }),
-                g.data_points.len(),
-            ),
-            metric::Data::Sum(s) => (
-                temporality(s.aggregation_temporality).map(|delta| Shape {
-                    kind: if s.is_monotonic { FamilyKind::Counter } else { FamilyKind::Gauge },
+        let points = points_of(data);
+        let shape = match data {
+            metric::Data::Gauge(_) => Ok(Shape {
+                kind: FamilyKind::Gauge,
+                delta: false,
+            }),
+            metric::Data::Sum(s) => temporality(s.aggregation_temporality).map(|delta| Shape {
+                kind: if s.is_monotonic {
+                    FamilyKind::Counter
+                } else {
+                    FamilyKind::Gauge
+                },
+                delta,
+            }),
+            metric::Data::Histogram(h) => {
+                temporality(h.aggregation_temporality).map(|delta| Shape {
+                    kind: FamilyKind::Histogram,
                     delta,
-                }),
-                s.data_points.len(),
-            ),
-            metric::Data::Histogram(h) => (
-                temporality(h.aggregation_temporality)
-                    .map(|delta| Shape { kind: FamilyKind::Histogram, delta }),
-                h.data_points.len(),
-            ),
-            metric::Data::Summary(s) => (
-                Ok(Shape { kind: FamilyKind::Summary, delta: false }),
-                s.data_points.len(),
-            ),
-            metric::Data::ExponentialHistogram(h) => (
-                Err("exponential histograms have no Prometheus text form; configure an explicit-bucket histogram view".to_owned()),
-                h.data_points.len(),
+                })
+            }
+            metric::Data::Summary(_) => Ok(Shape {
+                kind: FamilyKind::Summary,
+                delta: false,
+            }),
+            metric::Data::ExponentialHistogram(_) => Err(
+                "exponential histograms have no Prometheus text form; configure an explicit-bucket histogram view"
+                    .to_owned(),
             ),
         };
         let shape = match shape {
             Ok(_) if metric_name(&metric.name).is_empty() => {
                 self.points += points;
-                self.out.reject(points as u64, || {
+                self.out.tally.reject(points as u64, || {
                     "a metric has no name, so its points have no Prometheus name".to_owned()
                 });
                 return None;
@@ -333,6 +327,7 @@ impl Converter<'_> {
             Err(why) => {
                 self.points += points;
                 self.out
+                    .tally
                     .reject(points as u64, || format!("metric `{}`: {why}", metric.name));
                 return None;
             }
@@ -524,11 +519,7 @@ fn series_check(
     if known.len() + points_in(request) <= config.max_series {
         return None;
     }
-    let oldest_ms = if received_ms > 0 {
-        received_ms.saturating_sub(config.metric_expiration_ms)
-    } else {
-        i64::MIN
-    };
+    let oldest_ms = config.oldest_kept_ms(received_ms);
     let kept = known.values().filter(|seen| **seen >= oldest_ms).count();
     Some(SeriesCheck {
         known,
@@ -545,19 +536,25 @@ fn points_in(request: &ExportMetricsServiceRequest) -> usize {
         .iter()
         .flat_map(|r| &r.scope_metrics)
         .flat_map(|s| &s.metrics)
-        .map(|m| match &m.data {
-            Some(metric::Data::Gauge(g)) => g.data_points.len(),
-            Some(metric::Data::Sum(s)) => s.data_points.len(),
-            Some(metric::Data::Histogram(h)) => h.data_points.len(),
-            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(metric::Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        })
+        .filter_map(|m| m.data.as_ref())
+        .map(points_of)
         .sum()
 }
 
-/// Converts a decoded request received at `received_ms` (0: unknown): its families in order, `target_info` per resource
-/// that has attributes beyond `job` and `instance`.
+/// The data points of one metric.
+fn points_of(data: &metric::Data) -> usize {
+    match data {
+        metric::Data::Gauge(g) => g.data_points.len(),
+        metric::Data::Sum(s) => s.data_points.len(),
+        metric::Data::Histogram(h) => h.data_points.len(),
+        metric::Data::ExponentialHistogram(h) => h.data_points.len(),
+        metric::Data::Summary(s) => s.data_points.len(),
+    }
+}
+
+/// Converts a decoded request received at `received_ms` (0: unknown): its families
+/// in order, `target_info` per resource that has attributes beyond `job` and
+/// `instance`.
 pub fn convert(
     config: &OtlpMetricsConfig,
     request: &ExportMetricsServiceRequest,

@@ -78,20 +78,15 @@ impl PushConnector for OtlpMetrics {
         let decoded = convert::decode(encoding, &request.body)
             .map_err(|message| http::bad_request(encoding, message))?;
         let converted = convert::convert(config, &decoded, request.received_ms);
-        let staged = if converted.accepted == 0 && converted.staged.families.is_empty() {
+        let staged = if converted.staged.families.is_empty() {
             Vec::new()
         } else {
             converted.staged.encode_to_vec()
         };
-        let reason = converted.reason.unwrap_or_default();
-        Ok(Accepted {
-            staged,
-            accepted: converted.accepted,
-            refused: converted.rejected,
-            response: http::success(encoding, Signal::Metrics, converted.rejected, &reason),
-            // Points carry no identity: the same body twice is two reports.
-            idempotency_key: None,
-        })
+        // Points carry no identity: the same body twice is two reports.
+        Ok(converted
+            .tally
+            .into_accepted(encoding, Signal::Metrics, staged, None))
     }
 
     fn commit(
@@ -102,7 +97,7 @@ impl PushConnector for OtlpMetrics {
         state: Option<&[u8]>,
     ) -> Result<Committed, ConnectorError> {
         let mut live = state::Live::from_kept(decode_state(state)?)?;
-        live.expire(bucket_ms.saturating_sub(config.metric_expiration_ms));
+        live.expire(config.oldest_kept_ms(bucket_ms));
         for (i, bytes) in staged.iter().enumerate() {
             let request = model::Staged::decode(bytes.as_slice()).map_err(|e| {
                 ConnectorError::permanent(format!(
@@ -136,13 +131,7 @@ impl PushConnector for OtlpMetrics {
         let content_type = otlp_common::exposition::negotiate(request.header("accept"));
         // Series expire at commits too, but a connector that stopped receiving
         // commits nothing: the read's own time drops what is past its expiration.
-        let oldest_ms = if request.received_ms > 0 {
-            request
-                .received_ms
-                .saturating_sub(config.metric_expiration_ms)
-        } else {
-            i64::MIN
-        };
+        let oldest_ms = config.oldest_kept_ms(request.received_ms);
         match decode_state(state)
             .map_err(|e| e.to_string())
             .and_then(|kept| exposition::render(&kept, content_type, oldest_ms))

@@ -170,31 +170,8 @@ pub struct Kept {
     pub over_limit: u64,
 }
 
-/// The identity of a series as one number: its family name and its labels, `own`
-/// laid over by `common` as [`overlay`] lays them, hashed without building the
-/// merged list. The same for (`labels`, `[]`) as for any split of them.
-pub fn series_hash(family: &str, own: &[Label], common: &[Label]) -> u64 {
-    use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
-    let mut hasher = foldhash::fast::FixedState::with_seed(0x005e_71e5).build_hasher();
-    family.hash(&mut hasher);
-    let (mut own, mut common) = (own.iter().peekable(), common.iter().peekable());
-    loop {
-        let next = match (own.peek(), common.peek()) {
-            (Some(o), Some(c)) => match o.name.cmp(&c.name) {
-                std::cmp::Ordering::Less => own.next(),
-                std::cmp::Ordering::Greater => common.next(),
-                std::cmp::Ordering::Equal => {
-                    own.next();
-                    common.next()
-                }
-            },
-            (Some(_), None) => own.next(),
-            (None, Some(_)) => common.next(),
-            (None, None) => return hasher.finish(),
-        };
-        if let Some(label) = next {
-            label.name.hash(&mut hasher);
-            label.value.hash(&mut hasher);
-        }
-    }
+/// The identity of a series as one number: its family name and its labels.
+pub fn series_hash(family: &str, labels: &[Label]) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::with_seed(0x005e_71e5).hash_one((family, labels))
 }

@@ -156,7 +156,7 @@ impl Live {
             .flat_map(|f| {
                 f.series
                     .iter()
-                    .map(|(labels, (s, _))| (series_hash(&f.meta.name, labels, &[]), s.seen_ms))
+                    .map(|(labels, (s, _))| (series_hash(&f.meta.name, labels), s.seen_ms))
             })
             .collect()
     }

@@ -139,14 +139,12 @@ impl PushConnector for SpanMetrics {
         } else {
             acc.finish().to_bytes()
         };
-        let reason = counted.reason.unwrap_or_default();
-        Ok(Accepted {
+        Ok(counted.into_accepted(
+            encoding,
+            Signal::Traces,
             staged,
-            accepted: counted.accepted,
-            refused: counted.refused,
-            response: http::success(encoding, Signal::Traces, counted.refused, &reason),
-            idempotency_key: Some(body_key(&request.body)),
-        })
+            Some(body_key(&request.body)),
+        ))
     }
 
     fn commit(

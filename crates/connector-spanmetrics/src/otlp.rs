@@ -5,7 +5,7 @@ use base64::Engine as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use otlp_common::attribute_text;
-use otlp_common::http::Encoding;
+use otlp_common::http::{Encoding, Tally};
 use prost::Message as _;
 
 use std::borrow::Cow;
@@ -21,7 +21,7 @@ pub fn count_body(
     encoding: Encoding,
     body: &[u8],
     acc: &mut Accumulator<'_>,
-) -> Result<Counted, String> {
+) -> Result<Tally, String> {
     match encoding {
         Encoding::Protobuf => count_protobuf(config, body, acc),
         Encoding::Json => {
@@ -83,26 +83,6 @@ const SPAN_KINDS: [&str; 6] = [
 ];
 const STATUS_CODES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 
-/// What a request added: spans counted and spans refused, with the first reason.
-#[derive(Debug, Default, PartialEq)]
-pub struct Counted {
-    /// Spans counted.
-    pub accepted: u64,
-    /// Spans refused.
-    pub refused: u64,
-    /// Why the first refused span was.
-    pub reason: Option<String>,
-}
-
-impl Counted {
-    fn refuse(&mut self, spans: u64, reason: impl FnOnce() -> String) {
-        self.refused += spans;
-        if self.reason.is_none() {
-            self.reason = Some(reason());
-        }
-    }
-}
-
 /// The fields of a span that labels and durations come from.
 #[derive(Debug, Clone, Copy)]
 struct SpanFields<'a> {
@@ -118,7 +98,7 @@ struct SpanFields<'a> {
 struct Counter<'a, 'b> {
     config: &'a SpanMetricsConfig,
     acc: &'a mut Accumulator<'b>,
-    counted: Counted,
+    counted: Tally,
     labels: Vec<(&'a str, Cow<'a, str>)>,
     /// The current resource's `service.name`; `None` refuses its spans.
     service: Option<Cow<'a, str>>,
@@ -130,7 +110,7 @@ impl<'a, 'b> Counter<'a, 'b> {
         Counter {
             config,
             acc,
-            counted: Counted::default(),
+            counted: Tally::default(),
             labels: Vec::with_capacity(8),
             service: None,
             resources: 0,
@@ -142,7 +122,7 @@ impl<'a, 'b> Counter<'a, 'b> {
         self.resources += 1;
         self.service = attributes.text("service.name").filter(|s| !s.is_empty());
         if self.service.is_none() {
-            self.counted.refuse(spans, || {
+            self.counted.reject(spans, || {
                 format!("resource_spans[{r}]: the resource has no service.name, so its spans cannot be labelled")
             });
         }
@@ -158,7 +138,7 @@ impl<'a, 'b> Counter<'a, 'b> {
             return;
         };
         if span.end < span.start {
-            self.counted.refuse(1, || {
+            self.counted.reject(1, || {
                 format!(
                     "span `{}` of service `{service}` ends ({}) before it starts ({})",
                     span.name, span.end, span.start
@@ -212,7 +192,7 @@ pub fn count_spans(
     config: &SpanMetricsConfig,
     request: &ExportTraceServiceRequest,
     acc: &mut Accumulator<'_>,
-) -> Counted {
+) -> Tally {
     let mut counter = Counter::new(config, acc);
     for resource_spans in &request.resource_spans {
         let resource = resource_spans
@@ -263,7 +243,7 @@ pub fn count_protobuf(
     config: &SpanMetricsConfig,
     body: &[u8],
     acc: &mut Accumulator<'_>,
-) -> Result<Counted, String> {
+) -> Result<Tally, String> {
     let mut counter = Counter::new(config, acc);
     wire::walk(body, &mut counter).map_err(|e| {
         format!("the body is not an OTLP ExportTraceServiceRequest in protobuf: {e}")

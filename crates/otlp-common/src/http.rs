@@ -1,7 +1,7 @@
 //! OTLP/HTTP: the two encodings a request may use and the responses the OTLP
 //! specification asks for, in the request's encoding.
 
-use connector_core::{IngestRequest, IngestResponse};
+use connector_core::{Accepted, IngestRequest, IngestResponse};
 use prost::Message as _;
 
 /// The request's encoding, which the response uses too.
@@ -52,6 +52,48 @@ pub enum Signal {
     Traces,
     /// Metrics: `rejected_data_points`.
     Metrics,
+}
+
+/// What a receiver made of a request's items (spans, data points): how many it took,
+/// how many it rejected, and why the first rejected one was, which the partial
+/// success reports.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Items taken.
+    pub accepted: u64,
+    /// Items rejected.
+    pub rejected: u64,
+    /// Why the first rejected item was.
+    pub reason: Option<String>,
+}
+
+impl Tally {
+    /// Counts `items` rejected; `reason` is asked for only for the first rejection.
+    pub fn reject(&mut self, items: u64, reason: impl FnOnce() -> String) {
+        self.rejected += items;
+        if self.reason.is_none() {
+            self.reason = Some(reason());
+        }
+    }
+
+    /// The accepted request: `staged` to keep, and the 200 export response of
+    /// `signal` in `encoding`, with a partial success when items were rejected.
+    pub fn into_accepted(
+        self,
+        encoding: Encoding,
+        signal: Signal,
+        staged: Vec<u8>,
+        idempotency_key: Option<[u8; 16]>,
+    ) -> Accepted {
+        let reason = self.reason.unwrap_or_default();
+        Accepted {
+            staged,
+            accepted: self.accepted,
+            refused: self.rejected,
+            response: success(encoding, signal, self.rejected, &reason),
+            idempotency_key,
+        }
+    }
 }
 
 /// `google.rpc.Status`, the body OTLP/HTTP sends with an error.
