@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::percentile;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// What the clients push.
@@ -50,19 +52,6 @@ pub struct LoadArgs {
     /// recorded from an SDK) instead of generating them.
     #[arg(long)]
     bodies: Option<PathBuf>,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
 }
 
 /// A request body with what it carries: items (spans or points) and the items the

@@ -77,6 +77,21 @@ enum Task {
     LoadPush(load_push::LoadArgs),
 }
 
+/// The `p` quantile (0 to 1) of an ascending list by nearest rank; the default for
+/// an empty one. The load benches' latency and lateness figures.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Ci => ci(),

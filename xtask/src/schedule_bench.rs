@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::percentile;
+
 #[derive(Debug, clap::Args)]
 pub struct ScheduleArgs {
     /// How many connectors.
@@ -29,19 +31,6 @@ pub struct ScheduleArgs {
     /// than one, each bucket is claimed by one of them.
     #[arg(long, default_value_t = 1)]
     processes: usize,
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
 }
 
 pub fn run(args: &ScheduleArgs, binary: &Path, work: &Path) -> Result<()> {
