@@ -151,6 +151,19 @@ async fn page_equals(daemon: &Daemon, id: &str, want: &Series) -> String {
     .await
 }
 
+/// Waits until the connector's page has `what` on it (a bucket committed).
+async fn page_containing(daemon: &Daemon, id: &str, what: &str) -> String {
+    wait_for(
+        &format!("`{what}` on the connector's page"),
+        Duration::from_secs(20),
+        || {
+            let body = page(daemon, id);
+            body.contains(what).then_some(body)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scrape_page_equals_the_opentelemetry_prometheus_rendering() {
     if !have_metrics_sdk() {
@@ -430,15 +443,7 @@ async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
 
     // What was taken is served and committed; nothing of the refused points is.
     let id = support::connector(dir.path(), "cumulative").unwrap().0;
-    let page = wait_for(
-        "the taken points on the page",
-        Duration::from_secs(20),
-        || {
-            let body = page(&daemon, &id);
-            body.contains("gzip_gauge{").then_some(body)
-        },
-    )
-    .await;
+    let page = page_containing(&daemon, &id, "gzip_gauge{").await;
     for taken in [
         "good_gauge{job=\"svc\"} 1.5",
         "json_gauge{job=\"svc\"} 2.5",
@@ -502,10 +507,7 @@ async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ra
     )
     .await;
     let id = support::connector(dir.path(), "limited").unwrap().0;
-    wait_for("the first bucket's commit", Duration::from_secs(20), || {
-        page(&daemon, &id).contains("b{").then_some(())
-    })
-    .await;
+    page_containing(&daemon, &id, "b{").await;
     // Two series kept, three allowed: one more fits, the next is refused in the
     // response, which names the limit; the known ones are still taken.
     let r = post(gauges(&["a", "c", "d"]).as_bytes());
@@ -520,14 +522,6 @@ async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ra
         why.contains("max_series (3): the connector keeps 2 series"),
         "{why}"
     );
-    let body = wait_for(
-        "the second bucket's commit",
-        Duration::from_secs(20),
-        || {
-            let body = page(&daemon, &id);
-            body.contains("c{").then_some(body)
-        },
-    )
-    .await;
+    let body = page_containing(&daemon, &id, "c{").await;
     assert!(!body.contains("d{"), "{body}");
 }
