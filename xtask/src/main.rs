@@ -210,10 +210,64 @@ fn ci() -> Result<()> {
     check_alert_rules()?;
     api_schemathesis()?;
     chaos_smoke()?;
+    if std::env::var("CI").as_deref() == Ok("true") {
+        drop_test_executables()?;
+    }
     // A smoke run; the long runs are `cargo xtask fuzz --seconds N`.
     fuzz(60, None)?;
     eprintln!("xtask: ci passed");
     Ok(())
+}
+
+/// Removes the test and example executables under `target/debug` once nothing in the
+/// run needs them. The fuzz targets build apart, with sanitizer flags, and CI once ran
+/// out of disk building them beside the test binaries (about 2.7 GB of `target/debug`
+/// beside 1.5 GB of `fuzz/target`). xtask itself, the libraries and the build scripts
+/// stay, so `cargo xtask services down` afterwards does not rebuild anything.
+fn drop_test_executables() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let debug = root().join("target/debug");
+    eprintln!(
+        "xtask: disk before removing the test executables: {}",
+        free_disk()
+    );
+    let mut removed = 0u64;
+    // Top-level binaries are hard links to those in `deps`: both go, or no space returns.
+    for dir in [debug.clone(), debug.join("deps"), debug.join("examples")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let meta = entry.metadata()?;
+            let executable = meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+            if executable && !name.starts_with("xtask") && !name.ends_with(".so") {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                removed += meta.len();
+            }
+        }
+    }
+    eprintln!(
+        "xtask: removed {} MB of test executables; disk now {}",
+        removed / 1_000_000,
+        free_disk()
+    );
+    Ok(())
+}
+
+/// The free space where the project lives, as `df` puts it, for CI logs.
+fn free_disk() -> String {
+    Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(root())
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.lines().nth(1).map(|l| format!("{} free", l.trim())))
+        .unwrap_or_else(|| "unknown (df failed)".to_owned())
 }
 
 /// A small chaos run (the full one is `cargo xtask chaos`), when PostgreSQL is up.
