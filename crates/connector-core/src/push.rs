@@ -109,8 +109,10 @@ pub struct Committed {
     /// Series (label sets) the state holds, shown in `/metrics`; 0 when the
     /// connector keeps none.
     pub series: u64,
-    /// Items folded into an overflow series since the connector was created, because
-    /// its series had reached their limit; shown in `/metrics`.
+    /// Items the connector could not keep as they came since it was created: folded
+    /// into an overflow series, or refused, because its series had reached their
+    /// limit or (as the connector's docs say) they could not be kept beside what it
+    /// holds; shown in `/metrics`.
     pub overflowed: u64,
 }
 

@@ -2,6 +2,7 @@
 //! limits that keep one connector's memory and state bounded.
 
 use connector_core::{ConnectorError, check_range, config_from_json, parse_duration};
+use otlp_common::naming::FamilyKind;
 use serde::Deserialize;
 
 /// Series served after their last point: an hour, as the OpenTelemetry Collector's
@@ -47,13 +48,21 @@ fn default_points() -> u64 {
     DEFAULT_MAX_POINTS_PER_REQUEST
 }
 
-/// The series a connector's state held after the newest commit this process ran, by
-/// hash of family name and labels, with the bucket each last had a point
-/// in: what lets `accept` turn away points of new series past `max_series` in the
-/// response itself. `None` until this process commits; the commit holds the limit
-/// either way.
-pub type KnownSeries =
-    std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<std::collections::HashMap<u64, i64>>>>>;
+/// What a connector's state held after the newest commit this process ran: what lets
+/// `accept` turn away, in the response itself, points of new series past
+/// `max_series` and metrics whose names clash with a kept family's. `None` until
+/// this process commits; the commit holds both rules either way.
+pub type KnownState = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Known>>>>;
+
+/// The series and families of a connector's state, each with the bucket of its
+/// newest point (so expired ones can be told apart).
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Series by hash of family name and labels (`model::series_hash`).
+    pub series: std::collections::HashMap<u64, i64>,
+    /// Families by name, with their kind.
+    pub families: std::collections::HashMap<String, (FamilyKind, i64)>,
+}
 
 /// The validated config. connectord keeps one per connector and spec for both ingest
 /// and commit, so `known` carries what commits learned to later requests.
@@ -69,8 +78,8 @@ pub struct OtlpMetricsConfig {
     pub max_label_value_bytes: usize,
     /// Data points per request at most.
     pub max_points_per_request: usize,
-    /// The series the newest commit left.
-    pub known: KnownSeries,
+    /// What the newest commit left.
+    pub known: KnownState,
 }
 
 fn to_usize(n: u64) -> usize {
@@ -120,7 +129,7 @@ impl OtlpMetricsConfig {
             max_labels_per_series: to_usize(raw.max_labels_per_series),
             max_label_value_bytes: to_usize(raw.max_label_value_bytes),
             max_points_per_request: to_usize(raw.max_points_per_request),
-            known: KnownSeries::default(),
+            known: KnownState::default(),
         })
     }
 }

@@ -15,8 +15,9 @@ use otlp_common::http::{Encoding, Tally};
 use otlp_common::naming::{FamilyKind, family_name, label_name, metric_name, unit_suffix};
 use prost::Message as _;
 
-use crate::config::OtlpMetricsConfig;
+use crate::config::{Known, OtlpMetricsConfig};
 use crate::model::{Family, Label, Point, Quantile, Staged, kind_code, overlay, series_hash};
+use crate::samples::clashing_family;
 
 /// Decodes a request body in its encoding; the error says why it is not a request.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
@@ -154,6 +155,13 @@ struct Converter<'a> {
     names: Names,
     /// Points seen so far, taken or not, against `max_points_per_request`.
     points: usize,
+    /// What the newest commit in this process left (empty before one).
+    known: Arc<Known>,
+    /// Series and families of `known` last seen before this are past
+    /// `metric_expiration`: not kept.
+    oldest_ms: i64,
+    /// The families this request has taken points of, by name.
+    families: HashMap<String, FamilyKind>,
     /// The series check against `max_series`; `None` when the series kept and the
     /// request's points together cannot pass it.
     series: Option<SeriesCheck>,
@@ -161,12 +169,7 @@ struct Converter<'a> {
 
 /// New series of a request against the series the connector keeps.
 struct SeriesCheck {
-    /// What the newest commit in this process left (empty before one), with the
-    /// bucket of each series' last point.
-    known: Arc<HashMap<u64, i64>>,
-    /// Series last seen before this are past `metric_expiration`: not kept.
-    oldest_ms: i64,
-    /// Series of `known` not past it.
+    /// Series of `Converter::known` not past expiration.
     kept: usize,
     /// Series of the points taken that `known` does not have.
     new: HashSet<u64>,
@@ -249,10 +252,11 @@ impl Converter<'_> {
                 if let Some(check) = &mut self.series {
                     let hash =
                         series_hash(&family.name, &overlay(point.labels.clone(), &family.common));
-                    let kept = check
+                    let kept = self
                         .known
+                        .series
                         .get(&hash)
-                        .is_some_and(|seen| *seen >= check.oldest_ms);
+                        .is_some_and(|seen| *seen >= self.oldest_ms);
                     if !kept && !check.new.contains(&hash) {
                         let max = self.config.max_series;
                         if check.kept + check.new.len() >= max {
@@ -332,8 +336,19 @@ impl Converter<'_> {
                 return None;
             }
         };
+        let name = family_name(&metric.name, &metric.unit, shape.kind);
+        if let Some(other) = self.clash(&name, shape.kind) {
+            self.points += points;
+            self.out.tally.reject(points as u64, || {
+                format!(
+                    "metric `{}` becomes family `{name}`, whose names on the scrape page clash with those of family `{other}`; rename one of the two metrics",
+                    metric.name
+                )
+            });
+            return None;
+        }
         let mut family = Family {
-            name: family_name(&metric.name, &metric.unit, shape.kind),
+            name,
             kind: kind_code(shape.kind),
             help: metric.description.clone(),
             unit: unit_suffix(&metric.unit, shape.kind),
@@ -368,7 +383,31 @@ impl Converter<'_> {
             }
             metric::Data::ExponentialHistogram(_) => {}
         }
+        if !family.points.is_empty() {
+            self.families.insert(family.name.clone(), shape.kind);
+        }
         Some(family)
+    }
+
+    /// A family, of this request or kept and not expired, whose page names clash
+    /// with those of `name` of `kind` (`samples::clashing_family`). As at the commit,
+    /// only a family that arrives is checked: one new, or of another kind than its
+    /// name has now; a later family of a name wins, as the commit applies them in
+    /// order.
+    fn clash(&self, name: &str, kind: FamilyKind) -> Option<String> {
+        let kind_of = |other: &str| {
+            self.families.get(other).copied().or_else(|| {
+                self.known
+                    .families
+                    .get(other)
+                    .filter(|(_, newest)| *newest >= self.oldest_ms)
+                    .map(|(kind, _)| *kind)
+            })
+        };
+        if kind_of(name) == Some(kind) {
+            return None;
+        }
+        clashing_family(name, kind, kind_of)
     }
 
     fn number(
@@ -508,22 +547,18 @@ impl Converter<'_> {
 fn series_check(
     config: &OtlpMetricsConfig,
     request: &ExportMetricsServiceRequest,
-    received_ms: i64,
+    known: &Known,
+    oldest_ms: i64,
 ) -> Option<SeriesCheck> {
-    let known = config
-        .known
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-        .unwrap_or_default();
-    if known.len() + points_in(request) <= config.max_series {
+    if known.series.len() + points_in(request) <= config.max_series {
         return None;
     }
-    let oldest_ms = config.oldest_kept_ms(received_ms);
-    let kept = known.values().filter(|seen| **seen >= oldest_ms).count();
+    let kept = known
+        .series
+        .values()
+        .filter(|seen| **seen >= oldest_ms)
+        .count();
     Some(SeriesCheck {
-        known,
-        oldest_ms,
         kept,
         new: HashSet::new(),
     })
@@ -560,12 +595,22 @@ pub fn convert(
     request: &ExportMetricsServiceRequest,
     received_ms: i64,
 ) -> Converted {
+    let known = config
+        .known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default();
+    let oldest_ms = config.oldest_kept_ms(received_ms);
     let mut converter = Converter {
         config,
         out: Converted::default(),
         names: Names::default(),
         points: 0,
-        series: series_check(config, request, received_ms),
+        series: series_check(config, request, &known, oldest_ms),
+        known,
+        oldest_ms,
+        families: HashMap::new(),
     };
     for resource_metrics in &request.resource_metrics {
         let attributes = resource_metrics

@@ -33,7 +33,7 @@ use prost::Message as _;
 
 pub use config::{
     DEFAULT_MAX_LABEL_VALUE_BYTES, DEFAULT_MAX_LABELS_PER_SERIES, DEFAULT_MAX_POINTS_PER_REQUEST,
-    DEFAULT_MAX_SERIES, DEFAULT_METRIC_EXPIRATION, KnownSeries, OtlpMetricsConfig,
+    DEFAULT_MAX_SERIES, DEFAULT_METRIC_EXPIRATION, Known, KnownState, OtlpMetricsConfig,
 };
 
 /// The `otlp_metrics` connector type.
@@ -111,9 +111,8 @@ impl PushConnector for OtlpMetrics {
         *config
             .known
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Arc::new(live.series_hashes()));
-        let (series, overflowed) = (live.series() as u64, live.over_limit());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(live.known()));
+        let (series, overflowed) = (live.series() as u64, live.refused());
         Ok(Committed {
             batch,
             state: live.into_kept().encode_to_vec(),

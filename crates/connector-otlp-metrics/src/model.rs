@@ -164,10 +164,10 @@ pub struct Kept {
     /// Families sorted by name.
     #[prost(message, repeated, tag = "1")]
     pub families: Vec<KeptFamily>,
-    /// Points rejected at commit since the connector was created, because a new
-    /// series would have passed `max_series`.
+    /// Points refused at commit since the connector was created: of a new series
+    /// past `max_series`, or of a family whose names clash with a kept one's.
     #[prost(uint64, tag = "2")]
-    pub over_limit: u64,
+    pub refused: u64,
 }
 
 /// The identity of a series as one number: its family name and its labels.

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use connector_core::{Batch, ConnectorError};
 use otlp_common::naming::FamilyKind;
 
-use crate::config::OtlpMetricsConfig;
+use crate::config::{Known, OtlpMetricsConfig};
 use crate::model::{
     Family, Kept, KeptFamily, KeptSeries, Label, Point, Staged, kind_of, overlay, series_hash,
 };
-use crate::samples::each_sample;
+use crate::samples::{clashing_family, each_sample};
 
 struct LiveFamily {
     meta: Family,
@@ -26,7 +26,7 @@ struct LiveFamily {
 pub struct Live {
     families: HashMap<String, LiveFamily>,
     series: usize,
-    over_limit: u64,
+    refused: u64,
 }
 
 /// The kind of a stored family, or an error naming it.
@@ -76,7 +76,7 @@ impl Live {
         Ok(Live {
             families,
             series,
-            over_limit: kept.over_limit,
+            refused: kept.refused,
         })
     }
 
@@ -101,6 +101,24 @@ impl Live {
             let kind = family_kind(&family)?;
             let points = std::mem::take(&mut family.points);
             let common = std::mem::take(&mut family.common);
+            let arrives = self
+                .families
+                .get(&family.name)
+                .is_none_or(|live| live.kind != kind);
+            // `accept` refuses clashes it can see; these came in the same bucket, or
+            // before this process's first commit.
+            if arrives
+                && clashing_family(&family.name, kind, |name| {
+                    self.families
+                        .get(name)
+                        .filter(|f| !f.series.is_empty())
+                        .map(|f| f.kind)
+                })
+                .is_some()
+            {
+                self.refused += points.len() as u64;
+                continue;
+            }
             let live = match self.families.get_mut(&family.name) {
                 Some(live) => live,
                 None => self
@@ -125,7 +143,7 @@ impl Live {
                 let (series, touched) = match live.series.get_mut(&labels) {
                     Some(series) => series,
                     None if self.series >= config.max_series => {
-                        self.over_limit += 1;
+                        self.refused += 1;
                         continue;
                     }
                     None => {
@@ -148,17 +166,27 @@ impl Live {
         Ok(())
     }
 
-    /// Every kept series by [`series_hash`], with the bucket of its last point, for
-    /// `accept` to check new ones against.
-    pub fn series_hashes(&self) -> HashMap<u64, i64> {
-        self.families
+    /// Every kept series by [`series_hash`] and every family, with the bucket of
+    /// their newest point, for `accept` to check new ones against.
+    pub fn known(&self) -> Known {
+        let series = self
+            .families
             .values()
             .flat_map(|f| {
                 f.series
                     .iter()
                     .map(|(labels, (s, _))| (series_hash(&f.meta.name, labels), s.seen_ms))
             })
-            .collect()
+            .collect();
+        let families = self
+            .families
+            .iter()
+            .filter_map(|(name, f)| {
+                let newest = f.series.values().map(|(s, _)| s.seen_ms).max()?;
+                Some((name.clone(), (f.kind, newest)))
+            })
+            .collect();
+        Known { series, families }
     }
 
     /// Series kept.
@@ -166,9 +194,9 @@ impl Live {
         self.series
     }
 
-    /// Points rejected since the connector was created because of `max_series`.
-    pub fn over_limit(&self) -> u64 {
-        self.over_limit
+    /// Points refused at commit since the connector was created ([`Kept::refused`]).
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// The rows of every series this bucket changed, with their running values.
@@ -208,7 +236,7 @@ impl Live {
         });
         Kept {
             families,
-            over_limit: self.over_limit,
+            refused: self.refused,
         }
     }
 }

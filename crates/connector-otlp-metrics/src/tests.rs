@@ -634,3 +634,98 @@ fn summaries_keep_their_quantiles_sum_and_count() {
         "{names:?}"
     );
 }
+
+/// Every sample of `page` in `format`, read by the strict parser, which refuses
+/// a page where two families claim one name.
+fn strict_samples(page: &str, om: bool) -> usize {
+    use connector_prometheus::exposition::{Format, Parser};
+    let format = if om {
+        Format::OpenMetrics
+    } else {
+        Format::Prometheus
+    };
+    let mut samples = 0;
+    for sample in Parser::new(page, format).strict(true) {
+        if let Err(e) = sample {
+            panic!("the strict parser refuses the page: {e}\n{page}");
+        }
+        samples += 1;
+    }
+    samples
+}
+
+#[test]
+fn families_whose_page_names_clash_are_refused_where_they_arrive() {
+    let config =
+        OtlpMetricsConfig::from_json(&serde_json::json!({"metric_expiration": "10s"})).unwrap();
+    let gauge = |name: &str| sum(name, "", 2, false, vec![number(2.0, vec![])]);
+    let counter = |name: &str| sum(name, "", 2, true, vec![number(1.0, vec![])]);
+    // One request: the counter `x` writes `x_total`, so the gauge `x_total` after it
+    // is refused, with the reason.
+    let accepted = push(&config, &request(vec![counter("x"), gauge("x_total")]));
+    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
+    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
+    assert!(
+        body.contains("metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`"),
+        "{body}"
+    );
+    let c = OtlpMetrics
+        .commit(&config, 1_000, &[accepted.staged], None)
+        .unwrap();
+    for om in [false, true] {
+        let accept = if om {
+            otlp_common::exposition::OPENMETRICS
+        } else {
+            "text/plain"
+        };
+        let text = page(&config, &c.state, accept);
+        assert_eq!(
+            strict_samples(&text, om),
+            2,
+            "x_total and target_info: {text}"
+        );
+    }
+    // Once committed, the kept family turns a later clash away in the response.
+    let accepted = push(&config, &request(vec![gauge("x_total")]));
+    assert_eq!((accepted.accepted, accepted.refused), (0, 1));
+    // A process that has not committed yet cannot know: the commit refuses the
+    // family and counts its points.
+    let fresh =
+        OtlpMetricsConfig::from_json(&serde_json::json!({"metric_expiration": "10s"})).unwrap();
+    let accepted = push(&fresh, &request(vec![gauge("x_total")]));
+    assert_eq!((accepted.accepted, accepted.refused), (1, 0));
+    let c = OtlpMetrics
+        .commit(&fresh, 2_000, &[accepted.staged], Some(&c.state))
+        .unwrap();
+    assert_eq!(c.overflowed, 1);
+    let text = page(&fresh, &c.state, "text/plain");
+    assert_eq!(strict_samples(&text, false), 2, "{text}");
+    assert!(text.contains("# TYPE x_total counter"), "{text}");
+    // Two requests of one bucket, neither known: the second family is refused.
+    let first = push(
+        &fresh,
+        &request(vec![histogram("h", 2, vec![1, 0, 0], 1, 1.0)]),
+    );
+    let second = push(&fresh, &request(vec![gauge("h_milliseconds_count")]));
+    let c = OtlpMetrics
+        .commit(
+            &fresh,
+            3_000,
+            &[first.staged, second.staged],
+            Some(&c.state),
+        )
+        .unwrap();
+    assert_eq!(c.overflowed, 2);
+    let text = page(&fresh, &c.state, otlp_common::exposition::OPENMETRICS);
+    strict_samples(&text, true);
+    assert!(!text.contains("# TYPE h_milliseconds_count"), "{text}");
+    // Once `x` has expired, `x_total` is a gauge like any other.
+    let later = push_at(&config, &request(vec![gauge("x_total")]), 20_000);
+    assert_eq!((later.accepted, later.refused), (1, 0));
+    let c = OtlpMetrics
+        .commit(&config, 20_000, &[later.staged], Some(&c.state))
+        .unwrap();
+    let text = page_at(&config, &c.state, "text/plain", 20_000);
+    assert!(text.contains("# TYPE x_total gauge"), "{text}");
+    strict_samples(&text, false);
+}

@@ -525,3 +525,62 @@ async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ra
     let body = page_containing(&daemon, &id, "c{").await;
     assert!(!body.contains("d{"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_whose_page_names_clash_with_a_kept_one_is_refused_in_the_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let bearer = format!("Bearer {INGEST_TOKEN}");
+    let post = |metrics: &[&str]| {
+        let body = format!(
+            r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
+            metrics.join(",")
+        );
+        request(
+            daemon.addr,
+            "POST",
+            "/v1/ingest/cumulative/v1/metrics",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+    };
+    let counter = r#"{"name": "x", "sum": {"dataPoints": [{"asDouble": 1}], "aggregationTemporality": 2, "isMonotonic": true}}"#;
+    let gauge = |name: &str| {
+        format!(r#"{{"name": "{name}", "gauge": {{"dataPoints": [{{"asDouble": 2}}]}}}}"#)
+    };
+    wait_for(
+        "the connector to take requests",
+        Duration::from_secs(10),
+        || (post(&[counter]).status == 200).then_some(()),
+    )
+    .await;
+    let id = support::connector(dir.path(), "cumulative").unwrap().0;
+    page_containing(&daemon, &id, "x_total{").await;
+    // The counter `x` writes `x_total`: a gauge of that name is refused in the
+    // response, naming both; the other gauge of the request is taken.
+    let r = post(&[&gauge("x_total"), &gauge("y")]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        answer["partialSuccess"]["rejectedDataPoints"], "1",
+        "{answer}"
+    );
+    let why = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(
+        why.contains("metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`"),
+        "{why}"
+    );
+    let body = page_containing(&daemon, &id, "y{").await;
+    assert_eq!(body.matches("# TYPE x_total").count(), 1, "{body}");
+    for sample in connector_prometheus::exposition::Parser::new(
+        &body,
+        connector_prometheus::exposition::Format::Prometheus,
+    )
+    .strict(true)
+    {
+        assert!(sample.is_ok(), "{sample:?}\n{body}");
+    }
+}

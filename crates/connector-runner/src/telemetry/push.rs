@@ -134,7 +134,7 @@ impl Telemetry {
             out,
             "connectord_ingest_overflow_items_total",
             "counter",
-            "Items a push connector could not keep in a series of their own because its series had reached their limit (spanmetrics folds them into an overflow series, otlp_metrics rejects them).",
+            "Items a push connector could not keep in a series of their own: spanmetrics folds them into an overflow series once its series reach their limit; otlp_metrics refuses them at commit, past max_series or when their family's names clash with a kept family's.",
         );
         for (labels, p) in pushed() {
             if let Some((_, overflowed)) = p.series {
