@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use connector_prometheus::exposition::{Format, Parser};
 use support::otel::{have_metrics_sdk, run_script};
-use support::{Daemon, request, wait_for};
+use support::{Daemon, Response, request, wait_for};
 
 const INGEST_TOKEN: &str = "ingest-token-0a7e-51c2";
 const READ_TOKEN: &str = "read-token-3f90-c2d8";
@@ -471,57 +471,64 @@ async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ran() {
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path());
-    let bearer = format!("Bearer {INGEST_TOKEN}");
-    let post = |body: &[u8]| {
-        request(
-            daemon.addr,
-            "POST",
-            "/v1/ingest/limited/v1/metrics",
-            &[
-                ("Authorization", bearer.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body),
-        )
-    };
-    let gauges = |names: &[&str]| {
-        let metrics: Vec<String> = names
-            .iter()
-            .map(|n| {
-                format!(r#"{{"name": "{n}", "gauge": {{"dataPoints": [{{"asDouble": 1}}]}}}}"#)
-            })
-            .collect();
-        format!(
-            r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
-            metrics.join(",")
-        )
-    };
-    wait_for(
-        "the connector to take requests",
-        Duration::from_secs(10),
-        || (post(gauges(&["a", "b"]).as_bytes()).status == 200).then_some(()),
+/// Posts an OTLP/JSON request of `metrics` (JSON objects) from service `svc` to
+/// `connector`.
+fn post_metrics(daemon: &Daemon, connector: &str, metrics: &[String]) -> Response {
+    let body = format!(
+        r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
+        metrics.join(",")
+    );
+    request(
+        daemon.addr,
+        "POST",
+        &format!("/v1/ingest/{connector}/v1/metrics"),
+        &[
+            ("Authorization", &format!("Bearer {INGEST_TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
     )
-    .await;
-    let id = support::connector(dir.path(), "limited").unwrap().0;
-    page_containing(&daemon, &id, "b{").await;
-    // Two series kept, three allowed: one more fits, the next is refused in the
-    // response, which names the limit; the known ones are still taken.
-    let r = post(gauges(&["a", "c", "d"]).as_bytes());
+}
+
+/// A gauge of one point, as OTLP/JSON.
+fn gauge(name: &str) -> String {
+    format!(r#"{{"name": "{name}", "gauge": {{"dataPoints": [{{"asDouble": 1}}]}}}}"#)
+}
+
+/// Asserts that `r` is a 200 whose partial success rejected one point, for a reason
+/// that contains `why`.
+fn assert_one_rejected(r: &Response, why: &str) {
     assert_eq!(r.status, 200, "{}", r.body);
     let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
         answer["partialSuccess"]["rejectedDataPoints"], "1",
         "{answer}"
     );
-    let why = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
-    assert!(
-        why.contains("max_series (3): the connector keeps 2 series"),
-        "{why}"
-    );
+    let reason = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
+    assert!(reason.contains(why), "{reason}");
+}
+
+/// Waits until `connector` takes requests, posting `metrics` until it does.
+async fn first_accepted(daemon: &Daemon, connector: &str, metrics: &[String]) {
+    wait_for(
+        "the connector to take requests",
+        Duration::from_secs(10),
+        || (post_metrics(daemon, connector, metrics).status == 200).then_some(()),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    first_accepted(&daemon, "limited", &[gauge("a"), gauge("b")]).await;
+    let id = support::connector(dir.path(), "limited").unwrap().0;
+    page_containing(&daemon, &id, "b{").await;
+    // Two series kept, three allowed: one more fits, the next is refused in the
+    // response, which names the limit; the known ones are still taken.
+    let r = post_metrics(&daemon, "limited", &[gauge("a"), gauge("c"), gauge("d")]);
+    assert_one_rejected(&r, "max_series (3): the connector keeps 2 series");
     let body = page_containing(&daemon, &id, "c{").await;
     assert!(!body.contains("d{"), "{body}");
 }
@@ -530,57 +537,20 @@ async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ra
 async fn a_family_whose_page_names_clash_with_a_kept_one_is_refused_in_the_response() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
-    let bearer = format!("Bearer {INGEST_TOKEN}");
-    let post = |metrics: &[&str]| {
-        let body = format!(
-            r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
-            metrics.join(",")
-        );
-        request(
-            daemon.addr,
-            "POST",
-            "/v1/ingest/cumulative/v1/metrics",
-            &[
-                ("Authorization", bearer.as_str()),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body.as_bytes()),
-        )
-    };
     let counter = r#"{"name": "x", "sum": {"dataPoints": [{"asDouble": 1}], "aggregationTemporality": 2, "isMonotonic": true}}"#;
-    let gauge = |name: &str| {
-        format!(r#"{{"name": "{name}", "gauge": {{"dataPoints": [{{"asDouble": 2}}]}}}}"#)
-    };
-    wait_for(
-        "the connector to take requests",
-        Duration::from_secs(10),
-        || (post(&[counter]).status == 200).then_some(()),
-    )
-    .await;
+    first_accepted(&daemon, "cumulative", &[counter.to_owned()]).await;
     let id = support::connector(dir.path(), "cumulative").unwrap().0;
     page_containing(&daemon, &id, "x_total{").await;
     // The counter `x` writes `x_total`: a gauge of that name is refused in the
     // response, naming both; the other gauge of the request is taken.
-    let r = post(&[&gauge("x_total"), &gauge("y")]);
-    assert_eq!(r.status, 200, "{}", r.body);
-    let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(
-        answer["partialSuccess"]["rejectedDataPoints"], "1",
-        "{answer}"
-    );
-    let why = answer["partialSuccess"]["errorMessage"].as_str().unwrap();
-    assert!(
-        why.contains("metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`"),
-        "{why}"
+    let r = post_metrics(&daemon, "cumulative", &[gauge("x_total"), gauge("y")]);
+    assert_one_rejected(
+        &r,
+        "metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`",
     );
     let body = page_containing(&daemon, &id, "y{").await;
     assert_eq!(body.matches("# TYPE x_total").count(), 1, "{body}");
-    for sample in connector_prometheus::exposition::Parser::new(
-        &body,
-        connector_prometheus::exposition::Format::Prometheus,
-    )
-    .strict(true)
-    {
+    for sample in Parser::new(&body, Format::Prometheus).strict(true) {
         assert!(sample.is_ok(), "{sample:?}\n{body}");
     }
 }
