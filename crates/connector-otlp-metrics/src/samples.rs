@@ -62,19 +62,19 @@ pub fn each_sample<E>(
     Ok(())
 }
 
-/// The names a family takes on a page: its own (OpenMetrics' `# TYPE` line) and its
-/// samples'. Kept beside [`each_sample`], whose names it must cover.
-fn names_taken(family: &str, kind: FamilyKind) -> impl Iterator<Item = String> + '_ {
-    let suffixes: &'static [&'static str] = match kind {
+/// What a family's name takes on a page: itself (OpenMetrics' `# TYPE` line) and
+/// its samples' names. Kept beside [`each_sample`], whose names it must cover.
+fn suffixes_taken(kind: FamilyKind) -> &'static [&'static str] {
+    match kind {
         FamilyKind::Gauge => &[""],
         FamilyKind::Counter => &["", "_total"],
         FamilyKind::Histogram => &["", "_bucket", "_sum", "_count"],
         FamilyKind::Summary => &["", "_sum", "_count"],
-    };
-    suffixes
-        .iter()
-        .map(move |suffix| format!("{family}{suffix}"))
+    }
 }
+
+/// Every suffix some kind takes.
+const ANY_SUFFIX: [&str; 5] = ["", "_total", "_bucket", "_sum", "_count"];
 
 /// Another family, found through `kind_of` (family name to kind), whose names on a
 /// page overlap those of `family` of `kind`: a counter `x` and a gauge `x_total`,
@@ -82,21 +82,27 @@ fn names_taken(family: &str, kind: FamilyKind) -> impl Iterator<Item = String> +
 /// (OpenMetrics forbids the overlap; in text 0.0.4 the second `# TYPE x_total` line
 /// fails the whole scrape), so the family that comes second is refused. A family of
 /// the same name is no clash: a metric that changed kind replaces its series.
+///
+/// It runs for every metric of every request, so it builds one string, not one per
+/// name it tries.
 pub fn clashing_family(
     family: &str,
     kind: FamilyKind,
     kind_of: impl Fn(&str) -> Option<FamilyKind>,
 ) -> Option<String> {
-    for name in names_taken(family, kind) {
-        // Only a family named `name`, or `name` less one suffix, can take `name`.
-        let owners = std::iter::once(name.as_str()).chain(
-            ["_total", "_bucket", "_sum", "_count"]
-                .iter()
-                .filter_map(|suffix| name.strip_suffix(suffix)),
-        );
-        for owner in owners.filter(|owner| *owner != family) {
-            if let Some(owner_kind) = kind_of(owner)
-                && names_taken(owner, owner_kind).any(|taken| taken == name)
+    let mut name = String::with_capacity(family.len() + "_bucket".len());
+    for suffix in suffixes_taken(kind) {
+        name.clear();
+        name.push_str(family);
+        name.push_str(suffix);
+        // Only a family named `name` less a suffix can take `name`.
+        for owner_suffix in ANY_SUFFIX {
+            let Some(owner) = name.strip_suffix(owner_suffix) else {
+                continue;
+            };
+            if owner != family
+                && let Some(owner_kind) = kind_of(owner)
+                && suffixes_taken(owner_kind).contains(&owner_suffix)
             {
                 return Some(owner.to_owned());
             }
@@ -108,6 +114,13 @@ pub fn clashing_family(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names `family` of `kind` takes, the slow way.
+    fn names_taken(family: &str, kind: FamilyKind) -> impl Iterator<Item = String> + '_ {
+        suffixes_taken(kind)
+            .iter()
+            .map(move |suffix| format!("{family}{suffix}"))
+    }
 
     const KINDS: [FamilyKind; 4] = [
         FamilyKind::Gauge,
