@@ -7,6 +7,9 @@
 //!   point to a Prometheus series, encode the staged families and the OTLP response.
 //! - `commit`: a bucket of 100 staged requests folded into the running series and
 //!   written as metric rows.
+//! - `prost_decode_instruments`, `accept_instruments`: the same for requests of 200
+//!   metrics of two points each (`benches::otlp_metrics_instruments`), where what
+//!   a request pays per metric (its family, the names check) shows.
 
 // The allocator connectord runs with (`connectord::Allocator`): a request pays for
 // memory what it pays in the daemon. glibc's malloc and free were 40 % of `accept`'s
@@ -22,6 +25,44 @@ use prost::Message as _;
 
 const POINTS_PER_REQUEST: usize = 510;
 const REQUESTS: usize = 16;
+
+/// Requests of many metrics with few points each.
+fn instruments(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    connector: &OtlpMetrics,
+    config: &<OtlpMetrics as PushConnector>::Config,
+) {
+    const INSTRUMENTS: usize = 200;
+    let requests: Vec<IngestRequest> = (0..REQUESTS as u64)
+        .map(|seed| IngestRequest {
+            path: "v1/metrics".into(),
+            headers: vec![("content-type".into(), "application/x-protobuf".into())],
+            body: benches::otlp_metrics_instruments(INSTRUMENTS, seed),
+            ..IngestRequest::default()
+        })
+        .collect();
+    let points = REQUESTS * INSTRUMENTS * 2;
+    group.throughput(Throughput::Elements(points as u64));
+    group.bench_function("prost_decode_instruments", |b| {
+        b.iter(|| {
+            for request in &requests {
+                let decoded =
+                    ExportMetricsServiceRequest::decode(request.body.as_slice()).expect("decodes");
+                std::hint::black_box(decoded);
+            }
+        });
+    });
+    group.bench_function("accept_instruments", |b| {
+        b.iter(|| {
+            for request in &requests {
+                let accepted = connector.accept(config, request).expect("accepted");
+                assert_eq!(accepted.accepted as usize, INSTRUMENTS * 2);
+                std::hint::black_box(accepted);
+            }
+        });
+    });
+    group.throughput(Throughput::Elements((REQUESTS * POINTS_PER_REQUEST) as u64));
+}
 
 fn decode(c: &mut Criterion) {
     let bodies: Vec<Vec<u8>> = (0..REQUESTS as u64)
@@ -65,6 +106,7 @@ fn decode(c: &mut Criterion) {
             }
         });
     });
+    instruments(&mut group, &connector, &config);
     let staged: Vec<Vec<u8>> = requests
         .iter()
         .map(|r| connector.accept(&config, r).expect("accepted").staged)

@@ -373,6 +373,88 @@ pub fn otlp_metrics(points: usize, seed: u64) -> (Vec<u8>, u64) {
     )
 }
 
+/// An OTLP/HTTP metrics request body (protobuf) shaped like an SDK's export of many
+/// instruments with few series each, where what a request pays per metric shows:
+/// `instruments` metrics of one service, by turns a cumulative counter, a gauge and
+/// a cumulative histogram (5 bounds), each with two points (`outcome` ok and
+/// error). The same arguments always give the same body.
+pub fn otlp_metrics_instruments(instruments: usize, seed: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, metric, number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+
+    const CUMULATIVE: i32 = 2;
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let outcomes = ["ok", "error"];
+    let metrics = (0..instruments)
+        .map(|i| {
+            let name = format!("app.component{}.operation{}", i % 7, i);
+            let number = |rng: &mut Rng| -> Vec<NumberDataPoint> {
+                outcomes
+                    .iter()
+                    .map(|outcome| NumberDataPoint {
+                        attributes: vec![text("outcome", (*outcome).to_owned())],
+                        value: Some(number_data_point::Value::AsDouble(rng.below(1000) as f64)),
+                        ..Default::default()
+                    })
+                    .collect()
+            };
+            let data = match i % 3 {
+                0 => metric::Data::Sum(Sum {
+                    data_points: number(&mut rng),
+                    aggregation_temporality: CUMULATIVE,
+                    is_monotonic: true,
+                }),
+                1 => metric::Data::Gauge(Gauge {
+                    data_points: number(&mut rng),
+                }),
+                _ => metric::Data::Histogram(Histogram {
+                    data_points: outcomes
+                        .iter()
+                        .map(|outcome| {
+                            let counts: Vec<u64> = (0..6).map(|_| rng.below(5)).collect();
+                            HistogramDataPoint {
+                                attributes: vec![text("outcome", (*outcome).to_owned())],
+                                count: counts.iter().sum(),
+                                sum: Some(rng.below(10_000) as f64),
+                                bucket_counts: counts,
+                                explicit_bounds: vec![5.0, 10.0, 50.0, 100.0, 500.0],
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                    aggregation_temporality: CUMULATIVE,
+                }),
+            };
+            Metric {
+                name,
+                unit: if i % 3 == 2 { "ms" } else { "1" }.to_owned(),
+                description: "An operation.".to_owned(),
+                data: Some(data),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "inventory".to_owned())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use connector_prometheus::exposition::{Format, parse};

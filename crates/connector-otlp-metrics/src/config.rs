@@ -60,8 +60,9 @@ pub type KnownState = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Know
 pub struct Known {
     /// Series by hash of family name and labels (`model::series_hash`).
     pub series: std::collections::HashMap<u64, i64>,
-    /// Families by name, with their kind.
-    pub families: std::collections::HashMap<String, (FamilyKind, i64)>,
+    /// Families by name, with their kind. foldhash: looked up for every metric of
+    /// every request, where SipHash was most of the names check's cost.
+    pub families: std::collections::HashMap<String, (FamilyKind, i64), foldhash::fast::RandomState>,
 }
 
 /// The validated config. connectord keeps one per connector and spec for both ingest

@@ -160,8 +160,9 @@ struct Converter<'a> {
     /// Series and families of `known` last seen before this are past
     /// `metric_expiration`: not kept.
     oldest_ms: i64,
-    /// The families this request has taken points of, by name.
-    families: HashMap<String, FamilyKind>,
+    /// The families this request has taken points of, by name (foldhash, as
+    /// `Known::families`).
+    families: HashMap<String, FamilyKind, foldhash::fast::RandomState>,
     /// The series check against `max_series`; `None` when the series kept and the
     /// request's points together cannot pass it.
     series: Option<SeriesCheck>,
@@ -610,7 +611,7 @@ pub fn convert(
         series: series_check(config, request, &known, oldest_ms),
         known,
         oldest_ms,
-        families: HashMap::new(),
+        families: HashMap::default(),
     };
     for resource_metrics in &request.resource_metrics {
         let attributes = resource_metrics
