@@ -477,6 +477,11 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
                     benches::otlp_metrics(points, seed).0,
                 )?;
             }
+            std::fs::write(
+                corpus.join("many-instruments"),
+                benches::otlp_metrics_instruments(9, 1),
+            )?;
+            std::fs::write(corpus.join("clashing-names"), clashing_metrics())?;
         } else if target == "promql_confine" {
             // The hostile queries of the live test and the dashboard's queries.
             for (i, query) in promql_seeds()?.iter().enumerate() {
@@ -498,6 +503,66 @@ fn fuzz(seconds: u64, only: Option<&str>) -> Result<()> {
         run(cmd)?;
     }
     Ok(())
+}
+
+/// An OTLP metrics request whose families clash on the page (a counter `x` and a
+/// gauge `x_total`, a histogram `h` and a gauge `h_count`), for the fuzzer to start
+/// from the names the connector must refuse.
+fn clashing_metrics() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, metric, number_data_point,
+    };
+    use prost::Message as _;
+    let point = || NumberDataPoint {
+        value: Some(number_data_point::Value::AsDouble(1.0)),
+        ..NumberDataPoint::default()
+    };
+    let gauge = |name: &str| Metric {
+        name: name.to_owned(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![point()],
+        })),
+        ..Metric::default()
+    };
+    let metrics = vec![
+        Metric {
+            name: "x".to_owned(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![point()],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+            ..Metric::default()
+        },
+        gauge("x_total"),
+        Metric {
+            name: "h".to_owned(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    count: 1,
+                    sum: Some(1.0),
+                    bucket_counts: vec![1, 0],
+                    explicit_bounds: vec![5.0],
+                    ..HistogramDataPoint::default()
+                }],
+                aggregation_temporality: 2,
+            })),
+            ..Metric::default()
+        },
+        gauge("h_count"),
+    ];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    }
+    .encode_to_vec()
 }
 
 /// PromQL to seed the rewrite's fuzzing with: every `expr` of the Grafana dashboard
