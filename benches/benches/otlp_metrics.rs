@@ -19,103 +19,79 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use connector_core::{IngestRequest, PushConnector};
 use connector_otlp_metrics::OtlpMetrics;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message as _;
 
 const POINTS_PER_REQUEST: usize = 510;
 const REQUESTS: usize = 16;
 
-/// Requests of many metrics with few points each.
-fn instruments(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    connector: &OtlpMetrics,
+/// `prost_decode{suffix}` and `accept{suffix}` over `requests` of `points_each`
+/// points each.
+fn decode_and_accept(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    suffix: &str,
     config: &<OtlpMetrics as PushConnector>::Config,
+    requests: &[IngestRequest],
+    points_each: usize,
 ) {
-    const INSTRUMENTS: usize = 200;
-    let requests: Vec<IngestRequest> = (0..REQUESTS as u64)
-        .map(|seed| IngestRequest {
-            path: "v1/metrics".into(),
-            headers: vec![("content-type".into(), "application/x-protobuf".into())],
-            body: benches::otlp_metrics_instruments(INSTRUMENTS, seed),
-            ..IngestRequest::default()
-        })
-        .collect();
-    let points = REQUESTS * INSTRUMENTS * 2;
-    group.throughput(Throughput::Elements(points as u64));
-    group.bench_function("prost_decode_instruments", |b| {
+    group.throughput(Throughput::Elements((requests.len() * points_each) as u64));
+    group.bench_function(format!("prost_decode{suffix}"), |b| {
         b.iter(|| {
-            for request in &requests {
+            for request in requests {
                 let decoded =
                     ExportMetricsServiceRequest::decode(request.body.as_slice()).expect("decodes");
                 std::hint::black_box(decoded);
             }
         });
     });
-    group.bench_function("accept_instruments", |b| {
+    group.bench_function(format!("accept{suffix}"), |b| {
         b.iter(|| {
-            for request in &requests {
-                let accepted = connector.accept(config, request).expect("accepted");
-                assert_eq!(accepted.accepted as usize, INSTRUMENTS * 2);
+            for request in requests {
+                let accepted = OtlpMetrics.accept(config, request).expect("accepted");
+                assert_eq!(accepted.accepted as usize, points_each);
                 std::hint::black_box(accepted);
             }
         });
     });
-    group.throughput(Throughput::Elements((REQUESTS * POINTS_PER_REQUEST) as u64));
 }
 
 fn decode(c: &mut Criterion) {
-    let bodies: Vec<Vec<u8>> = (0..REQUESTS as u64)
-        .map(|seed| benches::otlp_metrics(POINTS_PER_REQUEST, seed).0)
-        .collect();
-    let bytes: usize = bodies.iter().map(Vec::len).sum();
-    let connector = OtlpMetrics;
-    let config = connector
+    let config = OtlpMetrics
         .validate_config(&serde_json::Value::Null)
         .expect("config");
-    let requests: Vec<IngestRequest> = bodies
-        .iter()
-        .map(|body| IngestRequest {
-            path: "v1/metrics".into(),
-            headers: vec![("content-type".into(), "application/x-protobuf".into())],
-            body: body.clone(),
-            ..IngestRequest::default()
+    let requests: Vec<IngestRequest> = (0..REQUESTS as u64)
+        .map(|seed| {
+            let body = benches::otlp_metrics(POINTS_PER_REQUEST, seed).0;
+            benches::protobuf_ingest("v1/metrics", body)
         })
         .collect();
+    let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
     eprintln!(
         "{REQUESTS} bodies of {POINTS_PER_REQUEST} points, {bytes} bytes ({} bytes a point)",
         bytes / (REQUESTS * POINTS_PER_REQUEST)
     );
     let mut group = c.benchmark_group("otlp_metrics");
-    group.throughput(Throughput::Elements((REQUESTS * POINTS_PER_REQUEST) as u64));
-    group.bench_function("prost_decode", |b| {
-        b.iter(|| {
-            for body in &bodies {
-                let request =
-                    ExportMetricsServiceRequest::decode(body.as_slice()).expect("decodes");
-                std::hint::black_box(request);
-            }
-        });
-    });
-    group.bench_function("accept", |b| {
-        b.iter(|| {
-            for request in &requests {
-                let accepted = connector.accept(&config, request).expect("accepted");
-                assert_eq!(accepted.accepted as usize, POINTS_PER_REQUEST);
-                std::hint::black_box(accepted);
-            }
-        });
-    });
-    instruments(&mut group, &connector, &config);
+    decode_and_accept(&mut group, "", &config, &requests, POINTS_PER_REQUEST);
+    // An SDK exporting many instruments: what a request pays per metric shows.
+    const INSTRUMENTS: usize = 200;
+    let many: Vec<IngestRequest> = (0..REQUESTS as u64)
+        .map(|seed| {
+            let body = benches::otlp_metrics_instruments(INSTRUMENTS, seed);
+            benches::protobuf_ingest("v1/metrics", body)
+        })
+        .collect();
+    decode_and_accept(&mut group, "_instruments", &config, &many, INSTRUMENTS * 2);
     let staged: Vec<Vec<u8>> = requests
         .iter()
-        .map(|r| connector.accept(&config, r).expect("accepted").staged)
+        .map(|r| OtlpMetrics.accept(&config, r).expect("accepted").staged)
         .collect();
     let bucket: Vec<Vec<u8>> = staged.iter().cycle().take(100).cloned().collect();
     group.throughput(Throughput::Elements((100 * POINTS_PER_REQUEST) as u64));
     group.bench_function("commit", |b| {
         b.iter(|| {
-            let committed = connector
+            let committed = OtlpMetrics
                 .commit(&config, 0, &bucket, None)
                 .expect("commits");
             std::hint::black_box(committed);

@@ -32,12 +32,7 @@ fn decode(c: &mut Criterion) {
         .expect("config");
     let requests: Vec<IngestRequest> = bodies
         .iter()
-        .map(|body| IngestRequest {
-            path: "v1/traces".into(),
-            headers: vec![("content-type".into(), "application/x-protobuf".into())],
-            body: body.clone(),
-            ..IngestRequest::default()
-        })
+        .map(|body| benches::protobuf_ingest("v1/traces", body.clone()))
         .collect();
     eprintln!(
         "{REQUESTS} bodies of {SPANS_PER_REQUEST} spans, {bytes} bytes ({} bytes a span)",

@@ -238,6 +238,17 @@ pub fn otlp_traces(spans: usize, seed: u64) -> Vec<u8> {
     ExportTraceServiceRequest { resource_spans }.encode_to_vec()
 }
 
+/// An OTLP/HTTP request to a push connector, as connectord hands it over: `body`
+/// in protobuf, posted to the ingest `path` (`v1/traces`, `v1/metrics`).
+pub fn protobuf_ingest(path: &str, body: Vec<u8>) -> connector_core::IngestRequest {
+    connector_core::IngestRequest {
+        path: path.into(),
+        headers: vec![("content-type".into(), "application/x-protobuf".into())],
+        body,
+        ..connector_core::IngestRequest::default()
+    }
+}
+
 /// The data points of [`otlp_metrics`] that are delta counter increments of 1: a
 /// load test checks the committed counters add up to exactly these.
 pub const OTLP_COUNTER_NAME: &str = "http.server.requests";
