@@ -336,28 +336,11 @@ async fn bad_input_gets_a_clear_answer_and_commits_nothing_half_way() {
     use opentelemetry_proto::tonic::metrics::v1::{Histogram, HistogramDataPoint, Metric, metric};
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
-    let bearer = format!("Bearer {INGEST_TOKEN}");
     let post = |content_type: &str, extra: &[(&str, &str)], body: &[u8]| {
-        let mut headers = vec![
-            ("Authorization", bearer.as_str()),
-            ("Content-Type", content_type),
-        ];
-        headers.extend_from_slice(extra);
-        request(
-            daemon.addr,
-            "POST",
-            "/v1/ingest/cumulative/v1/metrics",
-            &headers,
-            Some(body),
-        )
+        post_body(&daemon, "cumulative", content_type, extra, body)
     };
     let good = body(vec![number_metric("good.gauge", None, 1.5)]);
-    wait_for(
-        "the connector to take requests",
-        Duration::from_secs(10),
-        || (post("application/x-protobuf", &[], &good).status == 200).then_some(()),
-    )
-    .await;
+    until_taken(|| post("application/x-protobuf", &[], &good)).await;
 
     let truncated = &good[..good.len() - 4];
     let r = post("application/x-protobuf", &[], truncated);
@@ -478,15 +461,30 @@ fn post_metrics(daemon: &Daemon, connector: &str, metrics: &[String]) -> Respons
         r#"{{"resourceMetrics": [{{"resource": {{"attributes": [{{"key": "service.name", "value": {{"stringValue": "svc"}}}}]}}, "scopeMetrics": [{{"metrics": [{}]}}]}}]}}"#,
         metrics.join(",")
     );
+    post_body(daemon, connector, "application/json", &[], body.as_bytes())
+}
+
+/// Posts `body` as `content_type`, with `extra` headers, to `connector`'s OTLP
+/// metrics path with the ingest token.
+fn post_body(
+    daemon: &Daemon,
+    connector: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let bearer = format!("Bearer {INGEST_TOKEN}");
+    let mut headers = vec![
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", content_type),
+    ];
+    headers.extend_from_slice(extra);
     request(
         daemon.addr,
         "POST",
         &format!("/v1/ingest/{connector}/v1/metrics"),
-        &[
-            ("Authorization", &format!("Bearer {INGEST_TOKEN}")),
-            ("Content-Type", "application/json"),
-        ],
-        Some(body.as_bytes()),
+        &headers,
+        Some(body),
     )
 }
 
@@ -508,12 +506,12 @@ fn assert_one_rejected(r: &Response, why: &str) {
     assert!(reason.contains(why), "{reason}");
 }
 
-/// Waits until `connector` takes requests, posting `metrics` until it does.
-async fn first_accepted(daemon: &Daemon, connector: &str, metrics: &[String]) {
+/// Waits until the connector takes requests, sending with `send` until one is a 200.
+async fn until_taken(send: impl Fn() -> Response) {
     wait_for(
         "the connector to take requests",
         Duration::from_secs(10),
-        || (post_metrics(daemon, connector, metrics).status == 200).then_some(()),
+        || (send().status == 200).then_some(()),
     )
     .await;
 }
@@ -522,7 +520,7 @@ async fn first_accepted(daemon: &Daemon, connector: &str, metrics: &[String]) {
 async fn new_series_past_max_series_are_refused_in_the_response_once_a_commit_ran() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
-    first_accepted(&daemon, "limited", &[gauge("a"), gauge("b")]).await;
+    until_taken(|| post_metrics(&daemon, "limited", &[gauge("a"), gauge("b")])).await;
     let id = support::connector(dir.path(), "limited").unwrap().0;
     page_containing(&daemon, &id, "b{").await;
     // Two series kept, three allowed: one more fits, the next is refused in the
@@ -538,7 +536,7 @@ async fn a_family_whose_page_names_clash_with_a_kept_one_is_refused_in_the_respo
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
     let counter = r#"{"name": "x", "sum": {"dataPoints": [{"asDouble": 1}], "aggregationTemporality": 2, "isMonotonic": true}}"#;
-    first_accepted(&daemon, "cumulative", &[counter.to_owned()]).await;
+    until_taken(|| post_metrics(&daemon, "cumulative", &[counter.to_owned()])).await;
     let id = support::connector(dir.path(), "cumulative").unwrap().0;
     page_containing(&daemon, &id, "x_total{").await;
     // The counter `x` writes `x_total`: a gauge of that name is refused in the
