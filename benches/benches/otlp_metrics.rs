@@ -19,43 +19,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use connector_core::{IngestRequest, PushConnector};
 use connector_otlp_metrics::OtlpMetrics;
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use prost::Message as _;
+
+mod push;
 
 const POINTS_PER_REQUEST: usize = 510;
 const REQUESTS: usize = 16;
-
-/// `prost_decode{suffix}` and `accept{suffix}` over `requests` of `points_each`
-/// points each.
-fn decode_and_accept(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    suffix: &str,
-    config: &<OtlpMetrics as PushConnector>::Config,
-    requests: &[IngestRequest],
-    points_each: usize,
-) {
-    group.throughput(Throughput::Elements((requests.len() * points_each) as u64));
-    group.bench_function(format!("prost_decode{suffix}"), |b| {
-        b.iter(|| {
-            for request in requests {
-                let decoded =
-                    ExportMetricsServiceRequest::decode(request.body.as_slice()).expect("decodes");
-                std::hint::black_box(decoded);
-            }
-        });
-    });
-    group.bench_function(format!("accept{suffix}"), |b| {
-        b.iter(|| {
-            for request in requests {
-                let accepted = OtlpMetrics.accept(config, request).expect("accepted");
-                assert_eq!(accepted.accepted as usize, points_each);
-                std::hint::black_box(accepted);
-            }
-        });
-    });
-}
 
 fn decode(c: &mut Criterion) {
     let config = OtlpMetrics
@@ -73,7 +43,14 @@ fn decode(c: &mut Criterion) {
         bytes / (REQUESTS * POINTS_PER_REQUEST)
     );
     let mut group = c.benchmark_group("otlp_metrics");
-    decode_and_accept(&mut group, "", &config, &requests, POINTS_PER_REQUEST);
+    push::decode_and_accept::<_, ExportMetricsServiceRequest>(
+        &mut group,
+        "",
+        &OtlpMetrics,
+        &config,
+        &requests,
+        POINTS_PER_REQUEST,
+    );
     // An SDK exporting many instruments: what a request pays per metric shows.
     const INSTRUMENTS: usize = 200;
     let many: Vec<IngestRequest> = (0..REQUESTS as u64)
@@ -82,21 +59,21 @@ fn decode(c: &mut Criterion) {
             benches::protobuf_ingest("v1/metrics", body)
         })
         .collect();
-    decode_and_accept(&mut group, "_instruments", &config, &many, INSTRUMENTS * 2);
-    let staged: Vec<Vec<u8>> = requests
-        .iter()
-        .map(|r| OtlpMetrics.accept(&config, r).expect("accepted").staged)
-        .collect();
-    let bucket: Vec<Vec<u8>> = staged.iter().cycle().take(100).cloned().collect();
-    group.throughput(Throughput::Elements((100 * POINTS_PER_REQUEST) as u64));
-    group.bench_function("commit", |b| {
-        b.iter(|| {
-            let committed = OtlpMetrics
-                .commit(&config, 0, &bucket, None)
-                .expect("commits");
-            std::hint::black_box(committed);
-        });
-    });
+    push::decode_and_accept::<_, ExportMetricsServiceRequest>(
+        &mut group,
+        "_instruments",
+        &OtlpMetrics,
+        &config,
+        &many,
+        INSTRUMENTS * 2,
+    );
+    push::commit_bucket(
+        &mut group,
+        &OtlpMetrics,
+        &config,
+        &requests,
+        POINTS_PER_REQUEST,
+    );
     group.finish();
 }
 

@@ -10,9 +10,10 @@
 
 use connector_core::{IngestRequest, PushConnector};
 use connector_spanmetrics::SpanMetrics;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
+
+mod push;
 
 const SPANS_PER_REQUEST: usize = 512;
 const REQUESTS: usize = 16;
@@ -39,38 +40,21 @@ fn decode(c: &mut Criterion) {
         bytes / (REQUESTS * SPANS_PER_REQUEST)
     );
     let mut group = c.benchmark_group("spanmetrics");
-    group.throughput(Throughput::Elements((REQUESTS * SPANS_PER_REQUEST) as u64));
-    group.bench_function("prost_decode", |b| {
-        b.iter(|| {
-            for body in &bodies {
-                let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("decodes");
-                std::hint::black_box(request);
-            }
-        });
-    });
-    group.bench_function("accept", |b| {
-        b.iter(|| {
-            for request in &requests {
-                let accepted = connector.accept(&config, request).expect("accepted");
-                assert_eq!(accepted.accepted as usize, SPANS_PER_REQUEST);
-                std::hint::black_box(accepted);
-            }
-        });
-    });
-    let staged: Vec<Vec<u8>> = requests
-        .iter()
-        .map(|r| connector.accept(&config, r).expect("accepted").staged)
-        .collect();
-    let bucket: Vec<Vec<u8>> = staged.iter().cycle().take(100).cloned().collect();
-    group.throughput(Throughput::Elements((100 * SPANS_PER_REQUEST) as u64));
-    group.bench_function("commit", |b| {
-        b.iter(|| {
-            let committed = connector
-                .commit(&config, 0, &bucket, None)
-                .expect("commits");
-            std::hint::black_box(committed);
-        });
-    });
+    push::decode_and_accept::<_, ExportTraceServiceRequest>(
+        &mut group,
+        "",
+        &connector,
+        &config,
+        &requests,
+        SPANS_PER_REQUEST,
+    );
+    push::commit_bucket(
+        &mut group,
+        &connector,
+        &config,
+        &requests,
+        SPANS_PER_REQUEST,
+    );
     group.finish();
 }
 
