@@ -113,6 +113,14 @@ fn push_at(
         .unwrap_or_else(|r| panic!("refused: {}", String::from_utf8_lossy(&r.body)))
 }
 
+/// Asserts how many points `accepted` took and refused, and that its response
+/// names `why`.
+fn assert_taken_and_refused(accepted: &Accepted, counts: (u64, u64), why: &str) {
+    assert_eq!((accepted.accepted, accepted.refused), counts);
+    let body = String::from_utf8_lossy(&accepted.response.body);
+    assert!(body.contains(why), "{body}");
+}
+
 fn page(config: &OtlpMetricsConfig, state: &[u8], accept: &str) -> String {
     page_at(config, state, accept, 0)
 }
@@ -310,11 +318,10 @@ fn unrepresentable_points_are_counted_never_dropped() {
         &config,
         &request(vec![exp, nan_counter, unspecified, gauge_nan]),
     );
-    assert_eq!((accepted.accepted, accepted.refused), (1, 5));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(
-        body.contains("exponential histograms have no Prometheus text form"),
-        "{body}"
+    assert_taken_and_refused(
+        &accepted,
+        (1, 5),
+        "exponential histograms have no Prometheus text form",
     );
 }
 
@@ -336,9 +343,7 @@ fn empty_names_are_rejected_and_reserved_ones_sanitised() {
             sum("x", "", 2, false, vec![number(1.0, vec![kv("ok", "y")])]),
         ]),
     );
-    assert_eq!((accepted.accepted, accepted.refused), (2, 2));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(body.contains("an attribute has an empty key"), "{body}");
+    assert_taken_and_refused(&accepted, (2, 2), "an attribute has an empty key");
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
@@ -379,9 +384,7 @@ fn limits_reject_with_their_names_and_series_expire() {
     let accepted = push(&config, &request(vec![sum("g", "", 2, false, points)]));
     // Two series fit in one request; the third point would be a third series; the
     // fourth and fifth pass max_points_per_request.
-    assert_eq!((accepted.accepted, accepted.refused), (2, 3));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(body.contains("a new series past max_series (2)"), "{body}");
+    assert_taken_and_refused(&accepted, (2, 3), "a new series past max_series (2)");
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
@@ -394,9 +397,7 @@ fn limits_reject_with_their_names_and_series_expire() {
         .map(|i| number(1.0, vec![kv("i", &i.to_string())]))
         .to_vec();
     let accepted = push(&config, &request(vec![sum("g", "", 2, false, more)]));
-    assert_eq!((accepted.accepted, accepted.refused), (1, 2));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(body.contains("the connector keeps 2 series"), "{body}");
+    assert_taken_and_refused(&accepted, (1, 2), "the connector keeps 2 series");
     let c = OtlpMetrics
         .commit(&config, 2_000, &[accepted.staged], Some(&c.state))
         .unwrap();
@@ -496,11 +497,10 @@ fn pages_stay_valid_for_negative_bounds_negative_sums_and_empty_keys() {
         .attributes
         .push(kv("", "orphan"));
     let accepted = push(&config, &req);
-    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(
-        body.contains("histogram sum -1 is negative but no bound is"),
-        "{body}"
+    assert_taken_and_refused(
+        &accepted,
+        (1, 1),
+        "histogram sum -1 is negative but no bound is",
     );
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
@@ -546,11 +546,10 @@ fn label_limits_reject_points_naming_the_limit() {
             ],
         )]),
     );
-    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(
-        body.contains("7 labels, more than max_labels_per_series (6)"),
-        "{body}"
+    assert_taken_and_refused(
+        &accepted,
+        (1, 1),
+        "7 labels, more than max_labels_per_series (6)",
     );
 }
 
@@ -568,11 +567,10 @@ fn a_long_label_value_names_the_label() {
             vec![number(1.0, vec![kv("a", "12345678901234")])],
         )]),
     );
-    assert_eq!((accepted.accepted, accepted.refused), (0, 1));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(
-        body.contains("label `a` has 14 bytes, more than max_label_value_bytes (13)"),
-        "{body}"
+    assert_taken_and_refused(
+        &accepted,
+        (0, 1),
+        "label `a` has 14 bytes, more than max_label_value_bytes (13)",
     );
 }
 
@@ -663,11 +661,10 @@ fn families_whose_page_names_clash_are_refused_where_they_arrive() {
     // One request: the counter `x` writes `x_total`, so the gauge `x_total` after it
     // is refused, with the reason.
     let accepted = push(&config, &request(vec![counter("x"), gauge("x_total")]));
-    assert_eq!((accepted.accepted, accepted.refused), (1, 1));
-    let body = String::from_utf8_lossy(&accepted.response.body).into_owned();
-    assert!(
-        body.contains("metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`"),
-        "{body}"
+    assert_taken_and_refused(
+        &accepted,
+        (1, 1),
+        "metric `x_total` becomes family `x_total`, whose names on the scrape page clash with those of family `x`",
     );
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
