@@ -172,6 +172,12 @@ impl Response {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
+    /// Asserts the status and that the body contains `text`.
+    pub fn assert_says(&self, status: u16, text: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert!(self.body.contains(text), "{}", self.body);
+    }
+
     /// The `{"error":{"code","message"}}` body of an error response.
     pub fn error(&self) -> (String, String) {
         let v = self.json();
