@@ -10,6 +10,7 @@ use connector_runner::{BucketChunk, PendingBucket, StoreError, StoreErrorKind, T
 use tokio_postgres::Client;
 
 use crate::backend;
+use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
 
 pub(crate) async fn next_bucket(
@@ -72,12 +73,22 @@ pub(crate) async fn read_bucket(
             }
         })
         .collect();
+    let layout = Layout::of(client, &source.database, &source.table)
+        .await?
+        .ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::NotFound,
+                format!(
+                    "table `{}.{}` of a committed bucket does not exist; was it dropped?",
+                    source.database, source.table
+                ),
+            )
+        })?;
     let sql = format!(
-        "SELECT {ROW_POSITION}, {} FROM {}.{} WHERE {ROW_POSITION} > $1 AND {ROW_POSITION} <= $2 \
+        "SELECT {ROW_POSITION}, {} FROM {} WHERE {ROW_POSITION} > $1 AND {ROW_POSITION} <= $2 \
          ORDER BY {ROW_POSITION} LIMIT $3",
         columns.join(", "),
-        quote_ident(&source.database),
-        quote_ident(&source.table)
+        layout.rows_between(&source.database, &source.table)
     );
     let rows = client
         .query(

@@ -1,13 +1,13 @@
 //! Large metric batches: the ledger row and the samples in one transaction, the
-//! samples through `COPY ... FROM STDIN BINARY`.
+//! samples' chunks (`layout.rs`) through `COPY ... FROM STDIN BINARY`.
 //!
-//! The one-statement commit (`sink::write_bucket`) sends the rows as arrays and
-//! inserts them from `unnest`, one heap insert at a time; COPY inserts them in
-//! groups (`heap_multi_insert`) and skips the arrays. It costs round trips of its
-//! own (begin, ledger row, COPY, commit), so it is only for batches of at least
+//! The one-statement commit (`sink::write_bucket`) inserts a bucket as one chunk;
+//! COPY streams chunks as the parts of a tick come. It costs round trips of its own
+//! (begin, ledger row, COPY, commit), so it is only for batches of at least
 //! [`COPY_FROM_ROWS`] rows, where they are a small part of the work; the ticks that
 //! the scheduling bench counts round trips for keep the one statement.
 
+use std::ops::Range;
 use std::pin::Pin;
 
 use connector_core::Batch;
@@ -18,14 +18,49 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend;
-use crate::layout::Layout;
-use crate::schema::ROW_POSITION;
+use crate::layout::{CHUNK_ROWS, Layout};
 use crate::sink::{Cell, cell, write_ledger};
 
 /// Metric batches with at least this many rows go in through COPY.
 pub(crate) const COPY_FROM_ROWS: usize = 1_000;
 
-/// A COPY into a metric table's samples, open in a transaction. Dropped unfinished,
+// The one-statement commit writes a bucket as a single chunk.
+const _: () = assert!(COPY_FROM_ROWS <= CHUNK_ROWS);
+
+/// One chunk of samples as the columns of its record: timestamps, series ids,
+/// values, each an array.
+pub(crate) struct Chunk<'a> {
+    pub(crate) timestamps: Vec<Cell<'a>>,
+    pub(crate) series: &'a [i64],
+    pub(crate) values: Vec<Cell<'a>>,
+}
+
+/// Rows `rows` of `batch` (in `metric_rows::schema()`'s column order) as one chunk,
+/// row `i` with series id `series[i]`.
+pub(crate) fn chunk<'a>(batch: &'a Batch, series: &'a [i64], rows: Range<usize>) -> Chunk<'a> {
+    let mut timestamps = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
+    for row in batch.rows().skip(rows.start).take(rows.len()) {
+        timestamps.push(cell(row.at(0)));
+        values.push(cell(row.at(2)));
+    }
+    Chunk {
+        timestamps,
+        series: &series[rows],
+        values,
+    }
+}
+
+/// The chunks of `batch`, [`CHUNK_ROWS`] rows at most, each with its first row's
+/// offset in the batch.
+fn chunks<'a>(batch: &'a Batch, series: &'a [i64]) -> impl Iterator<Item = (usize, Chunk<'a>)> {
+    (0..batch.len()).step_by(CHUNK_ROWS).map(move |start| {
+        let end = (start + CHUNK_ROWS).min(batch.len());
+        (start, chunk(batch, series, start..end))
+    })
+}
+
+/// A COPY into a metric table's chunks, open in a transaction. Dropped unfinished,
 /// it fails the COPY, and the transaction with it.
 pub(crate) struct SamplesCopy {
     writer: Pin<Box<BinaryCopyInWriter>>,
@@ -35,14 +70,20 @@ impl SamplesCopy {
     pub(crate) async fn start(tx: &Transaction<'_>, target: &Target) -> Result<Self, StoreError> {
         let sink = tx
             .copy_in(&format!(
-                "COPY {} (\"timestamp\", series, value, {ROW_POSITION}) FROM STDIN BINARY",
+                "COPY {} (first_row, last_row, \"timestamp\", series, value) FROM STDIN BINARY",
                 Layout::Metric.positions_table(&target.database, &target.table)
             ))
             .await
             .map_err(backend("cannot start copying the samples"))?;
         let writer = BinaryCopyInWriter::new(
             sink,
-            &[Type::TIMESTAMPTZ, Type::INT8, Type::FLOAT8, Type::INT8],
+            &[
+                Type::INT8,
+                Type::INT8,
+                Type::TIMESTAMPTZ_ARRAY,
+                Type::INT8_ARRAY,
+                Type::FLOAT8_ARRAY,
+            ],
         );
         Ok(SamplesCopy {
             writer: Box::pin(writer),
@@ -50,21 +91,24 @@ impl SamplesCopy {
     }
 
     /// Copies the samples of `batch` (in `metric_rows::schema()`'s column order),
-    /// row `i` with series id `series[i]` at position `first_row + i`.
+    /// row `i` with series id `series[i]` at position `first_row + i`, in chunks.
     pub(crate) async fn write(
         &mut self,
         batch: &Batch,
         series: &[i64],
         first_row: i64,
     ) -> Result<(), StoreError> {
-        for ((row, id), position) in batch.rows().zip(series).zip(first_row..) {
+        for (offset, chunk) in chunks(batch, series) {
+            let first = first_row + to_i64(offset as u64);
+            let last = first + to_i64(chunk.series.len() as u64) - 1;
             self.writer
                 .as_mut()
                 .write(&[
-                    &cell(row.at(0)),
-                    &Cell::Integer(*id),
-                    &cell(row.at(2)),
-                    &position,
+                    &first,
+                    &last,
+                    &chunk.timestamps,
+                    &chunk.series,
+                    &chunk.values,
                 ])
                 .await
                 .map_err(backend("cannot copy the samples"))?;

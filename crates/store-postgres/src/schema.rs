@@ -208,7 +208,15 @@ CREATE TABLE connectord.discoveries (
         sql: "ALTER TABLE connectord.connectors ADD COLUMN org_id text NOT NULL DEFAULT 'default';
 CREATE INDEX connectors_by_org ON connectord.connectors (org_id, id COLLATE \"C\");",
     },
+    Migration {
+        version: CHUNKS_VERSION,
+        description: "metric samples in chunks of up to 1,024 a record, not a record each",
+        sql: "-- the tables are rewritten by layout::rewrite_sample_records, which needs the ledger and each table's name",
+    },
 ];
+
+/// The migration after which metric tables hold their samples in chunks.
+const CHUNKS_VERSION: i64 = 10;
 
 /// The column every target table gets for destinations: the row's position, unique
 /// across the database and increasing with each commit, so the ledger can name a
@@ -264,6 +272,9 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
             description = migration.description,
             "connectord schema migrated"
         );
+    }
+    if current < CHUNKS_VERSION {
+        crate::layout::rewrite_sample_records(&tx).await?;
     }
     tx.commit()
         .await

@@ -16,7 +16,7 @@ use connector_runner::{
 use postgres_types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-use crate::copy::{COPY_FROM_ROWS, write_samples_by_copy};
+use crate::copy::{COPY_FROM_ROWS, chunk, write_samples_by_copy};
 use crate::layout::Layout;
 use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
@@ -284,16 +284,15 @@ impl Sink for PgStore {
         let layout = Layout::of(&tx, &target.database, &target.table)
             .await?
             .unwrap_or(Layout::Rows);
-        let delete = format!(
-            "DELETE FROM {} WHERE {ROW_POSITION} BETWEEN $1 AND $2",
-            layout.positions_table(&target.database, &target.table)
-        );
+        let delete = layout.delete_between_sql(&target.database, &target.table);
         for bucket in &buckets {
             let (first, last): (i64, i64) = (bucket.get(0), bucket.get(1));
-            report.rows += tx
-                .execute(&delete, &[&first, &last])
+            let deleted: i64 = tx
+                .query_one(&delete, &[&first, &last])
                 .await
-                .map_err(backend("cannot prune rows"))?;
+                .map_err(backend("cannot prune rows"))?
+                .get(0);
+            report.rows += u64::try_from(deleted).unwrap_or(0);
             report.buckets += 1;
         }
         tx.commit()
@@ -322,11 +321,7 @@ impl Sink for PgStore {
                     .map_err(backend("cannot count the table's rows"))
             }
         };
-        let rows = count(format!(
-            "SELECT count(*) FROM {}",
-            layout.positions_table(database, table)
-        ))
-        .await?;
+        let rows = count(layout.count_sql(database, table)).await?;
         let series = match layout {
             Layout::Rows => None,
             Layout::Metric => Some(
@@ -446,7 +441,7 @@ pub(crate) async fn reserve_positions(client: &Client, rows: usize) -> Result<i6
 /// statement needs no prepare round trip, whatever the batch's size.
 ///
 /// `series` holds each row's series id when the table has the metric layout: the
-/// rows then go into its samples table as (timestamp, series, value).
+/// batch, under [`COPY_FROM_ROWS`] rows, then goes in as one chunk.
 pub(crate) async fn write_bucket(
     client: &impl GenericClient,
     target: &Target,
@@ -459,34 +454,38 @@ pub(crate) async fn write_bucket(
     const FIXED: usize = 8;
     let rows = to_i64(batch.len() as u64);
     let columns = match series {
-        Some(series) => sample_columns(batch, series),
+        Some(series) => chunk_columns(batch, series),
         None => row_columns(batch),
     };
-    let table = match series {
-        Some(_) => Layout::Metric.positions_table(&target.database, &target.table),
-        None => format!(
-            "{}.{}",
-            quote_ident(&target.database),
-            quote_ident(&target.table)
-        ),
-    };
-    let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
     let arrays: Vec<String> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| format!("${}::{}[]", i + FIXED + 1, c.sql_type))
         .collect();
-    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let written = match series {
+        Some(_) => format!(
+            "INSERT INTO {} (first_row, last_row, \"timestamp\", series, value) \
+             SELECT $7, $7 + $6 - 1, {} WHERE $6 > 0 AND EXISTS (SELECT 1 FROM ledger)",
+            Layout::Metric.positions_table(&target.database, &target.table),
+            arrays.join(", ")
+        ),
+        None => {
+            let names: Vec<String> = columns.iter().map(|c| quote_ident(c.name)).collect();
+            let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+            format!(
+                "INSERT INTO {}.{} ({names}, {ROW_POSITION}) \
+                 SELECT {aliases}, $7 + n - 1 FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) \
+                 WHERE EXISTS (SELECT 1 FROM ledger)",
+                quote_ident(&target.database),
+                quote_ident(&target.table),
+                names = names.join(", "),
+                aliases = aliases.join(", "),
+                arrays = arrays.join(", "),
+            )
+        }
+    };
     let sql = format!(
-        "WITH ledger AS ({LEDGER_INSERT}), \
-         written AS ( \
-           INSERT INTO {table} ({names}, {ROW_POSITION}) \
-           SELECT {aliases}, $7 + n - 1 FROM unnest({arrays}) WITH ORDINALITY AS u({aliases}, n) \
-           WHERE EXISTS (SELECT 1 FROM ledger)) \
-         SELECT count(*) FROM ledger",
-        names = names.join(", "),
-        aliases = aliases.join(", "),
-        arrays = arrays.join(", "),
+        "WITH ledger AS ({LEDGER_INSERT}), written AS ({written}) SELECT count(*) FROM ledger"
     );
     let mut params = ledger_params(target, lease, &rows, &first_row);
     params.extend(
@@ -616,32 +615,27 @@ struct Column<'a> {
     cells: Vec<Cell<'a>>,
 }
 
-/// A metric batch's columns in its samples table: (timestamp, series id, value).
-fn sample_columns<'a>(batch: &'a Batch, series: &[i64]) -> Vec<Column<'a>> {
-    let mut timestamps = Vec::with_capacity(batch.len());
-    let mut values = Vec::with_capacity(batch.len());
-    for row in batch.rows() {
-        timestamps.push(cell(row.at(0)));
-        values.push(cell(row.at(2)));
-    }
+/// A metric batch as one chunk's columns: timestamps, series ids and values.
+fn chunk_columns<'a>(batch: &'a Batch, series: &'a [i64]) -> Vec<Column<'a>> {
+    let chunk = chunk(batch, series, 0..batch.len());
     vec![
         Column {
             name: "timestamp",
             sql_type: "timestamptz",
             array_type: Type::TIMESTAMPTZ_ARRAY,
-            cells: timestamps,
+            cells: chunk.timestamps,
         },
         Column {
             name: "series",
             sql_type: "bigint",
             array_type: Type::INT8_ARRAY,
-            cells: series.iter().map(|id| Cell::Integer(*id)).collect(),
+            cells: chunk.series.iter().map(|id| Cell::Integer(*id)).collect(),
         },
         Column {
             name: "value",
             sql_type: "double precision",
             array_type: Type::FLOAT8_ARRAY,
-            cells: values,
+            cells: chunk.values,
         },
     ]
 }
