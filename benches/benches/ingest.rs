@@ -7,8 +7,9 @@
 //!   handing rows over to a store that writes them as they come (`PartCommit`, as
 //!   the runner does; SQLite does), and commit them with their ledger row to SQLite
 //!   (WAL, synchronous=NORMAL) in one transaction.
-//! - `http_to_postgres`: the same into PostgreSQL (one statement: ledger row and rows
-//!   as arrays through `unnest`), when `DATABASE_URL` is set.
+//! - `http_to_postgres`: the same into PostgreSQL (the samples copied in chunks as
+//!   the parts come, then the ledger row, in one transaction), when `DATABASE_URL` is
+//!   set; the run's schemas are dropped after it.
 //! - `http_to_sqlite_2_connectors`, `http_to_postgres_2_connectors`: two connectors'
 //!   ticks at once on a 2-worker runtime (how the daemon runs many), samples of both
 //!   per second.
@@ -115,6 +116,30 @@ async fn one_tick<S: StateStore + Sink + Clone + 'static>(
         .await
         .expect("the commit succeeds");
     assert_eq!(report.rows as usize, samples);
+}
+
+/// Drops what a run wrote into PostgreSQL: its schemas, and their ledger and lease
+/// rows. Left behind, every run added millions of samples to the shared database,
+/// which later schema migrations then had to rewrite.
+async fn drop_bench_schemas(url: &str, schemas: &[String]) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL is reachable");
+    tokio::spawn(connection);
+    for schema in schemas {
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .expect("the bench's schema drops");
+        client
+            .execute(
+                "WITH gone AS (DELETE FROM connectord.ledger WHERE target_database = $1 RETURNING connector_id) \
+                 DELETE FROM connectord.leases WHERE connector_id IN (SELECT connector_id FROM gone)",
+                &[schema],
+            )
+            .await
+            .expect("the bench's ledger rows go");
+    }
 }
 
 fn ingest(c: &mut Criterion) {
@@ -286,6 +311,8 @@ fn ingest_body(c: &mut Criterion, runtime: &tokio::runtime::Runtime, input: &str
             });
         });
         group.throughput(Throughput::Elements(samples as u64));
+        let schemas = [pg_target.database, pg_pair_targets[0].0.database.clone()];
+        runtime.block_on(drop_bench_schemas(&url, &schemas));
     } else {
         eprintln!(
             "ingest/http_to_postgres skipped: DATABASE_URL is not set (eval \"$(cargo xtask services up)\")"
