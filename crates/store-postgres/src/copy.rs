@@ -18,7 +18,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{Client, Transaction};
 
 use crate::backend;
-use crate::layout::{CHUNK_ROWS, Layout};
+use crate::layout::{CHUNK_COLUMNS, CHUNK_ROWS, Layout};
 use crate::sink::{Cell, cell, write_ledger};
 
 /// Metric batches with at least this many rows go in through COPY.
@@ -70,7 +70,7 @@ impl SamplesCopy {
     pub(crate) async fn start(tx: &Transaction<'_>, target: &Target) -> Result<Self, StoreError> {
         let sink = tx
             .copy_in(&format!(
-                "COPY {} (first_row, last_row, \"timestamp\", series, value) FROM STDIN BINARY",
+                "COPY {} ({CHUNK_COLUMNS}) FROM STDIN BINARY",
                 Layout::Metric.positions_table(&target.database, &target.table)
             ))
             .await

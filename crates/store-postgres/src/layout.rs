@@ -165,8 +165,12 @@ impl Layout {
 /// reading a few rows of a bucket back detoasts at most this many of its samples.
 pub(crate) const CHUNK_ROWS: usize = 1024;
 
-/// Creates the chunks table `schema`.`chunks` with its BRIN index on the positions
-/// it holds, which grow with the table's physical order as positions did.
+/// The columns of a chunks table, in the order every write of chunks lists them.
+pub(crate) const CHUNK_COLUMNS: &str = "first_row, last_row, \"timestamp\", series, value";
+
+/// Creates the chunks table `schema`.`chunks` (columns as [`CHUNK_COLUMNS`]) with its
+/// BRIN index on the positions it holds, which grow with the table's physical order
+/// as positions did.
 fn chunks_table_sql(schema: &str, chunks: &str) -> String {
     let table = format!("{}.{}", quote_ident(schema), quote_ident(chunks));
     format!(
@@ -303,18 +307,17 @@ async fn rewrite_one(
             StoreError::backend(format!("metric table `{name}`: cannot {what}"), e)
         }
     };
-    tx.batch_execute(&format!(
-        "{}; DROP INDEX IF EXISTS {schema_q}.{old_index}",
-        chunks_table_sql(schema, &fresh),
-        old_index = quote_ident(&index_name("row", &records)),
-    ))
-    .await
-    .map_err(failed("create its chunks table"))?;
+    // The old table keeps its BRIN index until it is dropped: each bucket's records
+    // are found through it. Without it, every bucket scanned the whole table (2 M
+    // samples in 271 buckets: 21.7 s against 1.9 s with it).
+    tx.batch_execute(&chunks_table_sql(schema, &fresh))
+        .await
+        .map_err(failed("create its chunks table"))?;
     let row = tx
         .query_one(
             &format!(
                 "WITH chunked AS ( \
-                   INSERT INTO {schema_q}.{fresh_q} (first_row, last_row, \"timestamp\", series, value) \
+                   INSERT INTO {schema_q}.{fresh_q} ({CHUNK_COLUMNS}) \
                    SELECT c.* FROM connectord.ledger l CROSS JOIN LATERAL ( \
                      SELECT min(r.{ROW_POSITION}), max(r.{ROW_POSITION}), \
                        array_agg(r.\"timestamp\" ORDER BY r.{ROW_POSITION}), \

@@ -17,7 +17,7 @@ use postgres_types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::copy::{COPY_FROM_ROWS, chunk, write_samples_by_copy};
-use crate::layout::Layout;
+use crate::layout::{CHUNK_COLUMNS, Layout};
 use crate::schema::ROW_POSITION;
 use crate::{PgStore, backend, is_unique_violation};
 
@@ -464,7 +464,7 @@ pub(crate) async fn write_bucket(
         .collect();
     let written = match series {
         Some(_) => format!(
-            "INSERT INTO {} (first_row, last_row, \"timestamp\", series, value) \
+            "INSERT INTO {} ({CHUNK_COLUMNS}) \
              SELECT $7, $7 + $6 - 1, {} WHERE $6 > 0 AND EXISTS (SELECT 1 FROM ledger)",
             Layout::Metric.positions_table(&target.database, &target.table),
             arrays.join(", ")
