@@ -121,6 +121,13 @@ fn assert_taken_and_refused(accepted: &Accepted, counts: (u64, u64), why: &str) 
     assert!(body.contains(why), "{body}");
 }
 
+/// The page's two formats: the `Accept` header asking for each, and whether it is
+/// OpenMetrics.
+const PAGE_FORMATS: [(&str, bool); 2] = [
+    ("text/plain", false),
+    (otlp_common::exposition::OPENMETRICS, true),
+];
+
 fn page(config: &OtlpMetricsConfig, state: &[u8], accept: &str) -> String {
     page_at(config, state, accept, 0)
 }
@@ -505,10 +512,7 @@ fn pages_stay_valid_for_negative_bounds_negative_sums_and_empty_keys() {
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
-    for (accept, om) in [
-        ("text/plain", false),
-        ("application/openmetrics-text", true),
-    ] {
+    for (accept, om) in PAGE_FORMATS {
         let text = page(&config, &c.state, accept);
         let got = samples(&text, om);
         assert!(
@@ -600,10 +604,7 @@ fn summaries_keep_their_quantiles_sum_and_count() {
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
-    for (accept, om) in [
-        ("text/plain", false),
-        ("application/openmetrics-text", true),
-    ] {
+    for (accept, om) in PAGE_FORMATS {
         let text = page(&config, &c.state, accept);
         let got = samples(&text, om);
         assert!(
@@ -669,12 +670,7 @@ fn families_whose_page_names_clash_are_refused_where_they_arrive() {
     let c = OtlpMetrics
         .commit(&config, 1_000, &[accepted.staged], None)
         .unwrap();
-    for om in [false, true] {
-        let accept = if om {
-            otlp_common::exposition::OPENMETRICS
-        } else {
-            "text/plain"
-        };
+    for (accept, om) in PAGE_FORMATS {
         let text = page(&config, &c.state, accept);
         assert_eq!(
             strict_samples(&text, om),
