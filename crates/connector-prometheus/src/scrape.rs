@@ -136,6 +136,7 @@ fn to_batch(
             labels,
             config,
             names: &mut names,
+            bits: 0,
             failure: &mut failure,
         };
         let row = batch.row().timestamp(scheduled_for).string(sample.name);
@@ -185,7 +186,31 @@ struct CheckedLabels<'s, 'a, I> {
     /// Scratch space kept across samples (cleared by the caller for each): the names
     /// seen so far in this sample.
     names: &'s mut Vec<&'a str>,
+    /// A bit per name in `names`, picked by its length and its first and last
+    /// bytes: a name whose bit is clear is new without a look at the others. The
+    /// search through every earlier name was a fifth of this walk (`perf annotate`,
+    /// label-heavy `http_to_batch`); a shortcut for names in ascending order still
+    /// paid a `memcmp` a label.
+    bits: u64,
     failure: &'s mut Option<String>,
+}
+
+impl<'a, I> CheckedLabels<'_, 'a, I> {
+    fn seen(&mut self, name: &'a str) -> bool {
+        let b = name.as_bytes();
+        let (first, last) = (b.first().copied(), b.last().copied());
+        let mix = b.len() as u64
+            | u64::from(first.unwrap_or(0)) << 16
+            | u64::from(last.unwrap_or(0)) << 24;
+        // Fibonacci hashing: the top six bits of the product pick one of 64.
+        let bit = 1 << (mix.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+        let maybe_seen = self.bits & bit != 0;
+        self.bits |= bit;
+        if !maybe_seen {
+            return false;
+        }
+        self.names.contains(&name)
+    }
 }
 
 impl<'a, I: Iterator<Item = (&'a str, Cow<'a, str>)>> Iterator for CheckedLabels<'_, 'a, I> {
@@ -209,7 +234,7 @@ impl<'a, I: Iterator<Item = (&'a str, Cow<'a, str>)>> Iterator for CheckedLabels
                 value.len(),
                 config.label_value_length_limit
             ))
-        } else if self.names.contains(&name) {
+        } else if self.seen(name) {
             Some(format!(
                 "label name \"{name}\" is not unique: invalid sample (Prometheus refuses it too)"
             ))
@@ -255,5 +280,52 @@ impl Connector for PrometheusConnector {
             .as_ref()
             .map(|tls| tls.files("tls"))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first repeated name, as the walk finds it, in orders of a few names, and
+    /// among enough names that some share a bit without being the same.
+    #[test]
+    fn a_repeated_label_name_is_found_in_any_order() {
+        let config =
+            PrometheusConfig::from_json(&serde_json::json!({"endpoint": "http://h/"})).unwrap();
+        let many: Vec<String> = (0..200).map(|i| format!("l{i}")).collect();
+        let mut repeated: Vec<&str> = many.iter().map(String::as_str).collect();
+        repeated.push("l77");
+        let orders: [&[&str]; 10] = [
+            &repeated,
+            &repeated[..200],
+            &["a", "b", "c"],
+            &["c", "b", "a"],
+            &["a", "a"],
+            &["a", "b", "a"],
+            &["b", "a", "b"],
+            &["a", "c", "b", "c"],
+            &["ab", "a", "abc", "ab"],
+            &["x", "y", "z", "w", "y"],
+        ];
+        for names in orders {
+            let first_repeat = (0..names.len()).find(|&i| names[..i].contains(&names[i]));
+            let mut failure = None;
+            let mut seen = Vec::new();
+            let checked = CheckedLabels {
+                labels: names.iter().map(|&n| (n, Cow::Borrowed("v"))),
+                config: &config,
+                names: &mut seen,
+                bits: 0,
+                failure: &mut failure,
+            };
+            let walked = checked.count();
+            assert_eq!(walked, first_repeat.unwrap_or(names.len()), "{names:?}");
+            assert_eq!(
+                failure.is_some(),
+                first_repeat.is_some(),
+                "{names:?}: {failure:?}"
+            );
+        }
     }
 }
