@@ -68,6 +68,15 @@ impl TextColumn {
         }
     }
 
+    /// An empty column with room for as many rows and bytes of text as this one.
+    fn empty_like(&self) -> Self {
+        TextColumn {
+            text: String::with_capacity(self.text.len()),
+            ends: Vec::with_capacity(self.ends.len()),
+            nulls: Vec::with_capacity(self.nulls.len()),
+        }
+    }
+
     fn get(&self, row: usize) -> Option<&str> {
         if self.nulls[row] {
             return None;
@@ -115,6 +124,19 @@ impl ColumnData {
             ColumnType::Dynamic => ColumnData::Dynamic(TextColumn::with_capacity(rows)),
             ColumnType::Integer => ColumnData::Integer(Vec::with_capacity(rows)),
             ColumnType::Boolean => ColumnData::Boolean(Vec::with_capacity(rows)),
+        }
+    }
+
+    /// An empty column of the same type with room for `rows` rows, and for as much
+    /// text as this one holds.
+    fn empty_like(&self, rows: usize) -> Self {
+        match self {
+            ColumnData::String(t) => ColumnData::String(t.empty_like()),
+            ColumnData::Dynamic(t) => ColumnData::Dynamic(t.empty_like()),
+            ColumnData::Timestamp(_) => ColumnData::new(ColumnType::Timestamp, rows),
+            ColumnData::Real(_) => ColumnData::new(ColumnType::Real, rows),
+            ColumnData::Integer(_) => ColumnData::new(ColumnType::Integer, rows),
+            ColumnData::Boolean(_) => ColumnData::new(ColumnType::Boolean, rows),
         }
     }
 
@@ -252,9 +274,19 @@ impl Batch {
     }
 
     /// Moves the rows out into a batch of their own, leaving this one empty with
-    /// room for as many rows again.
+    /// room for as many rows again, text included. A connector handing parts over
+    /// fills the next part as far: grown from nothing, a part's labels text was
+    /// copied about once more by its reallocations, and in fresh pages.
     pub fn take(&mut self) -> Batch {
-        let empty = Batch::with_capacity(Arc::clone(&self.schema), self.rows);
+        let empty = Batch {
+            schema: Arc::clone(&self.schema),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| c.empty_like(self.rows))
+                .collect(),
+            rows: 0,
+        };
         std::mem::replace(self, empty)
     }
 
@@ -559,6 +591,15 @@ mod tests {
         row(&mut first, 1);
         let mut taken = first.take();
         assert!(first.is_empty());
+        for (left, moved) in first.columns.iter().zip(&taken.columns) {
+            if let (ColumnData::Dynamic(left), ColumnData::Dynamic(moved)) = (left, moved) {
+                assert!(left.text.is_empty());
+                assert!(
+                    left.text.capacity() >= moved.text.len(),
+                    "room for the text again"
+                );
+            }
+        }
         row(&mut first, 2);
         taken.append(first).unwrap();
         let read: Vec<(Value<'_>, Value<'_>, Value<'_>)> =
