@@ -40,9 +40,11 @@ pub(crate) struct Chunk<'a> {
 pub(crate) fn chunk<'a>(batch: &'a Batch, series: &'a [i64], rows: Range<usize>) -> Chunk<'a> {
     let mut timestamps = Vec::with_capacity(rows.len());
     let mut values = Vec::with_capacity(rows.len());
-    for row in batch.rows().skip(rows.start).take(rows.len()) {
-        timestamps.push(cell(row.at(0)));
-        values.push(cell(row.at(2)));
+    // By index: skipping the rows before a chunk walked them one by one, for each
+    // chunk of the batch.
+    for row in rows.clone() {
+        timestamps.push(cell(batch.get(row, 0)));
+        values.push(cell(batch.get(row, 2)));
     }
     Chunk {
         timestamps,
