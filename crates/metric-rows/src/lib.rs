@@ -18,6 +18,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod series_ids;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -25,6 +27,8 @@ use std::sync::{Arc, LazyLock};
 use connector_core::{ColumnType, Row, Schema, Value};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+pub use series_ids::SeriesIds;
 
 /// The metric-row schema: `timestamp`, `name`, `value` (null for NaN and ±Inf) and
 /// `labels` (a JSON object of strings), in that order. Sources that produce metric
@@ -54,17 +58,6 @@ pub fn series_of<'a>(row: &Row<'a>) -> Option<(&'a str, &'a str)> {
         (Value::String(name), Value::Dynamic(labels)) => Some((name, labels)),
         _ => None,
     }
-}
-
-/// Writes the key a store's series cache uses for (`name`, `labels`) into `key`:
-/// `<name length>:<name><labels>`, unambiguous whatever the name holds. The buffer
-/// is reused so a lookup allocates nothing.
-pub fn series_key(key: &mut String, name: &str, labels: &str) {
-    use std::fmt::Write as _;
-    key.clear();
-    let _ = write!(key, "{}:", name.len());
-    key.push_str(name);
-    key.push_str(labels);
 }
 
 /// A reason a destination leaves a row out: a closed set with stable names.
@@ -331,10 +324,6 @@ mod tests {
         let rows: Vec<_> = batch.rows().collect();
         assert_eq!(series_of(&rows[0]), Some(("up", "{\"a\":\"b\"}")));
         assert_eq!(series_of(&rows[1]), None);
-        let (mut one, mut two) = (String::new(), String::new());
-        series_key(&mut one, "ab", "{}");
-        series_key(&mut two, "a", "b{}");
-        assert_ne!(one, two);
     }
 
     #[test]

@@ -17,9 +17,7 @@ use tokio_postgres::Client;
 use crate::backend;
 use crate::layout::series_table;
 
-/// `<name length>:<name><labels as the connector wrote them>` → series id, hashed
-/// with foldhash as in the SQLite store.
-type SeriesIds = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
+use metric_rows::SeriesIds;
 
 /// The series ids of each (schema, table).
 #[derive(Default)]
@@ -61,14 +59,12 @@ impl SeriesCache {
     ) -> Result<(Vec<i64>, Missing<'b>), StoreError> {
         let mut ids = Vec::with_capacity(batch.len());
         let mut missing = Vec::new();
-        let tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = tables.get(&(target.database.clone(), target.table.clone()));
-        let mut key = String::new();
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut known = tables.get_mut(&(target.database.clone(), target.table.clone()));
         for (index, row) in batch.rows().enumerate() {
             let (name, labels) = name_and_labels(target, batch, index, &row)?;
-            metric_rows::series_key(&mut key, name, labels);
-            match known.and_then(|k| k.get(key.as_str())) {
-                Some(&id) => ids.push(id),
+            match known.as_mut().and_then(|k| k.get(name, labels)) {
+                Some(id) => ids.push(id),
                 None => {
                     ids.push(0);
                     missing.push((index, name, labels));
@@ -126,7 +122,8 @@ impl SeriesCache {
             .query(
                 &format!(
                     "SELECT i.n, s.id FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(name, labels, n) \
-                     JOIN {series} s ON s.name = i.name AND md5(s.labels::text) = md5(i.labels::jsonb::text)"
+                     JOIN {series} s ON s.name = i.name AND md5(s.labels::text) = md5(i.labels::jsonb::text) \
+                     ORDER BY i.n"
                 ),
                 &[&names, &labels],
             )
@@ -134,8 +131,8 @@ impl SeriesCache {
             .map_err(backend("cannot look up series"))?;
         let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         let known = tables.entry(table_key).or_default();
-        let mut key = String::new();
         let mut resolved = 0;
+        // In the batch's order, which the next scrape repeats (`SeriesIds`).
         for row in found {
             let (n, id): (i64, i64) = (row.get(0), row.get(1));
             let Some(&(index, name, labels)) =
@@ -144,8 +141,7 @@ impl SeriesCache {
                 continue;
             };
             ids[index] = id;
-            metric_rows::series_key(&mut key, name, labels);
-            known.insert(key.as_str().into(), id);
+            known.insert(name, labels, id);
             resolved += 1;
         }
         if resolved < missing.len() {

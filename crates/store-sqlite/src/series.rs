@@ -43,20 +43,15 @@ impl SeriesCache {
 }
 
 struct SeriesIds {
-    /// `<name length>:<name><labels>`, unambiguous whatever the name holds. foldhash,
-    /// seeded per process: SipHash over each sample's labels was a tenth of a
-    /// label-heavy commit in perf.
-    ids: HashMap<Box<str>, i64, foldhash::fast::RandomState>,
-    key: String,
+    ids: metric_rows::SeriesIds,
 }
 
 impl SeriesIds {
     fn load(conn: &Connection, table: &str) -> Result<SeriesIds, StoreError> {
-        let mut ids = HashMap::default();
-        let mut key = String::new();
+        let mut ids = metric_rows::SeriesIds::default();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT id, name, labels FROM {}",
+                "SELECT id, name, labels FROM {} ORDER BY id",
                 quote_ident(&series_table(table))
             ))
             .map_err(backend("cannot load the table's series"))?;
@@ -76,10 +71,9 @@ impl SeriesIds {
             let labels: String = row
                 .get(2)
                 .map_err(backend("cannot load the table's series"))?;
-            metric_rows::series_key(&mut key, &name, &labels);
-            ids.insert(key.as_str().into(), id);
+            ids.insert(&name, &labels, id);
         }
-        Ok(SeriesIds { ids, key })
+        Ok(SeriesIds { ids })
     }
 
     fn id(
@@ -89,8 +83,7 @@ impl SeriesIds {
         name: &str,
         labels: &str,
     ) -> Result<i64, StoreError> {
-        metric_rows::series_key(&mut self.key, name, labels);
-        if let Some(&id) = self.ids.get(self.key.as_str()) {
+        if let Some(id) = self.ids.get(name, labels) {
             return Ok(id);
         }
         let series = quote_ident(&series_table(table));
@@ -110,7 +103,7 @@ impl SeriesIds {
                 .and_then(|mut stmt| stmt.query_row(params![name, labels], |r| r.get(0)))
                 .map_err(backend("cannot find a series"))?,
         };
-        self.ids.insert(self.key.as_str().into(), id);
+        self.ids.insert(name, labels, id);
         Ok(id)
     }
 }
