@@ -25,8 +25,10 @@ pub(crate) fn claim(
         .map_err(backend("cannot start a transaction"))?;
     let now = wall_clock_ms();
     let current = tx
-        .query_row(
+        .prepare_cached(
             "SELECT runner_id, expires_at_ms, done FROM leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
+        )
+        .and_then(|mut stmt| stmt.query_row(
             params![connector_id, scheduled_for_ms],
             |r| {
                 Ok(LeaseRow {
@@ -35,27 +37,34 @@ pub(crate) fn claim(
                     done: r.get(2)?,
                 })
             },
-        )
+        ))
         .optional()
         .map_err(backend("cannot read the lease"))?;
     if !may_claim(current.as_ref(), &runner_id) {
         return Ok(None);
     }
     let token: i64 = tx
-        .query_row(
+        .prepare_cached(
             "INSERT INTO fencing (connector_id, last_token) VALUES (?1, 1) \
              ON CONFLICT (connector_id) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
-            [&connector_id],
-            |r| r.get(0),
         )
+        .and_then(|mut stmt| stmt.query_row([&connector_id], |r| r.get(0)))
         .map_err(backend("cannot take a fencing token"))?;
     let expires_at_ms = now.saturating_add(millis(lease));
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO leases (connector_id, scheduled_for_ms, runner_id, token, expires_at_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (connector_id, scheduled_for_ms) DO UPDATE SET \
          runner_id = excluded.runner_id, token = excluded.token, expires_at_ms = excluded.expires_at_ms",
-        params![connector_id, scheduled_for_ms, runner_id, token, expires_at_ms],
     )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            connector_id,
+            scheduled_for_ms,
+            runner_id,
+            token,
+            expires_at_ms
+        ])
+    })
     .map_err(backend("cannot write the lease"))?;
     tx.commit().map_err(backend("cannot commit the lease"))?;
     Ok(Some(Lease {
@@ -74,11 +83,18 @@ pub(crate) fn renew(
 ) -> Result<Option<Lease>, StoreError> {
     let expires_at_ms = wall_clock_ms().saturating_add(millis(duration));
     let renewed = conn
-        .execute(
+        .prepare_cached(
             "UPDATE leases SET expires_at_ms = ?4 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 \
              AND token = ?3 AND NOT done",
-            params![lease.connector_id, lease.scheduled_for_ms, lease.token, expires_at_ms],
         )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                lease.connector_id,
+                lease.scheduled_for_ms,
+                lease.token,
+                expires_at_ms
+            ])
+        })
         .map_err(backend("cannot renew the lease"))?;
     Ok((renewed == 1).then_some(Lease {
         expires_at_ms,
@@ -87,16 +103,25 @@ pub(crate) fn renew(
 }
 
 pub(crate) fn finish(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE leases SET done = 1 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 AND token = ?3",
-        params![lease.connector_id, lease.scheduled_for_ms, lease.token],
     )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            lease.connector_id,
+            lease.scheduled_for_ms,
+            lease.token
+        ])
+    })
     .map_err(backend("cannot mark the bucket done"))?;
-    conn.execute(
-        "DELETE FROM leases WHERE connector_id = ?1 AND scheduled_for_ms < ?2",
-        params![lease.connector_id, lease.scheduled_for_ms - LEASES_KEPT_MS],
-    )
-    .map_err(backend("cannot prune old leases"))?;
+    conn.prepare_cached("DELETE FROM leases WHERE connector_id = ?1 AND scheduled_for_ms < ?2")
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                lease.connector_id,
+                lease.scheduled_for_ms - LEASES_KEPT_MS
+            ])
+        })
+        .map_err(backend("cannot prune old leases"))?;
     Ok(())
 }
 

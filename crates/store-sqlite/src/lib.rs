@@ -99,6 +99,11 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(|e| StoreError::backend(format!("cannot open {}", path.display()), e))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(backend("cannot set the busy timeout"))?;
+    // A commit runs five statements of its own on its target file, and four more for
+    // each metric table (two sample inserts, two for new series): rusqlite's 16 would
+    // start evicting at three tables a file. Preparing the per-tick statements anew
+    // was 5 % of the store's thread in `perf` (label-heavy ingest).
+    conn.set_prepared_statement_cache_capacity(64);
     // WAL lets readers and one writer work at once across processes; NORMAL sync is
     // durable against process crashes, which is what exactly-once needs here.
     conn.pragma_update(None, "journal_mode", "WAL")
