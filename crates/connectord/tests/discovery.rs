@@ -291,11 +291,12 @@ async fn file_sd_follows_file_changes_and_keeps_a_broken_files_last_targets() {
         dir.path(),
         &discovery_toml(&kind, "files").replace("refresh_ms = 300", "refresh_ms = 600000"),
     );
-    wait_for("one target", Duration::from_secs(10), || {
-        (managed(&daemon).len() == 1).then_some(())
+    // A refresh records its status after it syncs the connectors: wait for both.
+    let view = wait_for("one target", Duration::from_secs(10), || {
+        let view = discovery_view(&daemon);
+        (managed(&daemon).len() == 1 && view["status"]["active_targets"] == 1).then_some(view)
     })
     .await;
-    let view = discovery_view(&daemon);
     assert_eq!(
         view["active_targets"][0]["discovered_labels"]["__meta_filepath"],
         json_file.display().to_string()
@@ -335,12 +336,13 @@ async fn file_sd_follows_file_changes_and_keeps_a_broken_files_last_targets() {
 
     // A file removed takes its targets with it.
     std::fs::remove_file(&yaml_file).unwrap();
-    wait_for("the YAML target gone", Duration::from_secs(10), || {
-        (managed(&daemon).len() == 1).then_some(())
+    let view = wait_for("the YAML target gone", Duration::from_secs(10), || {
+        let view = discovery_view(&daemon);
+        (managed(&daemon).len() == 1 && view["status"]["active_targets"] == 1).then_some(view)
     })
     .await;
-    let view = discovery_view(&daemon);
     assert_eq!(view["status"]["error"], Value::Null, "{view}");
+    assert_eq!(view["files"].as_array().map(Vec::len), Some(1), "{view}");
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
