@@ -156,7 +156,66 @@ impl SeriesIds {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Names and labels that split one text in several ways, so that series whose
+    /// texts run together (`ab` + `{}`, `a` + `b{}`) meet in the guess and the table.
+    const NAMES: [&str; 4] = ["", "a", "ab", "b"];
+    const LABELS: [&str; 5] = ["", "{}", "b{}", "{", "ab{}"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(usize, usize, i64),
+        Get(usize, usize),
+        /// Asks `len` known series in the order they were first inserted, from the
+        /// `from`th: a scrape repeating its order, which the guess serves.
+        Replay(usize, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..NAMES.len(), 0..LABELS.len(), any::<i64>())
+                .prop_map(|(n, l, id)| Op::Insert(n, l, id)),
+            (0..NAMES.len(), 0..LABELS.len()).prop_map(|(n, l)| Op::Get(n, l)),
+            (0..20usize, 0..20usize).prop_map(|(from, len)| Op::Replay(from, len)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of inserts and lookups, `SeriesIds` answers as a map
+        /// from (name, labels) to the last id inserted does.
+        #[test]
+        fn lookups_answer_as_a_map_does(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut ids = SeriesIds::default();
+            let mut model: HashMap<(&str, &str), i64> = HashMap::new();
+            let mut order: Vec<(&str, &str)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(n, l, id) => {
+                        let key = (NAMES[n], LABELS[l]);
+                        if model.insert(key, id).is_none() {
+                            order.push(key);
+                        }
+                        ids.insert(key.0, key.1, id);
+                    }
+                    Op::Get(n, l) => {
+                        let key = (NAMES[n], LABELS[l]);
+                        prop_assert_eq!(ids.get(key.0, key.1), model.get(&key).copied());
+                    }
+                    Op::Replay(from, len) => {
+                        for &key in order.iter().skip(from).take(len) {
+                            prop_assert_eq!(ids.get(key.0, key.1), model.get(&key).copied());
+                        }
+                    }
+                }
+                prop_assert_eq!(ids.len(), model.len());
+            }
+        }
+    }
 
     fn series(i: usize) -> (String, String) {
         (format!("m{}", i % 7), format!(r#"{{"i":"{i}"}}"#))
