@@ -10,7 +10,7 @@ use connector_runner::{BucketChunk, PendingBucket, StoreError, StoreErrorKind, T
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::layout::Layout;
-use crate::{STATE_FILE, SqliteStore, backend, lock};
+use crate::{STATE_FILE, SqliteStore, backend, lock, query_row_cached};
 
 impl SqliteStore {
     /// The reading connection of `database`, with the state database attached.
@@ -52,28 +52,25 @@ impl SqliteStore {
     ) -> Result<Option<PendingBucket>, StoreError> {
         let conn = self.bucket_reader(&source.database)?;
         let conn = lock(&conn);
-        conn.prepare_cached(
+        query_row_cached(
+            &conn,
             "SELECT l.scheduled_for_ms, l.rows, l.first_row, l.last_row FROM _connectord_ledger l \
              WHERE l.connector_id = ?1 AND l.target_table = ?4 AND l.scheduled_for_ms >= ?2 \
              AND l.first_row IS NOT NULL \
              AND NOT EXISTS (SELECT 1 FROM state.delivered d \
                  WHERE d.destination_id = ?3 AND d.scheduled_for_ms = l.scheduled_for_ms) \
              ORDER BY l.scheduled_for_ms LIMIT 1",
+            params![source.connector_id, from_ms, destination_id, source.table],
+            |r| {
+                Ok(PendingBucket {
+                    scheduled_for_ms: r.get(0)?,
+                    rows: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    first_row: r.get(2)?,
+                    last_row: r.get(3)?,
+                })
+            },
         )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![source.connector_id, from_ms, destination_id, source.table],
-                |r| {
-                    Ok(PendingBucket {
-                        scheduled_for_ms: r.get(0)?,
-                        rows: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                        first_row: r.get(2)?,
-                        last_row: r.get(3)?,
-                    })
-                },
-            )
-            .optional()
-        })
+        .optional()
         .map_err(backend("cannot find the next undelivered bucket"))
     }
 

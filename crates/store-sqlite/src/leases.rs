@@ -7,7 +7,7 @@ use connector_runner::protocol::{LEASES_KEPT_MS, LeaseRow, may_claim, wall_clock
 use connector_runner::{Lease, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::backend;
+use crate::{backend, execute_cached, query_row_cached};
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -24,47 +24,39 @@ pub(crate) fn claim(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend("cannot start a transaction"))?;
     let now = wall_clock_ms();
-    let current = tx
-        .prepare_cached(
-            "SELECT runner_id, expires_at_ms, done FROM leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
-        )
-        .and_then(|mut stmt| stmt.query_row(
-            params![connector_id, scheduled_for_ms],
-            |r| {
-                Ok(LeaseRow {
-                    runner_id: r.get(0)?,
-                    live: r.get::<_, i64>(1)? > now,
-                    done: r.get(2)?,
-                })
-            },
-        ))
-        .optional()
+    let current = query_row_cached(
+        &tx,
+        "SELECT runner_id, expires_at_ms, done FROM leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
+        params![connector_id, scheduled_for_ms],
+        |r| {
+            Ok(LeaseRow {
+                runner_id: r.get(0)?,
+                live: r.get::<_, i64>(1)? > now,
+                done: r.get(2)?,
+            })
+        },
+    )
+    .optional()
         .map_err(backend("cannot read the lease"))?;
     if !may_claim(current.as_ref(), &runner_id) {
         return Ok(None);
     }
-    let token: i64 = tx
-        .prepare_cached(
-            "INSERT INTO fencing (connector_id, last_token) VALUES (?1, 1) \
-             ON CONFLICT (connector_id) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
-        )
-        .and_then(|mut stmt| stmt.query_row([&connector_id], |r| r.get(0)))
-        .map_err(backend("cannot take a fencing token"))?;
+    let token: i64 = query_row_cached(
+        &tx,
+        "INSERT INTO fencing (connector_id, last_token) VALUES (?1, 1) \
+         ON CONFLICT (connector_id) DO UPDATE SET last_token = last_token + 1 RETURNING last_token",
+        [&connector_id],
+        |r| r.get(0),
+    )
+    .map_err(backend("cannot take a fencing token"))?;
     let expires_at_ms = now.saturating_add(millis(lease));
-    tx.prepare_cached(
+    execute_cached(
+        &tx,
         "INSERT INTO leases (connector_id, scheduled_for_ms, runner_id, token, expires_at_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (connector_id, scheduled_for_ms) DO UPDATE SET \
          runner_id = excluded.runner_id, token = excluded.token, expires_at_ms = excluded.expires_at_ms",
+        params![connector_id, scheduled_for_ms, runner_id, token, expires_at_ms],
     )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            connector_id,
-            scheduled_for_ms,
-            runner_id,
-            token,
-            expires_at_ms
-        ])
-    })
     .map_err(backend("cannot write the lease"))?;
     tx.commit().map_err(backend("cannot commit the lease"))?;
     Ok(Some(Lease {
@@ -82,20 +74,18 @@ pub(crate) fn renew(
     duration: Duration,
 ) -> Result<Option<Lease>, StoreError> {
     let expires_at_ms = wall_clock_ms().saturating_add(millis(duration));
-    let renewed = conn
-        .prepare_cached(
-            "UPDATE leases SET expires_at_ms = ?4 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 \
-             AND token = ?3 AND NOT done",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                lease.connector_id,
-                lease.scheduled_for_ms,
-                lease.token,
-                expires_at_ms
-            ])
-        })
-        .map_err(backend("cannot renew the lease"))?;
+    let renewed = execute_cached(
+        conn,
+        "UPDATE leases SET expires_at_ms = ?4 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 \
+         AND token = ?3 AND NOT done",
+        params![
+            lease.connector_id,
+            lease.scheduled_for_ms,
+            lease.token,
+            expires_at_ms
+        ],
+    )
+    .map_err(backend("cannot renew the lease"))?;
     Ok((renewed == 1).then_some(Lease {
         expires_at_ms,
         ..lease
@@ -103,25 +93,18 @@ pub(crate) fn renew(
 }
 
 pub(crate) fn finish(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    execute_cached(
+        conn,
         "UPDATE leases SET done = 1 WHERE connector_id = ?1 AND scheduled_for_ms = ?2 AND token = ?3",
+        params![lease.connector_id, lease.scheduled_for_ms, lease.token],
     )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            lease.connector_id,
-            lease.scheduled_for_ms,
-            lease.token
-        ])
-    })
     .map_err(backend("cannot mark the bucket done"))?;
-    conn.prepare_cached("DELETE FROM leases WHERE connector_id = ?1 AND scheduled_for_ms < ?2")
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                lease.connector_id,
-                lease.scheduled_for_ms - LEASES_KEPT_MS
-            ])
-        })
-        .map_err(backend("cannot prune old leases"))?;
+    execute_cached(
+        conn,
+        "DELETE FROM leases WHERE connector_id = ?1 AND scheduled_for_ms < ?2",
+        params![lease.connector_id, lease.scheduled_for_ms - LEASES_KEPT_MS],
+    )
+    .map_err(backend("cannot prune old leases"))?;
     Ok(())
 }
 

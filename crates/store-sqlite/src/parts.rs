@@ -19,7 +19,7 @@ use rusqlite::params;
 use crate::sink::{
     TargetDb, begin_bucket, check_consecutive, ensure_table, in_transaction, write_rows,
 };
-use crate::{SqliteStore, backend};
+use crate::{SqliteStore, backend, execute_cached};
 
 impl SqliteStore {
     pub(crate) async fn commit_in_parts(
@@ -71,13 +71,10 @@ const PARTS_CACHE_PAGES: i64 = 10;
 /// SQLite's default page cache (2,000 KiB), restored after a commit in parts.
 const DEFAULT_CACHE_SIZE: i64 = -2000;
 
-/// Sets the page cache of `conn` to `size` (pages, or KiB when negative) through a
-/// cached statement: each commit in parts sets it twice, and preparing per-tick
-/// statements anew was 5 % of the store's thread in `perf` (label-heavy ingest).
+/// Sets the page cache of `conn` to `size` (pages, or KiB when negative), twice a
+/// commit in parts.
 fn set_cache_size(conn: &rusqlite::Connection, size: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!("PRAGMA cache_size = {size}"))
-        .and_then(|mut stmt| stmt.execute([]))
-        .map(drop)
+    execute_cached(conn, &format!("PRAGMA cache_size = {size}"), []).map(drop)
 }
 
 fn write_parts(
@@ -124,18 +121,17 @@ fn write_parts_spilling(
             if let Part::Last(_, last) = &part {
                 let rows = to_i64(report.rows);
                 check_consecutive(tx, &target.table, first_row, rows)?;
-                tx.prepare_cached(
+                execute_cached(
+                    tx,
                     "UPDATE _connectord_ledger SET rows = ?1, last_row = ?2 \
                      WHERE connector_id = ?3 AND scheduled_for_ms = ?4",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
+                    params![
                         rows,
                         first_row + rows - 1,
                         target.connector_id,
                         lease.scheduled_for_ms
-                    ])
-                })
+                    ],
+                )
                 .map_err(backend("cannot complete the ledger row"))?;
                 // The lease's end, as the runner knows it now: it renewed the lease
                 // during the tick, so the lease the commit began with may have

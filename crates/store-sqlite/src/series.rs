@@ -15,8 +15,8 @@ use connector_runner::protocol::quote_ident;
 use connector_runner::{StoreError, StoreErrorKind};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::backend;
 use crate::layout::{samples_table, series_table};
+use crate::{backend, query_row_cached};
 
 /// The series ids of every metric table of one target file.
 #[derive(Default)]
@@ -87,21 +87,26 @@ impl SeriesIds {
             return Ok(id);
         }
         let series = quote_ident(&series_table(table));
-        let inserted: Option<i64> = conn
-            .prepare_cached(&format!(
+        let inserted: Option<i64> = query_row_cached(
+            conn,
+            &format!(
                 "INSERT INTO {series} (name, labels) VALUES (?1, ?2) ON CONFLICT DO NOTHING RETURNING id"
-            ))
-            .and_then(|mut stmt| stmt.query_row(params![name, labels], |r| r.get(0)).optional())
-            .map_err(backend("cannot add a series"))?;
+            ),
+            params![name, labels],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend("cannot add a series"))?;
         let id = match inserted {
             Some(id) => id,
             // Another process added it since the ids were loaded.
-            None => conn
-                .prepare_cached(&format!(
-                    "SELECT id FROM {series} WHERE name = ?1 AND labels = ?2"
-                ))
-                .and_then(|mut stmt| stmt.query_row(params![name, labels], |r| r.get(0)))
-                .map_err(backend("cannot find a series"))?,
+            None => query_row_cached(
+                conn,
+                &format!("SELECT id FROM {series} WHERE name = ?1 AND labels = ?2"),
+                params![name, labels],
+                |r| r.get(0),
+            )
+            .map_err(backend("cannot find a series"))?,
         };
         self.ids.insert(name, labels, id);
         Ok(id)

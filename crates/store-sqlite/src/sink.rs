@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::layout::Layout;
 use crate::series::SeriesCache;
-use crate::{STATE_FILE, SqliteStore, backend, lock};
+use crate::{STATE_FILE, SqliteStore, backend, lock, query_row_cached};
 
 pub(crate) struct TargetDb {
     pub(crate) conn: Connection,
@@ -255,16 +255,23 @@ pub(crate) fn begin_bucket(
     // The ledger row first: it takes this file's write lock, and a second commit of the
     // bucket stops here on the primary key. Under that lock nobody else inserts into
     // the table, so the rows get the rowids after the current largest, in order.
-    let inserted = tx.prepare_cached(
+    let inserted = query_row_cached(
+        tx,
         &format!(
             "INSERT INTO _connectord_ledger (connector_id, scheduled_for_ms, target_table, token, rows, committed_at_ms, first_row, last_row) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, m + 1, m + ?5 FROM (SELECT coalesce(max(rowid), 0) AS m FROM {}) RETURNING first_row",
             layout.positions_table(&target.table)
-        ))
-        .and_then(|mut stmt| stmt.query_row(
-        params![target.connector_id, lease.scheduled_for_ms, target.table, lease.token, rows, wall_clock_ms()],
+        ),
+        params![
+            target.connector_id,
+            lease.scheduled_for_ms,
+            target.table,
+            lease.token,
+            rows,
+            wall_clock_ms()
+        ],
         |r| r.get::<_, i64>(0),
-    ));
+    );
     let first_row = match inserted {
         Ok(first) => first,
         Err(rusqlite::Error::SqliteFailure(e, _))
@@ -285,17 +292,14 @@ fn check_token(
     target: &Target,
     lease: &Lease,
 ) -> Result<(), StoreError> {
-    let current: Option<i64> = tx
-        .prepare_cached(
-            "SELECT token FROM state.leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(params![target.connector_id, lease.scheduled_for_ms], |r| {
-                r.get(0)
-            })
-        })
-        .optional()
-        .map_err(backend("cannot read the fencing token"))?;
+    let current: Option<i64> = query_row_cached(
+        tx,
+        "SELECT token FROM state.leases WHERE connector_id = ?1 AND scheduled_for_ms = ?2",
+        params![target.connector_id, lease.scheduled_for_ms],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(backend("cannot read the fencing token"))?;
     check_fencing(lease, current)
 }
 
