@@ -123,7 +123,13 @@ impl SeriesIds {
             },
         );
         let at = match entry {
-            hashbrown::hash_table::Entry::Occupied(known) => *known.get(),
+            hashbrown::hash_table::Entry::Occupied(known) => {
+                let at = *known.get();
+                if let Some(s) = series.get_mut(at) {
+                    s.id = id;
+                }
+                at
+            }
             hashbrown::hash_table::Entry::Vacant(new) => {
                 let start = text.len();
                 text.push_str(name);
@@ -133,13 +139,9 @@ impl SeriesIds {
                     labels_end: text.len(),
                     id,
                 });
-                new.insert(series.len() - 1);
-                series.len() - 1
+                *new.insert(series.len() - 1).get()
             }
         };
-        if let Some(s) = series.get_mut(at) {
-            s.id = id;
-        }
         *next = at + 1;
     }
 
